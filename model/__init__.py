@@ -1,0 +1,9 @@
+"""The continual-learning model: encoders, MoE adapters, fusion, losses, strategies and metrics.
+
+Nothing in this package knows about gRPC or the daemon. The public entry points are:
+
+- :func:`model.backbone.build_backbone` builds a tri-modal backbone from a preset name;
+- :func:`model.strategies.create_learner` builds a learner (``mcil``, ``lwf``, ...) around it;
+- :mod:`model.metrics` turns accuracy matrices into the figures of docs/metrics.md;
+- ``python -m model.bench`` runs the class-incremental benchmark.
+"""

@@ -1,0 +1,176 @@
+"""MIFE: the mixture of LoRA-decomposed bottleneck experts that sits parallel to each frozen block.
+
+One :class:`MixtureOfExperts` per block. Experts live in a ``ModuleDict`` keyed ``"<task>.<i>"`` and
+the router keeps one gate head per task in another ``ModuleDict``, so learning a task adds keys and
+never edits existing tensors:
+
+    gates = top_k(softmax(router(pool(h))))        # (B, E): one routing decision per sample
+    out   = sum_e gates[:, e] * expert_e(h)        # same shape as h's block output
+
+Rule for freezing: a parameter is trainable only during the task that created it. The router's
+shared hidden layer is created with the first task; each later task adds a gate head (one logit per
+new expert) on top of it. Old experts, old gate heads and the hidden layer therefore stay
+bit-for-bit identical after later tasks, while routing still adapts per sample through the new head.
+
+An expert is a bottleneck adapter ``up(act(down(h)))`` whose two projections are each factored as a
+rank-``r`` product (LoRA), with the last factor zero-initialised so a new expert starts as a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from model.errors import StateError
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Shape of one expert. ``bottleneck`` is the adapter's inner width, ``rank`` its LoRA rank."""
+
+    bottleneck: int = 64
+    rank: int = 8
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.bottleneck < 1:
+            raise ValueError(f"bottleneck: must be >= 1, got {self.bottleneck}")
+        if self.rank < 1:
+            raise ValueError(f"rank: must be >= 1, got {self.rank}")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Routing. ``top_k`` experts per sample; Gaussian ``train_noise`` on logits in training only."""
+
+    hidden: int = 32
+    top_k: int = 2
+    train_noise: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1:
+            raise ValueError(f"hidden: must be >= 1, got {self.hidden}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k: must be >= 1, got {self.top_k}")
+        if self.train_noise < 0:
+            raise ValueError(f"train_noise: must be >= 0, got {self.train_noise}")
+
+
+ExpertFactory = Callable[[int], nn.Module]
+"""Builds one expert for an adapter input of the given width."""
+
+
+class LoRAExpert(nn.Module):
+    """Bottleneck adapter over the last dimension of ``h`` (tokens): ``(B, N, D) -> (B, N, D)``."""
+
+    def __init__(self, width: int, config: ExpertConfig) -> None:
+        super().__init__()
+        r, m = config.rank, config.bottleneck
+        self.down_a = nn.Linear(width, r, bias=False)
+        self.down_b = nn.Linear(r, m)
+        self.up_a = nn.Linear(m, r, bias=False)
+        self.up_b = nn.Linear(r, width)
+        self.scale = config.scale
+        nn.init.zeros_(self.up_b.weight)
+        nn.init.zeros_(self.up_b.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = F.gelu(self.down_b(self.down_a(h)))  # (B, N, m)
+        return self.scale * self.up_b(self.up_a(z))  # (B, N, D)
+
+
+def lora_expert_factory(config: ExpertConfig) -> ExpertFactory:
+    return lambda width: LoRAExpert(width, config)
+
+
+def pool_for_routing(h: torch.Tensor) -> torch.Tensor:
+    """One vector per sample: the mean over tokens ``(B, N, D)`` or over space ``(B, C, H, W)``."""
+    if h.dim() == 3:
+        return h.mean(dim=1)
+    if h.dim() == 4:
+        return h.mean(dim=(2, 3))
+    if h.dim() == 2:
+        return h
+    raise ValueError(f"h: expected 2, 3 or 4 dimensions, got shape {tuple(h.shape)}")
+
+
+class Router(nn.Module):
+    """A small MLP ``width -> hidden -> (one gate head per task)``, giving logits ``(B, E)``."""
+
+    def __init__(self, width: int, config: RouterConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.hidden = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.hidden), nn.GELU())
+        self.heads = nn.ModuleDict()
+
+    def add_task(self, task_key: str, n_experts: int) -> None:
+        self.heads[task_key] = nn.Linear(self.config.hidden, n_experts)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        z = self.hidden(pooled)  # (B, hidden)
+        return torch.cat([head(z) for head in self.heads.values()], dim=-1)  # (B, E)
+
+
+class MixtureOfExperts(nn.Module):
+    """All experts of one block and their router. With no experts yet, the output is zero."""
+
+    def __init__(self, width: int, expert_factory: ExpertFactory, router: RouterConfig) -> None:
+        super().__init__()
+        self.width = width
+        self.expert_factory = expert_factory
+        self.experts = nn.ModuleDict()
+        self.router = Router(width, router)
+        self.task_keys: list[str] = []
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.experts)
+
+    def add_task(self, task_key: str, n_experts: int) -> None:
+        """Adds ``n_experts`` trainable experts and a gate head for them; freezes nothing by itself."""
+        if task_key in self.task_keys:
+            raise StateError(f"task {task_key!r} already has experts")
+        if n_experts < 1:
+            raise ValueError(f"n_experts: must be >= 1, got {n_experts}")
+        if not self.task_keys:
+            self.router.hidden.requires_grad_(True)
+        for i in range(n_experts):
+            self.experts[f"{task_key}.{i}"] = self.expert_factory(self.width)
+        self.router.add_task(task_key, n_experts)
+        self.task_keys.append(task_key)
+
+    def freeze_task(self, task_key: str) -> None:
+        """Freezes everything ``task_key`` created: its experts, its gate head, and (first task) the
+        router's hidden layer."""
+        if task_key not in self.task_keys:
+            raise StateError(f"task {task_key!r} has no experts")
+        for key, expert in self.experts.items():
+            if key.rsplit(".", 1)[0] == task_key:
+                expert.requires_grad_(False)
+        self.router.heads[task_key].requires_grad_(False)
+        self.router.hidden.requires_grad_(False)
+
+    def gates(self, h: torch.Tensor) -> torch.Tensor:
+        """Sparse per-sample gate weights ``(B, E)``; each row sums to 1 over its top-k experts."""
+        logits = self.router(pool_for_routing(h))  # (B, E)
+        if self.training and self.router.config.train_noise > 0:
+            logits = logits + torch.randn_like(logits) * self.router.config.train_noise
+        k = min(self.router.config.top_k, logits.shape[-1])
+        top_vals, top_idx = logits.topk(k, dim=-1)  # (B, k)
+        return torch.zeros_like(logits).scatter(-1, top_idx, top_vals.softmax(dim=-1))
+
+    def forward(
+        self, h: torch.Tensor, return_gates: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if not self.experts:
+            zero = torch.zeros_like(h)
+            return (zero, h.new_zeros(h.shape[0], 0)) if return_gates else zero
+        g = self.gates(h)  # (B, E)
+        expand = (slice(None), slice(None)) + (None,) * (h.dim() - 1)
+        outputs = torch.stack([expert(h) for expert in self.experts.values()], dim=1)  # (B, E, ...)
+        mixed = (g[expand] * outputs).sum(dim=1)  # same shape as h
+        return (mixed, g) if return_gates else mixed

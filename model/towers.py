@@ -1,0 +1,114 @@
+"""An encoder cut where the adapters attach: a frozen stem, frozen blocks, a frozen head.
+
+Every adaptable encoder in the project (the CLIP image and text transformers, the `lite` CNN and
+MiniLM towers) is expressed as a :class:`Tower`::
+
+    x, ctx = stem(inputs)                      # frozen: embeddings, positional terms, masks
+    for block, adapter in zip(blocks, adapters):
+        y, h = block(x, ctx)                   # frozen: attention + feed-forward, and the adapter input
+        x = y + adapter(h)                     # trainable: the mixture of experts, parallel to the FFN
+    feature = head(x, ctx)                     # frozen: final norm, pooling, projection
+
+Each frozen piece is an ``nn.Module`` with a tensor-only signature, so ``export/`` can turn it into an
+ONNX/TensorRT segment and hand ``(y, h)`` back to PyTorch. The frozen parts never change after
+construction; only ``adapters`` (a ``ModuleList`` of :class:`model.experts.MixtureOfExperts`) learn.
+
+``ctx`` is whatever the blocks and head need besides the hidden state: ``None`` for images, an
+attention mask or token ids for text. Blocks must treat it as read-only.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from model.experts import ExpertFactory, MixtureOfExperts, RouterConfig
+
+
+class Stem(Protocol):
+    def __call__(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+class FrozenBlock(Protocol):
+    def __call__(self, x: torch.Tensor, ctx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class Head(Protocol):
+    def __call__(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor: ...
+
+
+class Tower(nn.Module):
+    """A frozen encoder with one mixture-of-experts slot per block.
+
+    Args:
+        stem: ``inputs -> (x, ctx)``.
+        blocks: frozen blocks, each ``(x, ctx) -> (y, h)`` where ``y`` is the block output without
+            adapter and ``h`` the tensor the adapter reads (same layout the expert factory expects).
+        head: ``(x, ctx) -> feature``, shape ``(B, output_dim)``.
+        adapter_width: channel/feature width of ``h`` (the width experts are built for).
+        output_dim: width of the tower's output feature.
+        expert_factory: builds one expert of the right kind (linear for transformers, conv for CNNs).
+        router: router configuration shared by every block.
+    """
+
+    def __init__(
+        self,
+        stem: nn.Module,
+        blocks: list[nn.Module],
+        head: nn.Module,
+        *,
+        adapter_width: int | list[int],
+        output_dim: int,
+        expert_factory: ExpertFactory,
+        router: RouterConfig,
+    ) -> None:
+        super().__init__()
+        self.stem = stem
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+        self.output_dim = output_dim
+        widths = adapter_width if isinstance(adapter_width, list) else [adapter_width] * len(blocks)
+        if len(widths) != len(blocks):
+            raise ValueError(f"adapter_width: {len(widths)} widths for {len(blocks)} blocks")
+        self.adapters = nn.ModuleList(
+            MixtureOfExperts(width=w, expert_factory=expert_factory, router=router) for w in widths
+        )
+        for module in (self.stem, self.blocks, self.head):
+            module.requires_grad_(False)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The pieces that never train (and that ``export/`` turns into segments), in order."""
+        return [self.stem, *self.blocks, self.head]
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x, ctx = self.stem(inputs)
+        for block, adapter in zip(self.blocks, self.adapters):
+            y, h = block(x, ctx)
+            x = y + adapter(h)
+        return self.head(x, ctx)
+
+    def routing_weights(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Per-block gate weights ``(B, n_experts)`` for ``inputs`` (for inspection and tests)."""
+        x, ctx = self.stem(inputs)
+        gates = []
+        for block, adapter in zip(self.blocks, self.adapters):
+            y, h = block(x, ctx)
+            delta, g = adapter(h, return_gates=True)
+            gates.append(g)
+            x = y + delta
+        return gates
+
+    # Expert bookkeeping, forwarded to every block's mixture.
+    def add_task_experts(self, task_key: str, n_experts: int) -> None:
+        for adapter in self.adapters:
+            adapter.add_task(task_key, n_experts)
+
+    def freeze_task_experts(self, task_key: str) -> None:
+        for adapter in self.adapters:
+            adapter.freeze_task(task_key)
+
+    @property
+    def expert_tasks(self) -> list[str]:
+        return list(self.adapters[0].task_keys) if len(self.adapters) else []
