@@ -16,6 +16,7 @@ a clear :class:`~model.errors.InvalidInputError` for anything malformed.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -69,6 +70,27 @@ class TriModalBackbone(nn.Module):
         )
         self.projections.requires_grad_(projections_trainable)
         self.projections_trainable = projections_trainable
+        self.audio_runner: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def set_audio_runner(self, runner: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        """Runs the frozen audio encoder on ``runner`` (``(B, S) -> (B, audio_dim)``); ``None``: PyTorch."""
+        self.audio_runner = runner
+
+    def __deepcopy__(self, memo: dict) -> "TriModalBackbone":
+        # Copies share every frozen tensor and runner: only learned state is duplicated, so a copy
+        # being trained costs the memory of its adapters, not of a second backbone.
+        for module in (self.audio, *self.image.frozen_modules(), *self.text.frozen_modules()):
+            for tensor in (*module.parameters(), *module.buffers()):
+                memo[id(tensor)] = tensor
+        for shared in (self.audio_runner, self.tokenizer):
+            if shared is not None:
+                memo[id(shared)] = shared
+        cls = self.__class__
+        clone = cls.__new__(cls)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            setattr(clone, key, copy.deepcopy(value, memo))
+        return clone
 
     @property
     def embed_dim(self) -> int:
@@ -82,6 +104,8 @@ class TriModalBackbone(nn.Module):
     @torch.no_grad()
     def encode_audio_raw(self, waveforms: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` waveforms at ``sample_rate`` -> ``(B, audio_dim)``, the frozen encoder only."""
+        if self.audio_runner is not None:
+            return self.audio_runner(waveforms)
         return self.audio(waveforms)
 
     def project_audio(self, audio_features: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ attention mask or token ids for text. Blocks must treat it as read-only.
 
 from __future__ import annotations
 
+import copy
 from typing import Protocol
 
 import torch
@@ -37,6 +38,20 @@ class FrozenBlock(Protocol):
 
 class Head(Protocol):
     def __call__(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor: ...
+
+
+class FrozenRunner(Protocol):
+    """Runs a tower's frozen pieces somewhere else (ONNX Runtime, TensorRT); see ``export/``.
+
+    Used only when no gradient is needed: training always runs the PyTorch modules, because the
+    gradient of an early block's experts flows through the later frozen blocks.
+    """
+
+    def stem(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    def block(self, index: int, x: torch.Tensor, ctx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def head(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor: ...
 
 
 class Tower(nn.Module):
@@ -77,24 +92,48 @@ class Tower(nn.Module):
         )
         for module in (self.stem, self.blocks, self.head):
             module.requires_grad_(False)
+        self.runner: FrozenRunner | None = None
+
+    def set_runner(self, runner: FrozenRunner | None) -> None:
+        """Runs the frozen pieces on ``runner`` whenever gradients are disabled (``None``: PyTorch)."""
+        self.runner = runner
+
+    def __deepcopy__(self, memo: dict) -> "Tower":
+        # A runner holds engine sessions: copies of a tower share it (the frozen parts never change).
+        if self.runner is not None:
+            memo[id(self.runner)] = self.runner
+        cls = self.__class__
+        clone = cls.__new__(cls)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            setattr(clone, key, copy.deepcopy(value, memo))
+        return clone
+
+    def _pieces(self) -> tuple:
+        if self.runner is not None and not torch.is_grad_enabled():
+            r = self.runner
+            return r.stem, (lambda i, x, ctx: r.block(i, x, ctx)), r.head
+        return self.stem, (lambda i, x, ctx: self.blocks[i](x, ctx)), self.head
 
     def frozen_modules(self) -> list[nn.Module]:
         """The pieces that never train (and that ``export/`` turns into segments), in order."""
         return [self.stem, *self.blocks, self.head]
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        x, ctx = self.stem(inputs)
-        for block, adapter in zip(self.blocks, self.adapters):
-            y, h = block(x, ctx)
+        stem, block, head = self._pieces()
+        x, ctx = stem(inputs)
+        for i, adapter in enumerate(self.adapters):
+            y, h = block(i, x, ctx)
             x = y + adapter(h)
-        return self.head(x, ctx)
+        return head(x, ctx)
 
     def routing_weights(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         """Per-block gate weights ``(B, n_experts)`` for ``inputs`` (for inspection and tests)."""
-        x, ctx = self.stem(inputs)
+        stem, block, _ = self._pieces()
+        x, ctx = stem(inputs)
         gates = []
-        for block, adapter in zip(self.blocks, self.adapters):
-            y, h = block(x, ctx)
+        for i, adapter in enumerate(self.adapters):
+            y, h = block(i, x, ctx)
             delta, g = adapter(h, return_gates=True)
             gates.append(g)
             x = y + delta
