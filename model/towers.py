@@ -64,7 +64,9 @@ class Tower(nn.Module):
         head: ``(x, ctx) -> feature``, shape ``(B, output_dim)``.
         adapter_width: channel/feature width of ``h`` (the width experts are built for).
         output_dim: width of the tower's output feature.
-        expert_factory: builds one expert of the right kind (linear for transformers, conv for CNNs).
+        expert_factory: builds one expert of the right kind (linear for transformers, conv for CNNs);
+            or one factory per block, for encoders whose blocks differ in shape (a CNN's experts
+            need each block's output channels and stride).
         router: router configuration shared by every block.
     """
 
@@ -76,7 +78,7 @@ class Tower(nn.Module):
         *,
         adapter_width: int | list[int],
         output_dim: int,
-        expert_factory: ExpertFactory,
+        expert_factory: ExpertFactory | list[ExpertFactory],
         router: RouterConfig,
     ) -> None:
         super().__init__()
@@ -87,8 +89,11 @@ class Tower(nn.Module):
         widths = adapter_width if isinstance(adapter_width, list) else [adapter_width] * len(blocks)
         if len(widths) != len(blocks):
             raise ValueError(f"adapter_width: {len(widths)} widths for {len(blocks)} blocks")
+        factories = expert_factory if isinstance(expert_factory, list) else [expert_factory] * len(blocks)
+        if len(factories) != len(blocks):
+            raise ValueError(f"expert_factory: {len(factories)} factories for {len(blocks)} blocks")
         self.adapters = nn.ModuleList(
-            MixtureOfExperts(width=w, expert_factory=expert_factory, router=router) for w in widths
+            MixtureOfExperts(width=w, expert_factory=f, router=router) for w, f in zip(widths, factories)
         )
         for module in (self.stem, self.blocks, self.head):
             module.requires_grad_(False)
@@ -124,7 +129,8 @@ class Tower(nn.Module):
         x, ctx = stem(inputs)
         for i, adapter in enumerate(self.adapters):
             y, h = block(i, x, ctx)
-            x = y + adapter(h)
+            # A block without experts adds nothing (and h may differ in shape from y in a CNN).
+            x = y + adapter(h) if adapter.n_experts else y
         return head(x, ctx)
 
     def routing_weights(self, inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -136,7 +142,7 @@ class Tower(nn.Module):
             y, h = block(i, x, ctx)
             delta, g = adapter(h, return_gates=True)
             gates.append(g)
-            x = y + delta
+            x = y + delta if adapter.n_experts else y
         return gates
 
     # Expert bookkeeping, forwarded to every block's mixture.
