@@ -39,18 +39,52 @@ class TextTowerConfig:
 
 @dataclass(frozen=True)
 class AudioEncoderConfig:
-    """ESResNeXt-fbsp audio encoder. ``sample_rate`` and ``clip_seconds`` define its input."""
+    """ESResNeXt-fbsp audio encoder (see :mod:`model.encoders.esresnext`).
+
+    ``sample_rate`` and ``clip_seconds`` define its input. The front end frames the waveform with a
+    ``window`` of ``win_length`` samples every ``hop_length`` samples (zero-padded to ``n_fft``) and
+    applies a learned ``n_fft``-point frequency-B-spline transform. The trunk is a ResNeXt with
+    ``base_width`` stem channels, four stages of ``layers`` bottleneck blocks, ``groups`` groups of
+    ``width_per_group`` channels in the first stage (doubling per stage), optional attention
+    branches (``attention``), global pooling and a linear map to ``output_dim``.
+    The defaults are AudioCLIP's (ResNeXt-50 32x4d, 44.1 kHz, 5 s, 1024-d).
+    """
 
     sample_rate: int = 44100
     clip_seconds: float = 5.0
     n_fft: int = 2048
     hop_length: int = 561
     win_length: int = 1654
+    window: str = "blackmanharris"
     base_width: int = 64
     groups: int = 32
     width_per_group: int = 4
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    attention: bool = True
     output_dim: int = 1024
+
+    WINDOWS = ("blackmanharris", "hann", "boxcar")
+
+    def __post_init__(self) -> None:
+        if self.sample_rate < 1:
+            raise ValueError(f"sample_rate: must be >= 1, got {self.sample_rate}")
+        if self.clip_seconds <= 0:
+            raise ValueError(f"clip_seconds: must be > 0, got {self.clip_seconds}")
+        if self.hop_length < 1:
+            raise ValueError(f"hop_length: must be >= 1, got {self.hop_length}")
+        if not 1 <= self.win_length <= self.n_fft:
+            raise ValueError(f"win_length: must lie in [1, n_fft={self.n_fft}], got {self.win_length}")
+        if (self.n_fft // 2 + 1) < 3:
+            raise ValueError(f"n_fft: must give at least 3 frequency bins, got {self.n_fft}")
+        if self.clip_samples < self.win_length:
+            raise ValueError(f"clip_seconds: a clip of {self.clip_samples} samples is shorter than win_length")
+        if self.window not in self.WINDOWS:
+            raise ValueError(f"window: must be one of {self.WINDOWS}, got {self.window!r}")
+        for name in ("base_width", "groups", "width_per_group", "output_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if len(self.layers) != 4 or any(n < 1 for n in self.layers):
+            raise ValueError(f"layers: expected four block counts >= 1, got {self.layers}")
 
     @property
     def clip_samples(self) -> int:
