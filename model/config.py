@@ -77,7 +77,7 @@ class AudioEncoderConfig:
         if (self.n_fft // 2 + 1) < 3:
             raise ValueError(f"n_fft: must give at least 3 frequency bins, got {self.n_fft}")
         if self.clip_samples < self.win_length:
-            raise ValueError(f"clip_seconds: a clip of {self.clip_samples} samples is shorter than win_length")
+            raise ValueError(f"clip_seconds: {self.clip_samples} samples is shorter than win_length")
         if self.window not in self.WINDOWS:
             raise ValueError(f"window: must be one of {self.WINDOWS}, got {self.window!r}")
         for name in ("base_width", "groups", "width_per_group", "output_dim"):

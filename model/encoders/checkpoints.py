@@ -155,7 +155,9 @@ def split_clip_state(
     return vision, text
 
 
-def load_clip_weights(vision: nn.Module, text: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+def load_clip_weights(
+    vision: nn.Module, text: nn.Module, state: Mapping[str, torch.Tensor], source: str
+) -> None:
     """Loads an OpenAI CLIP state into open_clip's ``VisionTransformer`` and ``TextTransformer``.
 
     Both are checked before either is changed.
@@ -169,7 +171,8 @@ def load_clip_weights(vision: nn.Module, text: nn.Module, state: Mapping[str, to
 
 def audioclip_audio_state(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """The ``audio.*`` tensors of an AudioCLIP checkpoint, prefix dropped."""
-    audio = {k[len(AUDIOCLIP_AUDIO_PREFIX):]: v for k, v in state.items() if k.startswith(AUDIOCLIP_AUDIO_PREFIX)}
+    n = len(AUDIOCLIP_AUDIO_PREFIX)
+    audio = {k[n:]: v for k, v in state.items() if k.startswith(AUDIOCLIP_AUDIO_PREFIX)}
     if not audio:
         raise CheckpointError(
             source, "audio.*", "no audio encoder tensors; expected an AudioCLIP checkpoint such as "

@@ -121,7 +121,9 @@ class Attention2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int]) -> None:
         super().__init__()
         padding = (kernel_size[0] // 2, kernel_size[1] // 2)
-        self.conv_depth = nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, groups=in_channels)
+        self.conv_depth = nn.Conv2d(
+            in_channels, in_channels, kernel_size, padding=padding, groups=in_channels
+        )
         self.conv_point = nn.Conv2d(in_channels, out_channels, kernel_size=1)
         self.bn = nn.BatchNorm2d(out_channels)
 
@@ -146,7 +148,8 @@ class Bottleneck(nn.Module):
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -273,10 +276,13 @@ class ESResNeXtFBSP(nn.Module):
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         if waveforms.dim() != 2:
-            raise InvalidInputError("waveforms", f"expected shape (batch, samples), got {tuple(waveforms.shape)}")
+            raise InvalidInputError(
+                "waveforms", f"expected shape (batch, samples), got {tuple(waveforms.shape)}"
+            )
         if waveforms.shape[-1] < self.config.win_length:
             raise InvalidInputError(
-                "waveforms", f"{waveforms.shape[-1]} samples is shorter than one frame ({self.config.win_length})"
+                "waveforms",
+                f"{waveforms.shape[-1]} samples is shorter than one frame ({self.config.win_length})",
             )
         x = waveforms.to(self.fc.weight.dtype)
         return self.fc(self.trunk(self.log_power_spectrogram(x)))  # (B, output_dim)

@@ -136,26 +136,37 @@ def build_tiny(weights: WeightFiles) -> TriModalBackbone:
     return build_clip_family(TINY_CONFIG)
 
 
-def _required_file(weights: WeightFiles, name: str, what: str) -> Path:
-    path = getattr(weights, name, None)
+def _weight_file(path: str | Path | None, field: str, what: str) -> Path:
     if path is None:
-        raise InvalidInputError(f"weights.{name}", f"the audioclip preset needs {what}; name it in WeightFiles.{name}")
+        raise InvalidInputError(
+            f"weights.{field}", f"the audioclip preset needs {what}; name it in WeightFiles.{field}"
+        )
     path = Path(path)
     if not path.is_file():
-        raise InvalidInputError(f"weights.{name}", f"no such file: {path}")
+        raise InvalidInputError(f"weights.{field}", f"no such file: {path}")
     return path
 
 
-@register_preset("audioclip")
-def build_audioclip(weights: WeightFiles) -> TriModalBackbone:
-    """The paper's backbone from the user's CLIP ViT-B/16 and AudioCLIP files (and optionally P)."""
-    clip_path = _required_file(weights, "clip", "OpenAI's CLIP ViT-B/16 weights (ViT-B-16.pt)")
-    audio_path = _required_file(weights, "audioclip", "an AudioCLIP checkpoint (AudioCLIP-Full-Training.pt)")
+def build_from_files(
+    clip: str | Path | None,
+    audioclip: str | Path | None,
+    audio_projection: str | Path | None = None,
+    config: BackboneConfig = AUDIOCLIP_CONFIG,
+) -> TriModalBackbone:
+    """Builds ``config`` (the ``audioclip`` preset unless told otherwise) from weight files.
+
+    Raises:
+        InvalidInputError: a required file is not named, or does not exist (field ``weights.<name>``).
+        CheckpointError: a file does not match the architecture (naming the first offending tensor).
+    """
+    clip_path = _weight_file(clip, "clip", "OpenAI's CLIP ViT-B/16 weights (ViT-B-16.pt)")
+    audio_path = _weight_file(audioclip, "audioclip", "an AudioCLIP checkpoint (AudioCLIP-Full-Training.pt)")
     projection_path = None
-    if getattr(weights, "audio_projection", None) is not None:
-        projection_path = _required_file(weights, "audio_projection", "P as a file with one tensor 'weight'")
+    if audio_projection is not None:
+        what = "P, a file with one tensor 'weight'"
+        projection_path = _weight_file(audio_projection, "audio_projection", what)
     return build_clip_family(
-        AUDIOCLIP_CONFIG,
+        config,
         clip_state=checkpoints.read_state_dict(clip_path),
         clip_source=str(clip_path),
         audio_state=checkpoints.read_state_dict(audio_path),
@@ -163,3 +174,9 @@ def build_audioclip(weights: WeightFiles) -> TriModalBackbone:
         projection_state=None if projection_path is None else checkpoints.read_state_dict(projection_path),
         projection_source=str(projection_path or ""),
     )
+
+
+@register_preset("audioclip")
+def build_audioclip(weights: WeightFiles) -> TriModalBackbone:
+    """The paper's backbone from the user's CLIP ViT-B/16 and AudioCLIP files (and optionally P)."""
+    return build_from_files(weights.clip, weights.audioclip, getattr(weights, "audio_projection", None))
