@@ -1,0 +1,338 @@
+"""The daemon's configuration: typed, frozen, validated at start-up with errors naming the field.
+
+Sources, later ones winning: defaults, a config file (YAML, JSON or TOML, by extension), then command
+line flags. The file mirrors these dataclasses (``server:``, ``batching:``, ``security:``, ...); the
+main flags (``--listen``, ``--metrics-listen``, ``--state-dir``, ``--preset``) are shortcuts for
+``server.*`` fields and any field can be set with ``--set section.field=value``. Unknown keys are errors.
+docs/service.md lists every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from service.errors import ConfigError
+
+RUNNERS = ("pytorch", "onnxruntime", "tensorrt")
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mcil"
+
+
+def parse_address(field_name: str, value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:50051`` for IPv6) -> (host, port); port 0 picks a free port."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(field_name, f"expected HOST:PORT, got {value!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(field_name, f"port must be an integer, got {port_text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(field_name, f"port must be in [0, 65535], got {port}")
+    return host, port
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the daemon listens and keeps its state, and which model it serves."""
+
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str | None = "127.0.0.1:9464"  # None: no metrics endpoint
+    state_dir: Path = field(default_factory=_default_state_dir)
+    preset: str = "lite"
+    strategy: str = "mcil"
+    runner: str = "pytorch"
+    max_workers: int = 16
+    grace_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        parse_address("server.listen", self.listen)
+        if self.metrics_listen is not None:
+            parse_address("server.metrics_listen", self.metrics_listen)
+        if not self.preset:
+            raise ConfigError("server.preset", "must not be empty")
+        if self.runner not in RUNNERS:
+            raise ConfigError("server.runner", f"must be one of {', '.join(RUNNERS)}, got {self.runner!r}")
+        _at_least("server.max_workers", self.max_workers, 2)
+        _at_least("server.grace_seconds", self.grace_seconds, 0)
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("server.log_level", f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching of concurrent Classify calls."""
+
+    enabled: bool = True
+    max_batch_size: int = 32  # samples per model call
+    max_delay_ms: float = 5.0  # how long the first waiting request may wait for company
+    max_queue: int = 1024  # requests waiting; more are refused with RESOURCE_EXHAUSTED
+
+    def __post_init__(self) -> None:
+        _at_least("batching.max_batch_size", self.max_batch_size, 1)
+        _at_least("batching.max_delay_ms", self.max_delay_ms, 0)
+        _at_least("batching.max_queue", self.max_queue, 1)
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """TLS, mutual TLS and bearer tokens. Tokens come from a file or an environment variable."""
+
+    tls_cert: Path | None = None  # PEM certificate chain of the server
+    tls_key: Path | None = None  # PEM private key of the server
+    tls_client_ca: Path | None = None  # set: clients must present a certificate signed by this CA (mTLS)
+    token_file: Path | None = None  # admin token: every call, including mutating ones
+    token_env: str | None = None  # ... or the name of an environment variable holding it
+    read_token_file: Path | None = None  # optional read-only token (non-mutating calls)
+    read_token_env: str | None = None
+    require_token_for_all: bool = False  # also require a token for read-only calls
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("security.tls_cert", "tls_cert and tls_key must be set together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("security.tls_client_ca", "mutual TLS needs tls_cert and tls_key too")
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file", "read_token_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"security.{name}", f"file {str(path)!r} does not exist")
+        if self.token_file is not None and self.token_env is not None:
+            raise ConfigError("security.token_env", "set token_file or token_env, not both")
+        if self.require_token_for_all and not self.has_token:
+            raise ConfigError("security.require_token_for_all", "needs token_file or token_env")
+
+    @property
+    def has_token(self) -> bool:
+        return self.token_file is not None or self.token_env is not None
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Request size limits."""
+
+    max_message_bytes: int = 4 * 1024 * 1024  # per gRPC message, both directions
+    max_classify_samples: int = 256  # samples per Classify request
+    max_upload_bytes: int = 1024 * 1024 * 1024  # per LearnNewClasses upload
+    max_upload_examples: int = 50_000
+    max_image_pixels: int = 4096 * 4096
+    max_audio_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        _at_least("limits.max_message_bytes", self.max_message_bytes, 64 * 1024)
+        _at_least("limits.max_classify_samples", self.max_classify_samples, 1)
+        _at_least("limits.max_upload_bytes", self.max_upload_bytes, 1024)
+        _at_least("limits.max_upload_examples", self.max_upload_examples, 2)
+        _at_least("limits.max_image_pixels", self.max_image_pixels, 1)
+        _at_least("limits.max_audio_seconds", self.max_audio_seconds, 0.1)
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """How uploads become training jobs."""
+
+    min_examples_per_class: int = 10  # training + held-out examples
+    held_out_fraction: float = 0.2  # used when an upload marks no example as held out
+    max_queued_jobs: int = 2  # jobs waiting behind the running one; more -> RESOURCE_EXHAUSTED
+    max_classes_per_task: int = 100
+    seed: int = 0
+    # Overrides of the learner's training configuration for a new state directory (None: preset default).
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        _at_least("learning.min_examples_per_class", self.min_examples_per_class, 2)
+        if not 0.0 < self.held_out_fraction < 1.0:
+            raise ConfigError("learning.held_out_fraction", f"must be in (0, 1), got {self.held_out_fraction}")
+        _at_least("learning.max_queued_jobs", self.max_queued_jobs, 0)
+        _at_least("learning.max_classes_per_task", self.max_classes_per_task, 1)
+        if self.epochs is not None:
+            _at_least("learning.epochs", self.epochs, 1)
+        if self.batch_size is not None:
+            _at_least("learning.batch_size", self.batch_size, 1)
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigError("learning.learning_rate", f"must be > 0, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The commit gate: a trained job that misses a bound ends ``rejected`` and is not served."""
+
+    max_forgetting: float | None = None  # percentage points (F_T on ``path``)
+    min_new_task_accuracy: float | None = None  # percent, on the new task's held-out examples
+    min_last_accuracy: float | None = None  # percent, A_T pooled over every task
+    path: str = "av"  # modality path the bounds apply to: av, visual or audio
+
+    def __post_init__(self) -> None:
+        for name in ("max_forgetting", "min_new_task_accuracy", "min_last_accuracy"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 100.0:
+                raise ConfigError(f"gate.{name}", f"must be in [0, 100] percent, got {value}")
+        if self.path not in ("av", "visual", "audio"):
+            raise ConfigError("gate.path", f"must be av, visual or audio, got {self.path!r}")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """What the state directory keeps (docs/service.md, "Retention and privacy")."""
+
+    max_versions: int = 20  # older committed versions are deleted (never the served one)
+    held_out_per_class: int = 100  # at most this many held-out examples per class are stored
+
+    def __post_init__(self) -> None:
+        _at_least("retention.max_versions", self.max_versions, 1)
+        _at_least("retention.held_out_per_class", self.held_out_per_class, 1)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+
+    def replace(self, section: str, **changes: Any) -> "ServiceConfig":
+        """A copy with some fields of one section changed (validated again)."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(name, f"must be >= {low}, got {value}")
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """``value`` (from a file or a flag) as the type ``hint``, or a ConfigError naming ``name``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "")):
+            return None
+        return _coerce(name, args[0], value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(name, f"must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(name, f"must be an integer, got {value!r}")
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"must be an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(name, f"must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"must be a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(name, f"must be a string, got {value!r}")
+        return str(value)
+    if hint is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(name, f"must be a path, got {value!r}")
+        return Path(value).expanduser()
+    raise ConfigError(name, f"unsupported type {hint!r}")  # pragma: no cover
+
+
+def _section(cls: type[Any], name: str, data: Any) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(name, f"must be a mapping of fields, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}", f"unknown field (known: {', '.join(sorted(known))})")
+    kwargs = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # pragma: no cover - dataclass construction problems
+        raise ConfigError(name, str(exc)) from None
+
+
+def config_from_dict(data: Mapping[str, Any]) -> ServiceConfig:
+    """Build and validate a :class:`ServiceConfig` from nested dicts (sections as in the file)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("(root)", "the configuration must be a mapping of sections")
+    hints = typing.get_type_hints(ServiceConfig)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown section (known: {', '.join(sorted(hints))})")
+    return ServiceConfig(**{key: _section(hints[key], key, value) for key, value in data.items()})
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML (.yaml/.yml), JSON (.json) or TOML (.toml) file -> nested dicts."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {str(path)!r}: {exc.strerror}") from None
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError("--config", f"unknown file type {suffix!r}: use .yaml, .yml, .json or .toml")
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser error becomes a clear start-up error
+        raise ConfigError("--config", f"cannot parse {str(path)!r}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("--config", f"{str(path)!r} must contain a mapping of sections")
+    return data
+
+
+def merge_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply ``{"section.field": value}`` overrides to nested dicts (returns a new dict)."""
+    merged: dict[str, Any] = {key: dict(value) if isinstance(value, Mapping) else value for key, value in data.items()}
+    for dotted, value in overrides.items():
+        section, sep, key = dotted.partition(".")
+        if not sep or not key:
+            raise ConfigError(dotted, "overrides are written section.field=value")
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(section, "must be a mapping of fields")
+        target[key] = value
+    return merged
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> ServiceConfig:
+    """Defaults, then the file at ``path`` (if any), then ``overrides`` (``{"server.listen": ...}``)."""
+    data = read_config_file(path) if path is not None else {}
+    return config_from_dict(merge_overrides(data, overrides or {}))

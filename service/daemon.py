@@ -1,0 +1,365 @@
+"""The daemon's core, free of gRPC: serve, learn, commit, roll back, describe.
+
+:class:`Daemon` owns the state store, the served model slot, the Classify batcher, the job runner and
+the metrics. The gRPC servicer (:mod:`service.api`) only translates messages to and from these calls.
+
+Start-up (:meth:`Daemon.open`): lock the state directory, find the served version (the ``current``
+pointer; if that version is damaged, the newest valid version before it, with a log line), load it,
+and mark jobs that a crash interrupted as failed.
+
+A job (:meth:`Daemon._train`): clone the served learner, record the evaluation baseline for forward
+transfer, train, evaluate every learned task on its held-out examples, check the commit gate, then
+(:meth:`Daemon._commit`) write the version directory, move ``current``, and swap the served reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from service.batching import Answer, ClassifyBatcher, predict_now
+from service.codec import DecodeLimits
+from service.config import ServiceConfig
+from service.errors import ConfigError, FailedPrecondition, InvalidRequest
+from service.jobs import Job, JobContext, JobRunner, TrainingOutcome, Upload
+from service.metrics import ServiceMetrics
+from service.serving import ModelSlot, ServedVersion
+from service.store import CorruptVersion, StateStore, VersionMeta
+from service.uploads import UploadRules
+
+if TYPE_CHECKING:
+    from model.backbone import TriModalBackbone
+    from model.learner import Learner
+    from model.samples import LabeledSample, Sample
+
+log = logging.getLogger(__name__)
+
+PATHS = ("av", "visual", "audio")
+
+
+def attach_runner(learner: "Learner", runner: str) -> None:
+    """The hook that puts the frozen parts of ``learner``'s backbone on an export runtime.
+
+    ``pytorch`` leaves the learner as it is. Other runners come from :mod:`export.runners`
+    (``attach_runner(backbone, name)``), imported only when configured.
+    """
+    if runner == "pytorch":
+        return
+    try:
+        from export import runners  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise ConfigError("server.runner", f"{runner!r} needs export.runners, which cannot be imported: {exc}") from None
+    attach = getattr(runners, "attach_runner", None)
+    if attach is None:
+        raise ConfigError("server.runner", f"export.runners has no attach_runner for {runner!r}")
+    attach(learner.backbone, runner)
+
+
+class Daemon:
+    """See the module docstring. Call :meth:`open` once, :meth:`close` at the end."""
+
+    def __init__(self, config: ServiceConfig, metrics: ServiceMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or ServiceMetrics()
+        self.store = StateStore(config.server.state_dir)
+        self.decode_limits = DecodeLimits(
+            max_image_pixels=config.limits.max_image_pixels, max_audio_seconds=config.limits.max_audio_seconds
+        )
+        self.upload_rules = UploadRules(
+            min_examples_per_class=config.learning.min_examples_per_class,
+            held_out_fraction=config.learning.held_out_fraction,
+            held_out_per_class=config.retention.held_out_per_class,
+            max_classes_per_task=config.learning.max_classes_per_task,
+            max_upload_bytes=config.limits.max_upload_bytes,
+            max_upload_examples=config.limits.max_upload_examples,
+            decode=self.decode_limits,
+        )
+        self._commit_lock = threading.Lock()  # one commit or rollback at a time
+        self._backbone: TriModalBackbone | None = None
+        self._untrained: Learner | None = None
+        self.slot: ModelSlot | None = None
+        self.jobs: JobRunner | None = None
+        self.batcher: ClassifyBatcher | None = None
+        self.preset = config.server.preset
+        self.strategy = config.server.strategy
+
+    # -- life cycle ----------------------------------------------------------------------------------
+    def open(self) -> None:
+        from model.backbone import build_backbone
+
+        self.store.open()
+        try:
+            served = self._load_served(build_backbone)
+            self.slot = ModelSlot(served)
+            self.jobs = JobRunner(self.store, self.metrics, self._train, max_queued=self.config.learning.max_queued_jobs)
+            committed = {served.meta.job_id} if served.meta else set()
+            self.jobs.recover(committed)
+            self.store.remove_orphan_held_out()
+            self.jobs.start()
+            if self.config.batching.enabled:
+                b = self.config.batching
+                self.batcher = ClassifyBatcher(self.slot, self.metrics, max_batch_size=b.max_batch_size,
+                                               max_delay_ms=b.max_delay_ms, max_queue=b.max_queue)
+            self._publish(served)
+        except BaseException:
+            self.store.close()
+            raise
+
+    def _load_served(self, build_backbone: Any) -> ServedVersion:
+        current = self.store.current_version()
+        candidates = [n for n in reversed(self.store.version_numbers()) if n <= current] if current else []
+        for number in candidates:
+            try:
+                meta = self.store.verify(number)
+            except CorruptVersion as exc:
+                log.error("version %d is damaged and skipped: %s", number, exc)
+                continue
+            if meta.preset != self.preset:
+                raise ConfigError(
+                    "server.preset",
+                    f"the state directory {self.store.root} holds preset {meta.preset!r} models; "
+                    f"the configuration says {self.preset!r} (use another state_dir or preset)",
+                )
+            self.strategy = meta.strategy
+            if self._backbone is None:
+                self._backbone = build_backbone(self.preset)
+            try:
+                served = self._load_version(number, meta)
+            except (CorruptVersion, ValueError) as exc:
+                log.error("version %d cannot be loaded and is skipped: %s", number, exc)
+                continue
+            if number != current:
+                log.warning("serving version %d instead of the damaged version %d", number, current)
+                self.store.set_current(number)
+            log.info("serving version %d (%d classes)", number, len(served.classes))
+            return served
+        if current:
+            log.error("no loadable version found (current was %d); starting with an untrained model", current)
+        return ServedVersion(0, self._fresh_learner(build_backbone), None, None)
+
+    def _fresh_learner(self, build_backbone: Any) -> "Learner":
+        from dataclasses import replace as dc_replace
+
+        from model.learner import LearnerConfig, create_learner
+
+        if self._backbone is None:
+            self._backbone = build_backbone(self.preset)
+        learning = self.config.learning
+        config = LearnerConfig()
+        overrides = {k: v for k, v in (("epochs", learning.epochs), ("batch_size", learning.batch_size),
+                                       ("learning_rate", learning.learning_rate)) if v is not None}
+        if overrides:
+            config = dc_replace(config, training=dc_replace(config.training, **overrides))
+        import copy
+
+        learner = create_learner(self.preset, self.strategy, backbone=copy.deepcopy(self._backbone), config=config)
+        attach_runner(learner, self.config.server.runner)
+        return learner
+
+    def _load_version(self, number: int, meta: VersionMeta) -> ServedVersion:
+        from model.learner import Learner
+
+        learner = Learner.load(self.store.version_dir(number), backbone=self._backbone)
+        attach_runner(learner, self.config.server.runner)
+        if [list(t) for t in meta.tasks] != learner.tasks:
+            raise CorruptVersion("version.json and learner.json disagree on the learned classes")
+        return ServedVersion(number, learner, meta, self.store.read_evaluation(number))
+
+    def close(self, grace: float) -> None:
+        """Stop the batcher (answering what is queued) and the job runner (interrupting a job)."""
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.jobs is not None:
+            self.jobs.close(timeout=max(grace, 1.0) + 30.0)
+        self.store.close()
+
+    @property
+    def served(self) -> ServedVersion:
+        assert self.slot is not None, "Daemon.open() was not called"
+        return self.slot.current
+
+    # -- serving -------------------------------------------------------------------------------------
+    def classify(self, samples: Sequence["Sample"], top_k: int) -> Answer:
+        if not samples:
+            raise InvalidRequest("samples", "give at least one sample")
+        if len(samples) > self.config.limits.max_classify_samples:
+            raise InvalidRequest(
+                "samples", f"at most {self.config.limits.max_classify_samples} per request, got {len(samples)}"
+            )
+        assert self.slot is not None
+        if self.batcher is not None:
+            version, predictions = self.batcher.submit(samples, top_k)
+        else:
+            version, predictions = predict_now(self.slot, samples, top_k)
+        for p in predictions:
+            try:
+                self.metrics["mcil_classify_samples_total"].labels(p.path).inc()
+            except Exception:  # noqa: BLE001
+                pass
+        return version, predictions
+
+    # -- learning ------------------------------------------------------------------------------------
+    def submit(self, upload: Upload) -> tuple[Job, bool]:
+        assert self.jobs is not None
+        return self.jobs.submit(upload)
+
+    def _train(self, job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
+        from model.learner import TrainingCancelled
+        from model.protocol import ContinualEvaluation
+
+        base = self.served
+        ctx.phase("preparing", base_version=base.number)
+        known = set(base.classes)
+        clash = sorted(known & set(upload.class_names))
+        if clash:
+            raise InvalidRequest("header.class_names", f"class(es) {clash} already exist")
+        learner = base.learner.clone()
+        baseline = self._baseline()
+        evaluation = (
+            ContinualEvaluation.from_dict(dict(base.evaluation), baseline=baseline) if base.evaluation
+            else ContinualEvaluation(baseline=baseline, seed=self.config.learning.seed)
+        )
+        held_old: list[list[LabeledSample]] = []
+        if base.meta is not None:
+            held_old = [self.store.read_held_out(name) for name in base.meta.held_out_files]
+        evaluation.before_task(learner, list(upload.class_names), list(upload.held_out))
+        if ctx.should_stop():
+            raise TrainingCancelled("stopped before training")
+        learner.learn_task(list(upload.train), list(upload.class_names), progress=ctx.progress,
+                           should_stop=ctx.should_stop)
+        ctx.phase("evaluating", eta_seconds=None)
+        held_by_task = [*held_old, list(upload.held_out)]
+        evaluation.after_task(learner, held_by_task, list(upload.train))
+        figures = figures_of(evaluation)
+        held_counts = tuple(len(h) for h in held_by_task)
+        ctx.phase("evaluating", figures=figures, held_out_per_task=held_counts)
+        verdict = self._gate(figures)
+        if verdict:
+            return TrainingOutcome("rejected", figures, held_counts, message=verdict)
+        if ctx.should_stop():
+            raise TrainingCancelled("stopped before commit")
+        ctx.phase("committing")
+        number = self._commit(job, upload, learner, evaluation.to_dict(), figures, base, held_counts)
+        return TrainingOutcome("succeeded", figures, held_counts, committed_version=number)
+
+    def _baseline(self) -> "Learner":
+        """An untrained learner of the same preset and strategy: the b[t] of forward transfer."""
+        if self._untrained is None:
+            from model.backbone import build_backbone
+
+            self._untrained = self._fresh_learner(build_backbone)
+        return self._untrained
+
+    def _gate(self, figures: Mapping[str, Mapping[str, float]]) -> str:
+        """Empty when the commit gate passes, else why it does not."""
+        gate = self.config.gate
+        f = figures.get(gate.path, {})
+        problems = []
+        if gate.max_forgetting is not None and f.get("forgetting", 0.0) > gate.max_forgetting:
+            problems.append(f"forgetting {f['forgetting']:.2f} points > max_forgetting {gate.max_forgetting:g}")
+        if gate.min_new_task_accuracy is not None and f.get("new_task_accuracy", 0.0) < gate.min_new_task_accuracy:
+            problems.append(f"new-task accuracy {f.get('new_task_accuracy', 0.0):.2f}% < "
+                            f"min_new_task_accuracy {gate.min_new_task_accuracy:g}%")
+        if gate.min_last_accuracy is not None and f.get("last_accuracy", 0.0) < gate.min_last_accuracy:
+            problems.append(f"last accuracy {f.get('last_accuracy', 0.0):.2f}% < "
+                            f"min_last_accuracy {gate.min_last_accuracy:g}%")
+        return ("commit gate (" + gate.path + " path): " + "; ".join(problems)) if problems else ""
+
+    def _commit(self, job: Job, upload: Upload, learner: "Learner", evaluation: dict[str, Any],
+                figures: Mapping[str, Mapping[str, float]], base: ServedVersion,
+                held_counts: tuple[int, ...]) -> int:
+        assert self.slot is not None
+        with self._commit_lock:
+            if self.slot.current.number != base.number:
+                raise FailedPrecondition(
+                    f"the served version changed from {base.number} to {self.slot.current.number} during training"
+                )
+            held_name = f"task-{job.job_id}.safetensors"
+            self.store.write_held_out(held_name, upload.held_out)
+            number = max([0, *self.store.version_numbers()]) + 1
+            meta = VersionMeta(
+                version=number,
+                created_at=time.time(),
+                job_id=job.job_id,
+                preset=self.preset,
+                strategy=learner.strategy_name,
+                tasks=tuple(tuple(t) for t in learner.tasks),
+                held_out_files=(*(base.meta.held_out_files if base.meta else ()), held_name),
+                held_out_counts=held_counts,
+                figures={k: dict(v) for k, v in figures.items()},
+            )
+            self.store.write_version(meta, learner.save, evaluation)
+            self.store.set_current(number)  # the commit point
+            served = ServedVersion(number, learner, meta, evaluation)
+            self.slot.swap(served)
+            log.info("committed and serving version %d (%d classes)", number, len(served.classes))
+            self._publish(served)
+            try:
+                self.store.prune(self.config.retention.max_versions)
+            except OSError:
+                log.exception("cannot prune old versions")
+            return number
+
+    # -- versions ------------------------------------------------------------------------------------
+    def versions(self) -> list[VersionMeta]:
+        return self.store.list_valid()
+
+    def rollback(self, number: int) -> VersionMeta:
+        assert self.slot is not None and self.jobs is not None
+        if number < 1:
+            raise InvalidRequest("version", "must be a committed version number (>= 1)")
+        with self._commit_lock:
+            if self.jobs.busy():
+                raise FailedPrecondition("a training job is running; wait for it or cancel it before rolling back")
+            meta = self.store.require_version(number)
+            if number == self.slot.current.number:
+                return meta
+            try:
+                served = self._load_version(number, meta)
+            except (CorruptVersion, ValueError) as exc:
+                raise FailedPrecondition(f"version {number} cannot be loaded: {exc}") from None
+            self.store.set_current(number)
+            self.slot.swap(served)
+            log.info("rolled back to version %d", number)
+            self._publish(served)
+            return meta
+
+    def _publish(self, served: ServedVersion) -> None:
+        meta = served.meta
+        self.metrics.set_model(
+            version=served.number,
+            classes=len(served.classes),
+            tasks=len(served.learner.tasks),
+            preset=self.preset,
+            strategy=served.learner.strategy_name,
+            runner=self.config.server.runner,
+            committed_at=meta.created_at if meta else 0.0,
+            figures=meta.figures if meta else None,
+            held_out_samples=sum(meta.held_out_counts) if meta else 0,
+        )
+        try:
+            self.metrics["mcil_model_versions_stored"].set(len(self.store.version_numbers()))
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def figures_of(evaluation: Any) -> dict[str, dict[str, float]]:
+    """``{path: {figure: value}}`` from a ContinualEvaluation: the record's scalar figures (those it
+    could measure) plus ``new_task_accuracy``, the last entry of the accuracy matrix's last row."""
+    record = evaluation.record
+    out: dict[str, dict[str, float]] = {}
+    for path, values in record.summary().items():
+        scalars = {k: float(v) for k, v in values.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "tasks"}
+        rows = record.matrices[path].rows
+        if rows and rows[-1]:
+            scalars["new_task_accuracy"] = float(rows[-1][-1])
+        out[str(path)] = scalars
+    return out
+
+
+def state_dir_of(config: ServiceConfig) -> Path:
+    return Path(config.server.state_dir)
