@@ -70,7 +70,7 @@ def prepare_waveforms(
     out = []
     for i, (wave, rate) in enumerate(zip(waves, sample_rates)):
         check_waveform(wave, rate, field=f"audio[{i}]")
-        x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        x = torch.tensor(wave, dtype=torch.float32)
         if rate != target_rate:
             x = AF.resample(x, int(rate), target_rate)
         out.append(fit_length(x, clip_samples))

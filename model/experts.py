@@ -1,6 +1,6 @@
 """MIFE: the mixture of LoRA-decomposed bottleneck experts that sits parallel to each frozen block.
 
-One :class:`MixtureOfExperts` per block. Experts live in a ``ModuleDict`` keyed ``"<task>.<i>"`` and
+One :class:`MixtureOfExperts` per block. Experts live in a ``ModuleDict`` keyed ``"<task>_<i>"`` and
 the router keeps one gate head per task in another ``ModuleDict``, so learning a task adds keys and
 never edits existing tensors:
 
@@ -139,7 +139,7 @@ class MixtureOfExperts(nn.Module):
         if not self.task_keys:
             self.router.hidden.requires_grad_(True)
         for i in range(n_experts):
-            self.experts[f"{task_key}.{i}"] = self.expert_factory(self.width)
+            self.experts[f"{task_key}_{i}"] = self.expert_factory(self.width)
         self.router.add_task(task_key, n_experts)
         self.task_keys.append(task_key)
 
@@ -149,7 +149,7 @@ class MixtureOfExperts(nn.Module):
         if task_key not in self.task_keys:
             raise StateError(f"task {task_key!r} has no experts")
         for key, expert in self.experts.items():
-            if key.rsplit(".", 1)[0] == task_key:
+            if key.rsplit("_", 1)[0] == task_key:
                 expert.requires_grad_(False)
         self.router.heads[task_key].requires_grad_(False)
         self.router.hidden.requires_grad_(False)

@@ -27,13 +27,13 @@ def image_to_tensor(image: np.ndarray, field: str = "image") -> torch.Tensor:
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise InvalidInputError(field, f"empty image of shape {image.shape}")
     if image.dtype == np.uint8:
-        x = torch.from_numpy(np.ascontiguousarray(image)).float() / 255.0
+        x = torch.tensor(image, dtype=torch.float32) / 255.0
     elif np.issubdtype(image.dtype, np.floating):
         if not np.isfinite(image).all():
             raise InvalidInputError(field, "contains NaN or infinite values")
         if image.min() < 0.0 or image.max() > 1.0:
             raise InvalidInputError(field, "floating-point pixels must lie in [0, 1]")
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        x = torch.tensor(image, dtype=torch.float32)
     else:
         raise InvalidInputError(field, f"unsupported dtype {image.dtype}; use uint8 or float")
     x = x[:, :, :3] if x.shape[2] == 4 else x

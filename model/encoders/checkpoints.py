@@ -29,6 +29,7 @@ Two published layouts are mapped onto this project's modules:
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -63,7 +64,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(source, "*", f"not a readable safetensors file: {exc}") from None
     if _is_torchscript_archive(path):
         try:
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+            # OpenAI distributes CLIP as TorchScript archives, which only torch.jit.load reads; its
+            # deprecation notice concerns writing new TorchScript and is silenced for this call only.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning)
+                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         except RuntimeError as exc:
             raise CheckpointError(source, "*", f"not a readable TorchScript archive: {exc}") from None
     try:

@@ -1,0 +1,148 @@
+"""The class-incremental benchmark: one strategy, one preset, one class order, one JSON report.
+
+    python -m model.bench --data ../shared/data/avmnist --preset tiny --strategy mcil \\
+        --tasks 5 --seed 0 --quick --out results.json
+
+Protocol (docs/metrics.md): the classes of ``train.csv`` are put in a seeded random order and split
+into ``--tasks`` tasks; the learner learns them one after another from ``train.csv`` and, after
+each, is scored on ``test.csv`` samples of every task so far, over every class so far, on each
+modality path. The report holds the class order, every matrix, every figure, wall time and peak
+memory per task, and the trainable parameter counts.
+
+``--quick`` caps samples (24 training and 10 test pairs per class) and epochs (3) for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.backbone import WeightFiles
+from model.data import read_split
+from model.learner import LearnerConfig, TrainingConfig, create_learner
+from model.protocol import ContinualEvaluation
+
+QUICK_TRAIN_PER_CLASS = 24
+QUICK_TEST_PER_CLASS = 10
+QUICK_EPOCHS = 3
+
+
+def class_order(class_names: list[str], tasks: int, seed: int) -> list[list[str]]:
+    """A seeded permutation of the classes, split into ``tasks`` nearly equal, contiguous tasks."""
+    if not 1 <= tasks <= len(class_names):
+        raise ValueError(f"tasks: must be between 1 and {len(class_names)}, got {tasks}")
+    order = [class_names[i] for i in np.random.default_rng(seed).permutation(len(class_names))]
+    return [list(chunk) for chunk in np.array_split(np.array(order, dtype=object), tasks)]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    train_cap = QUICK_TRAIN_PER_CLASS if args.quick else None
+    test_cap = QUICK_TEST_PER_CLASS if args.quick else None
+    train = read_split(args.data, "train", train_cap)
+    test = read_split(args.data, "test", test_cap)
+    tasks = class_order(train.class_names, args.tasks, args.seed)
+
+    training = TrainingConfig(epochs=QUICK_EPOCHS if args.quick else args.epochs, batch_size=args.batch_size,
+                              learning_rate=args.lr, seed=args.seed)
+    config = replace(LearnerConfig(), training=training)
+    weights = WeightFiles(clip=args.clip_weights, audioclip=args.audioclip_weights)
+    started = time.perf_counter()
+    learner = create_learner(args.preset, args.strategy, config=config, weights=weights)
+    build_seconds = time.perf_counter() - started
+    evaluation = ContinualEvaluation(baseline=learner.clone(), seed=args.seed)
+
+    per_task: list[dict[str, Any]] = []
+    held_out_by_task = []
+    for t, names in enumerate(tasks, start=1):
+        examples = [s for s in train.samples if s.label in names]
+        held_out = [s for s in test.samples if s.label in names]
+        held_out_by_task.append(held_out)
+        evaluation.before_task(learner, names, held_out)
+        tick = time.perf_counter()
+        report = learner.learn_task(examples, names)
+        train_seconds = time.perf_counter() - tick
+        evaluation.after_task(learner, held_out_by_task, examples)
+        eval_seconds = time.perf_counter() - tick - train_seconds
+        summary = evaluation.record.summary()
+        per_task.append({
+            "task": t, "classes": names, "train_examples": len(examples), "held_out": len(held_out),
+            "train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),
+            "steps": report.steps, "final_loss": report.final_loss,
+            "trainable_parameters": report.trainable_parameters, "peak_rss_mib": round(peak_rss_mib(), 1),
+            "accuracy_all_seen": {p: f["incremental_accuracy"][-1] for p, f in summary.items()},
+        })
+        if not args.no_progress:
+            acc = " ".join(f"{p}={v:.1f}" for p, v in per_task[-1]["accuracy_all_seen"].items())
+            print(f"task {t}/{len(tasks)} {names}: {train_seconds:.1f}s train, accuracy {acc}", file=sys.stderr)
+
+    return {
+        "preset": args.preset, "strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,
+        "quick": args.quick, "data": str(args.data),
+        "class_order": tasks,
+        "held_out_per_task": [len(h) for h in held_out_by_task],
+        "learner_config": config.to_dict(),
+        "figures": evaluation.record.summary(),
+        "record": evaluation.record.to_dict(),
+        "per_task": per_task,
+        "parameters": learner.parameter_counts(),
+        "build_seconds": round(build_seconds, 3),
+        "total_seconds": round(time.perf_counter() - started, 3),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
+                    "python": platform.python_version(), "torch": torch.__version__},
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from model.backbone import preset_names
+    from model.strategies import STRATEGIES
+
+    p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="folder laid out like AV-MNIST")
+    p.add_argument("--preset", default="lite", choices=preset_names())
+    p.add_argument("--strategy", default="mcil", choices=sorted(STRATEGIES))
+    p.add_argument("--tasks", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=TrainingConfig().epochs)
+    p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size)
+    p.add_argument("--lr", type=float, default=TrainingConfig().learning_rate)
+    p.add_argument("--quick", action="store_true", help="cap samples and epochs for a smoke run")
+    p.add_argument("--clip-weights", type=Path, help="CLIP ViT-B/16 weights (audioclip preset)")
+    p.add_argument("--audioclip-weights", type=Path, help="AudioCLIP checkpoint (audioclip preset)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the JSON report")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (args.data / "train.csv").exists():
+        print(f"error: --data {args.data}: no train.csv there", file=sys.stderr)
+        return 2
+    result = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    av = result["figures"].get("av", {})
+    print(json.dumps({k: av.get(k) for k in ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt",
+                                               "m1", "m2")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Reading an audio-visual class-incremental data set laid out like AV-MNIST.
+
+A data folder holds ``train.csv`` and ``test.csv`` (columns ``label, class_name, audio, image_index``;
+more are ignored), audio files (WAV/FLAC, paths relative to the folder) and the images as IDX files
+(``mnist/images-idx3-ubyte.gz``; any ``*images-idx3-ubyte*`` file under the folder is found).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.audio import load_audio_file
+from model.samples import LabeledSample
+
+
+@dataclass(frozen=True)
+class Split:
+    samples: list[LabeledSample]
+    class_names: list[str]  # by label index
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzip-compressed) -> numpy array (uint8 data as in MNIST)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_images(root: Path) -> Path:
+    found = sorted(root.rglob("*images-idx3-ubyte*"))
+    if not found:
+        raise FileNotFoundError(f"{root}: no *images-idx3-ubyte* file")
+    return found[0]
+
+
+def read_split(root: Path, split: str, limit_per_class: int | None = None) -> Split:
+    """``split`` is ``train`` or ``test``. ``limit_per_class`` keeps the first n rows of each class."""
+    root = Path(root)
+    manifest = root / f"{split}.csv"
+    if not manifest.exists():
+        raise FileNotFoundError(f"{manifest}: missing (expected a folder laid out like AV-MNIST)")
+    images = read_idx(_find_images(root))
+    names: dict[int, str] = {}
+    samples: list[LabeledSample] = []
+    kept: dict[int, int] = {}
+    with manifest.open(newline="") as f:
+        for row in csv.DictReader(f):
+            label = int(row["label"])
+            names[label] = row["class_name"]
+            if limit_per_class is not None and kept.get(label, 0) >= limit_per_class:
+                continue
+            kept[label] = kept.get(label, 0) + 1
+            wave, rate = load_audio_file(str(root / row["audio"]))
+            samples.append(LabeledSample(image=images[int(row["image_index"])], audio=wave, sample_rate=rate,
+                                         label=row["class_name"]))
+    return Split(samples, [names[k] for k in sorted(names)])

@@ -1,0 +1,163 @@
+"""Audio-visual fusion: AAVFM (the paper's adaptive module) and plain concatenation.
+
+Both take the visual feature ``v = F_v(image)`` and the projected audio feature ``a = P(F_a(audio))``
+(each ``(B, E)``, zeros where the sample lacks that modality) and return one feature per sample in
+the text-prototype space, plus the modality path each sample took:
+
+AAVFM, per sample (paper eq. 1-2):
+    r = pearson(v, a)                                  # correlation across the E feature dims
+    r <  th : f = strong(v, a)                         # the weak modality is masked out
+    r >= th : c = [w_v * v ; w_a * a]                  # (2, E): weighted concatenation as two tokens
+              f_ca = softmax(v c^T / sqrt(E)) c        # (1, E): cross-attention, v queries c
+              f = f_ca + MLP(f_ca)                     # trainable MLP (residual, zero-initialised)
+The strong modality is configured (``visual``/``audio``) or ``auto``: per sample, the one whose own
+prediction is more confident (higher top softmax probability against the class prototypes).
+A sample with one modality takes that modality's path; fusion needs both.
+
+Decision (not pinned by the paper): the MLP is residual with a zero-initialised last layer, so an
+untrained module returns a convex combination of ``v`` and ``a``, which already lives in the prototype
+space; without it the first steps of every task would start from a random map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from model.samples import PATHS
+
+PATH_CODES = {name: i for i, name in enumerate(PATHS)}  # av: 0, visual: 1, audio: 2
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    kind: Literal["aavfm", "concat"] = "aavfm"
+    threshold: float = 0.8
+    strong_modality: Literal["visual", "audio", "auto"] = "auto"
+    mlp_ratio: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("aavfm", "concat"):
+            raise ValueError(f"kind: must be 'aavfm' or 'concat', got {self.kind!r}")
+        if not -1.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold: a Pearson correlation bound in [-1, 1], got {self.threshold}")
+        if self.strong_modality not in ("visual", "audio", "auto"):
+            raise ValueError(f"strong_modality: 'visual', 'audio' or 'auto', got {self.strong_modality!r}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio: must be > 0, got {self.mlp_ratio}")
+
+
+@dataclass
+class FusionOutput:
+    fused: torch.Tensor  # (B, E)
+    path: torch.Tensor  # (B,) long: PATH_CODES
+    correlation: torch.Tensor  # (B,) Pearson r (NaN where a modality is missing)
+
+
+def pearson(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Per-sample Pearson correlation across feature dimensions: ``(B, E), (B, E) -> (B,)``."""
+    return F.cosine_similarity(v - v.mean(dim=-1, keepdim=True), a - a.mean(dim=-1, keepdim=True), dim=-1)
+
+
+def confidence(x: torch.Tensor, prototypes: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """Top softmax probability of ``x`` against the class prototypes: ``(B, E) -> (B,)``."""
+    logits = logit_scale * F.normalize(x, dim=-1) @ prototypes.T  # (B, C)
+    return logits.softmax(dim=-1).amax(dim=-1)
+
+
+def single_modality_paths(has_v: torch.Tensor, has_a: torch.Tensor) -> torch.Tensor:
+    return torch.where(has_v, PATH_CODES["visual"], PATH_CODES["audio"])
+
+
+class AAVFM(nn.Module):
+    """Adaptive Audio-Visual Fusion Module (masking threshold + dynamic weighted cross-attention)."""
+
+    def __init__(self, dim: int, config: FusionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.dim = dim
+        self.modality_logits = nn.Parameter(torch.zeros(2))  # softmax -> (w_v, w_a)
+        hidden = max(1, int(dim * config.mlp_ratio))
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def modality_weights(self) -> torch.Tensor:
+        return self.modality_logits.softmax(dim=0)  # (2,)
+
+    def fuse(self, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The dynamic fusion branch (eq. 2 and the MLP) for every sample: ``(B, E) -> (B, E)``."""
+        w = self.modality_weights()
+        c = torch.stack([w[0] * v, w[1] * a], dim=1)  # (B, 2, E)
+        attn = (v.unsqueeze(1) @ c.transpose(1, 2) / math.sqrt(self.dim)).softmax(dim=-1)  # (B, 1, 2)
+        f_ca = (attn @ c).squeeze(1)  # (B, E)
+        return f_ca + self.mlp(f_ca)
+
+    def forward(
+        self,
+        v: torch.Tensor,
+        a: torch.Tensor,
+        has_v: torch.Tensor,
+        has_a: torch.Tensor,
+        prototypes: torch.Tensor,
+        logit_scale: float,
+    ) -> FusionOutput:
+        both = has_v & has_a  # (B,)
+        r = torch.where(both, pearson(v, a), torch.full_like(v[:, 0], float("nan")))
+        fuse = both & (r >= self.config.threshold)
+        # Strong modality for samples that fall back to one input.
+        strong = self.config.strong_modality
+        if strong == "visual":
+            pick_v = has_v
+        elif strong == "audio":
+            pick_v = ~has_a
+        else:
+            with torch.no_grad():
+                pick_v = confidence(v, prototypes, logit_scale) >= confidence(a, prototypes, logit_scale)
+            pick_v = torch.where(both, pick_v, has_v)
+        single = torch.where(pick_v.unsqueeze(-1), v, a)  # (B, E)
+        path = torch.where(pick_v, PATH_CODES["visual"], PATH_CODES["audio"])
+        if fuse.any():
+            fused = torch.where(fuse.unsqueeze(-1), self.fuse(v, a), single)
+            path = torch.where(fuse, PATH_CODES["av"], path)
+        else:
+            fused = single
+        return FusionOutput(fused=fused, path=path, correlation=r)
+
+
+class ConcatFusion(nn.Module):
+    """Simple fusion for the baselines: a linear map of ``[v ; a]``, initialised to their average."""
+
+    def __init__(self, dim: int, config: FusionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.linear = nn.Linear(2 * dim, dim)
+        with torch.no_grad():
+            eye = torch.eye(dim) / 2
+            self.linear.weight.copy_(torch.cat([eye, eye], dim=1))
+            self.linear.bias.zero_()
+
+    def forward(
+        self,
+        v: torch.Tensor,
+        a: torch.Tensor,
+        has_v: torch.Tensor,
+        has_a: torch.Tensor,
+        prototypes: torch.Tensor,
+        logit_scale: float,
+    ) -> FusionOutput:
+        both = has_v & has_a
+        single = torch.where(has_v.unsqueeze(-1), v, a)
+        fused = torch.where(both.unsqueeze(-1), self.linear(torch.cat([v, a], dim=-1)), single)
+        path = torch.where(both, PATH_CODES["av"], single_modality_paths(has_v, has_a))
+        r = torch.where(both, pearson(v, a), torch.full_like(v[:, 0], float("nan")))
+        return FusionOutput(fused=fused, path=path, correlation=r)
+
+
+def build_fusion(dim: int, config: FusionConfig) -> nn.Module:
+    return AAVFM(dim, config) if config.kind == "aavfm" else ConcatFusion(dim, config)

@@ -1,0 +1,561 @@
+"""The learner: a backbone, a fusion module, class prototypes and a strategy, behind one interface.
+
+    learner = create_learner("tiny", "mcil")
+    learner.learn_task(examples, ["applause", "lecture"])   # validates, trains, freezes
+    learner.predict([Sample(image=img)])                    # over every class learned so far
+    learner.save(directory); Learner.load(directory)        # identical predictions after the round trip
+
+One training loop serves every strategy (``model/strategies``): encode the task's inputs once (the
+frozen audio encoder runs once per sample per task, never per step), then epochs of
+forward -> strategy loss -> AdamW step under a cosine-annealed learning rate. Text prototypes are
+recomputed with gradients each step from a random subset of the prompt templates (all 35 at
+inference), so the text experts train too.
+
+Trainable during a task: whatever has ``requires_grad`` among the experts, routers and trainable
+projections of the backbone, and the fusion module. Trainable projections (``lite``) learn during the
+first task only and are frozen after it, like everything else a task creates.
+
+Every input is validated before anything changes; a failure (bad input, cancellation) leaves the
+learner exactly as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn import functional as F
+
+from model.audio import check_waveform
+from model.backbone import TriModalBackbone, WeightFiles, build_backbone
+from model.errors import CheckpointError, InvalidInputError, ModelError, StateError
+from model.fusion import FusionConfig, FusionOutput, build_fusion
+from model.images import image_to_tensor
+from model.losses import LossConfig
+from model.prompts import TEMPLATES, class_prototypes
+from model.samples import PATHS, LabeledSample, Prediction, Sample
+from model.strategies.base import Strategy
+
+FORMAT_VERSION = 1
+ENCODE_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    prompts_per_step: int = 8
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "prompts_per_step"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Everything that shapes learning, besides the backbone preset and the strategy."""
+
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    experts_per_task: int = 2
+    text_diversity: bool = True
+    exemplars_per_class: int = 20
+    distillation_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.experts_per_task < 1:
+            raise ValueError(f"experts_per_task: must be >= 1, got {self.experts_per_task}")
+        if self.exemplars_per_class < 1:
+            raise ValueError(f"exemplars_per_class: must be >= 1, got {self.exemplars_per_class}")
+        if self.distillation_weight < 0:
+            raise ValueError(f"distillation_weight: must be >= 0, got {self.distillation_weight}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LearnerConfig":
+        data = dict(data)
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"learner config: unknown field(s) {unknown}")
+        for name, sub in (("training", TrainingConfig), ("fusion", FusionConfig), ("loss", LossConfig)):
+            if name in data and isinstance(data[name], dict):
+                data[name] = sub(**data[name])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    phase: str  # "preparing" | "training" | "evaluating"
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    task_key: str
+    classes: tuple[str, ...]
+    examples: int
+    steps: int
+    final_loss: float | None
+    seconds: float
+    trainable_parameters: int
+
+
+class TrainingCancelled(ModelError):
+    """``should_stop()`` asked the learner to stop; its state is as before the task."""
+
+
+@dataclass
+class EncodedBatch:
+    """Model-ready inputs: images, frozen audio features, masks and (for training) labels."""
+
+    images: torch.Tensor  # (B, 3, H, W), zeros where has_image is False
+    audio: torch.Tensor  # (B, audio_dim) frozen audio-encoder features, zeros where missing
+    has_image: torch.Tensor  # (B,) bool
+    has_audio: torch.Tensor  # (B,) bool
+    labels: torch.Tensor  # (B,) long class index; -1 when unlabelled
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def select(self, index: torch.Tensor) -> "EncodedBatch":
+        return EncodedBatch(self.images[index], self.audio[index], self.has_image[index], self.has_audio[index],
+                            self.labels[index])
+
+    @staticmethod
+    def concat(batches: Sequence["EncodedBatch"]) -> "EncodedBatch":
+        return EncodedBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in
+                              ("images", "audio", "has_image", "has_audio", "labels")))
+
+
+TaskData = EncodedBatch
+
+
+@dataclass
+class ForwardOutput:
+    logits: torch.Tensor  # (B, C)
+    fused: torch.Tensor  # (B, E)
+    visual: torch.Tensor  # (B, E)
+    audio: torch.Tensor  # (B, E)
+    fusion: FusionOutput
+
+
+@dataclass
+class _Task:
+    key: str
+    classes: list[str]
+
+
+class Learner:
+    """See the module docstring. Build one with :func:`create_learner` or :meth:`load`."""
+
+    def __init__(self, backbone: TriModalBackbone, strategy: Strategy, config: LearnerConfig, preset: str) -> None:
+        self.backbone = backbone
+        self.strategy = strategy
+        self.config = config
+        self.preset = preset
+        fusion_config = config.fusion if strategy.fusion_kind == "aavfm" else replace(config.fusion, kind="concat")
+        self.fusion = build_fusion(backbone.embed_dim, fusion_config).eval()
+        self._tasks: list[_Task] = []
+        self.prototypes = torch.zeros(0, backbone.embed_dim)  # (C, E), unit rows
+        self.templates: tuple[str, ...] = TEMPLATES if config.text_diversity else (TEMPLATES[0],)
+
+    # -- what the learner knows ---------------------------------------------------------------------
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy.name
+
+    @property
+    def classes(self) -> list[str]:
+        return [c for t in self._tasks for c in t.classes]
+
+    @property
+    def tasks(self) -> list[list[str]]:
+        return [list(t.classes) for t in self._tasks]
+
+    @property
+    def task_keys(self) -> list[str]:
+        return [t.key for t in self._tasks]
+
+    @property
+    def logit_scale(self) -> float:
+        return self.backbone.config.logit_scale
+
+    @property
+    def keeps_exemplars(self) -> bool:
+        return self.strategy.keeps_exemplars
+
+    def parameter_counts(self) -> dict[str, Any]:
+        learned = self.backbone.learned_state()
+        frozen = sum(p.numel() for p in self.backbone.parameters()) - sum(
+            v.numel() for k, v in learned.items() if k in dict(self.backbone.named_parameters()))
+        per_task: dict[str, int] = {}
+        for key, tensor in learned.items():
+            for task in self.backbone.image.expert_tasks:
+                if f".experts.{task}_" in key or key.endswith(f".heads.{task}.weight") or key.endswith(
+                        f".heads.{task}.bias"):
+                    per_task[task] = per_task.get(task, 0) + tensor.numel()
+        fusion = sum(p.numel() for p in self.fusion.parameters())
+        return {
+            "frozen": int(frozen),
+            "learned_total": int(sum(v.numel() for v in learned.values()) + fusion),
+            "trainable_now": int(sum(p.numel() for p in self._trainable_parameters())),
+            "fusion": int(fusion),
+            "per_task": per_task,
+        }
+
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        modules = [self.backbone.image.adapters, self.backbone.text.adapters, self.fusion]
+        if self.backbone.projections_trainable:
+            modules.append(self.backbone.projections)
+        return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+    # -- inputs ---------------------------------------------------------------------------------------
+    def encode_inputs(self, samples: Sequence[Sample], field: str = "samples",
+                      labels: Sequence[int] | None = None) -> EncodedBatch:
+        """Validates and prepares samples; runs the frozen audio encoder. Raises InvalidInputError."""
+        if len(samples) == 0:
+            raise InvalidInputError(field, "no samples given")
+        b = self.backbone
+        for i, s in enumerate(samples):
+            if not isinstance(s, Sample):
+                raise InvalidInputError(f"{field}[{i}]", f"expected a Sample, got {type(s).__name__}")
+            if s.image is None and s.audio is None:
+                raise InvalidInputError(f"{field}[{i}]", "has neither an image nor audio")
+            if s.image is not None:
+                image_to_tensor(s.image, field=f"{field}[{i}].image")
+            if s.audio is not None:
+                if s.sample_rate is None:
+                    raise InvalidInputError(f"{field}[{i}].sample_rate", "required when audio is given")
+                check_waveform(s.audio, s.sample_rate, field=f"{field}[{i}].audio")
+        n = len(samples)
+        has_image = torch.tensor([s.image is not None for s in samples])
+        has_audio = torch.tensor([s.audio is not None for s in samples])
+        images = torch.zeros(n, 3, b.image_size, b.image_size)
+        rows = has_image.nonzero().flatten().tolist()
+        for start in range(0, len(rows), ENCODE_CHUNK):
+            chunk = rows[start:start + ENCODE_CHUNK]
+            images[chunk] = b.prepare_images([samples[i].image for i in chunk])
+        audio = torch.zeros(n, b.audio_dim)
+        rows = has_audio.nonzero().flatten().tolist()
+        with torch.no_grad():
+            for start in range(0, len(rows), ENCODE_CHUNK):
+                chunk = rows[start:start + ENCODE_CHUNK]
+                waves = b.prepare_audio([samples[i].audio for i in chunk], [samples[i].sample_rate for i in chunk])
+                audio[chunk] = b.encode_audio_raw(waves)
+        label_tensor = torch.full((n,), -1, dtype=torch.long) if labels is None else torch.tensor(labels)
+        return EncodedBatch(images, audio, has_image, has_audio, label_tensor)
+
+    # -- forward --------------------------------------------------------------------------------------
+    def unimodal_features(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(v, a)``, each ``(B, E)``: image through the experts, audio through P; zeros where missing."""
+        n, e = len(batch), self.backbone.embed_dim
+        v = torch.zeros(n, e)
+        rows = batch.has_image.nonzero().flatten()
+        if len(rows):
+            v = v.index_copy(0, rows, self.backbone.encode_image(batch.images[rows]))
+        a = torch.zeros(n, e)
+        rows = batch.has_audio.nonzero().flatten()
+        if len(rows):
+            a = a.index_copy(0, rows, self.backbone.project_audio(batch.audio[rows]))
+        return v, a
+
+    def forward(self, batch: EncodedBatch, prototypes: torch.Tensor,
+                extra_prototypes: torch.Tensor | None = None, *, training: bool = False) -> ForwardOutput:
+        """Features, fusion and logits. In training, logits are cosine scores against ``prototypes``
+        (computed with gradients); at inference the strategy turns fused features into scores."""
+        v, a = self.unimodal_features(batch)
+        all_protos = prototypes if extra_prototypes is None else torch.cat([prototypes, extra_prototypes])
+        fusion = self.fusion(v, a, batch.has_image, batch.has_audio, all_protos, self.logit_scale)
+        if training:
+            logits = self.logit_scale * F.normalize(fusion.fused, dim=-1) @ prototypes.T  # (B, C)
+        else:
+            logits = self.strategy.scores(self, fusion.fused, extra_prototypes)
+        return ForwardOutput(logits, fusion.fused, v, a, fusion)
+
+    def text_prototypes(self, class_names: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
+        return class_prototypes(self.backbone.encode_text, class_names, templates or self.templates)
+
+    def _refresh_prototypes(self) -> None:
+        with torch.no_grad():
+            self.prototypes = self.text_prototypes(self.classes) if self.classes else self.prototypes
+
+    # -- learning -------------------------------------------------------------------------------------
+    def _validate_task(self, examples: Sequence[LabeledSample], class_names: Sequence[str]) -> list[str]:
+        if isinstance(class_names, str) or len(class_names) == 0:
+            raise InvalidInputError("class_names", "give at least one new class name")
+        names = []
+        for i, name in enumerate(class_names):
+            if not isinstance(name, str) or not name.strip():
+                raise InvalidInputError(f"class_names[{i}]", "empty class name")
+            names.append(name.strip())
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise InvalidInputError("class_names", f"duplicate class name(s) {dup}")
+        known = sorted(set(names) & set(self.classes))
+        if known:
+            raise InvalidInputError("class_names", f"class(es) {known} already learned")
+        if len(examples) == 0:
+            raise InvalidInputError("examples", "no examples given")
+        counts = dict.fromkeys(names, 0)
+        for i, ex in enumerate(examples):
+            if not isinstance(ex, LabeledSample):
+                raise InvalidInputError(f"examples[{i}]", f"expected a LabeledSample, got {type(ex).__name__}")
+            label = ex.label.strip() if isinstance(ex.label, str) else ex.label
+            if label not in counts:
+                raise InvalidInputError(f"examples[{i}].label", f"{ex.label!r} is not one of the new classes {names}")
+            counts[label] += 1
+        empty = [n for n, c in counts.items() if c == 0]
+        if empty:
+            raise InvalidInputError("examples", f"no examples for class(es) {empty}")
+        return names
+
+    def learn_task(
+        self,
+        examples: Sequence[LabeledSample],
+        class_names: Sequence[str],
+        *,
+        progress: Callable[[TrainingProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TaskReport:
+        """Learns new classes from labelled examples. See the module docstring."""
+        import time
+
+        started = time.perf_counter()
+        names = self._validate_task(examples, class_names)
+        report = progress or (lambda p: None)
+        report(TrainingProgress("preparing", 0, self.config.training.epochs, 0, 0, None))
+        offset = len(self.classes)
+        labels = [offset + names.index(ex.label.strip()) for ex in examples]
+        data = self.encode_inputs(examples, field="examples", labels=labels)
+
+        backup = self.clone()
+        try:
+            task_key = f"task{len(self._tasks) + 1}"
+            self.strategy.before_task(self, task_key)
+            steps, last_loss = 0, None
+            if self.strategy.trains:
+                steps, last_loss = self._train(self.strategy.training_data(self, data), self.classes + names,
+                                               report, should_stop)
+            if self.backbone.projections_trainable:
+                self.backbone.projections.requires_grad_(False)
+            self._tasks.append(_Task(task_key, names))
+            self._refresh_prototypes()
+            self.strategy.after_task(self, task_key, data)
+        except BaseException:
+            self.__dict__.update(backup.__dict__)
+            raise
+        return TaskReport(task_key, tuple(names), len(examples), steps, last_loss,
+                          time.perf_counter() - started, self.parameter_counts()["trainable_now"])
+
+    def _train(self, data: EncodedBatch, class_names: list[str], report: Callable[[TrainingProgress], None],
+               should_stop: Callable[[], bool] | None) -> tuple[int, float | None]:
+        cfg = self.config.training
+        seed = cfg.seed + 1000 * len(self._tasks)
+        torch.manual_seed(seed)
+        rng = random.Random(seed)
+        params = self._trainable_parameters()
+        if not params:
+            return 0, None
+        steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        generator = torch.Generator().manual_seed(seed)
+        self._set_training(True)
+        step, loss_value = 0, None
+        try:
+            for epoch in range(cfg.epochs):
+                order = torch.randperm(len(data), generator=generator)
+                for start in range(0, len(data), cfg.batch_size):
+                    if should_stop is not None and should_stop():
+                        raise TrainingCancelled("training cancelled")
+                    batch = data.select(order[start:start + cfg.batch_size])
+                    k = min(cfg.prompts_per_step, len(self.templates))
+                    templates = rng.sample(self.templates, k)
+                    prototypes = self.text_prototypes(class_names, templates)  # (C, E), with gradients
+                    out = self.forward(batch, prototypes, training=True)
+                    loss = self.strategy.loss(self, batch, out)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    optimizer.step()
+                    schedule.step()
+                    step += 1
+                    loss_value = float(loss.detach())
+                    report(TrainingProgress("training", epoch + 1, cfg.epochs, step, total, loss_value))
+        finally:
+            self._set_training(False)
+        return step, loss_value
+
+    def _set_training(self, on: bool) -> None:
+        # Only the learned parts switch mode: frozen parts (and their batch-norm statistics) stay in eval.
+        for module in (self.backbone.image.adapters, self.backbone.text.adapters, self.fusion):
+            module.train(on)
+
+    # -- inference ------------------------------------------------------------------------------------
+    def _batches(self, batch: EncodedBatch) -> Iterator[EncodedBatch]:
+        for start in range(0, len(batch), ENCODE_CHUNK):
+            yield batch.select(torch.arange(start, min(start + ENCODE_CHUNK, len(batch))))
+
+    @torch.no_grad()
+    def infer(self, batch: EncodedBatch, extra_classes: Sequence[str] = ()) -> ForwardOutput:
+        """Forward pass over encoded inputs; ``extra_classes`` join the candidates untrained."""
+        if not self._tasks and not extra_classes:
+            raise StateError("no classes learned yet")
+        extra = self.text_prototypes(list(extra_classes)) if extra_classes else None
+        outs = [self.forward(b, self.prototypes, extra) for b in self._batches(batch)]
+        fusion = FusionOutput(*(torch.cat([getattr(o.fusion, f) for o in outs]) for f in
+                                ("fused", "path", "correlation")))
+        return ForwardOutput(*(torch.cat([getattr(o, f) for o in outs]) for f in
+                               ("logits", "fused", "visual", "audio")), fusion)
+
+    @torch.no_grad()
+    def fused_features(self, batch: EncodedBatch) -> ForwardOutput:
+        """Unimodal and fused features (no class scores needed): ``logits`` is empty."""
+        outs = []
+        for b in self._batches(batch):
+            v, a = self.unimodal_features(b)
+            outs.append((v, a, self.fusion(v, a, b.has_image, b.has_audio, self.prototypes, self.logit_scale)))
+        fusion = FusionOutput(*(torch.cat([getattr(o[2], f) for o in outs]) for f in ("fused", "path", "correlation")))
+        v = torch.cat([o[0] for o in outs])
+        a = torch.cat([o[1] for o in outs])
+        return ForwardOutput(v.new_zeros(len(batch), 0), fusion.fused, v, a, fusion)
+
+    def predict(self, samples: Sequence[Sample], top_k: int = 5) -> list[Prediction]:
+        """Top-k classes over everything learned so far, for each sample."""
+        if not self._tasks:
+            raise StateError("no classes learned yet")
+        if not isinstance(top_k, int) or top_k < 1:
+            raise InvalidInputError("top_k", f"must be a positive integer, got {top_k!r}")
+        out = self.infer(self.encode_inputs(samples))
+        probs = out.logits.softmax(dim=-1)
+        k = min(top_k, probs.shape[1])
+        values, index = probs.topk(k, dim=-1)
+        names = self.classes
+        return [
+            Prediction(tuple(names[j] for j in idx.tolist()), tuple(float(x) for x in val.tolist()), PATHS[int(p)])
+            for idx, val, p in zip(index, values, out.fusion.path)
+        ]
+
+    # -- copies and persistence -------------------------------------------------------------------
+    def clone(self) -> "Learner":
+        """An independent learner sharing the frozen backbone (only learned state is copied)."""
+        return copy.deepcopy(self)
+
+    def learned_tensors(self) -> dict[str, torch.Tensor]:
+        state = {f"backbone.{k}": v for k, v in self.backbone.learned_state().items()}
+        state.update({f"fusion.{k}": v for k, v in self.fusion.state_dict().items()})
+        return {k: v.detach().contiguous().clone() for k, v in state.items()}
+
+    def save(self, directory: Path) -> None:
+        """Writes ``learner.json``, ``learned.safetensors``, ``prototypes.safetensors`` (and
+        ``exemplars.safetensors`` for strategies that keep exemplars) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "preset": self.preset,
+            "strategy": self.strategy.name,
+            "config": self.config.to_dict(),
+            "tasks": [{"key": t.key, "classes": t.classes} for t in self._tasks],
+        }
+        save_file(self.learned_tensors(), str(directory / "learned.safetensors"))
+        save_file({"prototypes": self.prototypes.contiguous()}, str(directory / "prototypes.safetensors"))
+        strategy_state = self.strategy.state_dict()
+        if strategy_state:
+            save_file({k: v.contiguous() for k, v in strategy_state.items()}, str(directory / "exemplars.safetensors"))
+        (directory / "learner.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: Path, backbone: TriModalBackbone | None = None,
+             weights: WeightFiles | None = None) -> "Learner":
+        """Loads a saved learner; a missing, corrupt or mismatched file raises CheckpointError."""
+        from model.strategies import create_strategy
+
+        directory = Path(directory)
+        meta_path = directory / "learner.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise CheckpointError(str(directory), "learner.json", "missing") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(str(directory), "learner.json", f"unreadable: {exc}") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(str(meta_path), "format_version", f"unsupported {meta.get('format_version')!r}")
+        config = LearnerConfig.from_dict(meta["config"])
+        if backbone is None:
+            backbone = build_backbone(meta["preset"], weights)
+        else:
+            backbone = copy.deepcopy(backbone)  # never touch the caller's learned state
+        learner = cls(backbone, create_strategy(meta["strategy"]), config, meta["preset"])
+        if backbone.image.expert_tasks:
+            raise ValueError("backbone: must be fresh (no experts) to load a saved learner into")
+        for task in meta["tasks"]:
+            learner.strategy.restore_task_structure(learner, task["key"])
+        if backbone.projections_trainable and meta["tasks"]:
+            backbone.projections.requires_grad_(False)
+        learner._tasks = [_Task(t["key"], list(t["classes"])) for t in meta["tasks"]]
+        tensors = _read_safetensors(directory / "learned.safetensors")
+        try:
+            backbone.load_learned_state({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
+            learner.fusion.load_state_dict({k[len("fusion."):]: v for k, v in tensors.items() if k.startswith("fusion.")})
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(str(directory / "learned.safetensors"), "state", str(exc)) from None
+        learner.prototypes = _read_safetensors(directory / "prototypes.safetensors").get("prototypes", torch.zeros(0))
+        if learner.prototypes.shape != (len(learner.classes), backbone.embed_dim):
+            raise CheckpointError(str(directory / "prototypes.safetensors"), "prototypes",
+                                  f"shape {tuple(learner.prototypes.shape)} does not match "
+                                  f"{len(learner.classes)} classes x {backbone.embed_dim}")
+        if learner.strategy.keeps_exemplars and meta["tasks"]:
+            learner.strategy.load_state_dict(_read_safetensors(directory / "exemplars.safetensors"))
+        return learner
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(str(path.parent), path.name, "missing") from None
+    except Exception as exc:  # safetensors raises its own error types for truncated or corrupt files
+        raise CheckpointError(str(path.parent), path.name, f"corrupt: {exc}") from None
+
+
+def create_learner(
+    preset: str = "lite",
+    strategy: str = "mcil",
+    *,
+    backbone: TriModalBackbone | None = None,
+    config: LearnerConfig | None = None,
+    weights: WeightFiles | None = None,
+) -> Learner:
+    """Builds a fresh learner (no classes yet) for ``preset`` and ``strategy``."""
+    from model.strategies import create_strategy
+
+    strat = create_strategy(strategy)
+    if backbone is None:
+        backbone = build_backbone(preset, weights)
+    return Learner(backbone, strat, config or LearnerConfig(), preset)

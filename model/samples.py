@@ -1,0 +1,54 @@
+"""What callers hand to a learner: decoded samples, labelled or not, and what they get back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PATHS = ("av", "visual", "audio")
+"""Modality paths: both inputs through the fusion module, image only, audio only."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One observation. Either modality may be missing, not both.
+
+    ``image``: decoded ``(H, W)`` or ``(H, W, 1|3|4)`` array, uint8 or float in [0, 1].
+    ``audio``: mono float waveform in [-1, 1]; ``sample_rate`` (Hz) is then required.
+    """
+
+    image: np.ndarray | None = None
+    audio: np.ndarray | None = None
+    sample_rate: int | None = None
+
+    @property
+    def path(self) -> str:
+        """The modality path this sample can take: ``av``, ``visual`` or ``audio``."""
+        if self.image is not None and self.audio is not None:
+            return "av"
+        return "visual" if self.image is not None else "audio"
+
+    def only(self, path: str) -> "Sample":
+        """This sample restricted to one modality path (``visual`` drops audio, ``audio`` drops image)."""
+        if path == "visual":
+            return Sample(image=self.image)
+        if path == "audio":
+            return Sample(audio=self.audio, sample_rate=self.sample_rate)
+        return Sample(image=self.image, audio=self.audio, sample_rate=self.sample_rate)
+
+
+@dataclass(frozen=True)
+class LabeledSample(Sample):
+    """A sample with its class name."""
+
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes, best first, with softmax probabilities over every class seen so far."""
+
+    classes: tuple[str, ...]
+    scores: tuple[float, ...]
+    path: str

@@ -1,0 +1,77 @@
+"""The strategy plugin interface: what a continual-learning method adds to the one training loop.
+
+The loop in :class:`model.learner.Learner` is fixed (encode, forward, loss, AdamW step, cosine
+schedule). A strategy hooks into it, in the order the loop calls them:
+
+    before_task(learner, task_key)          add experts, snapshot a teacher, ...
+    training_data(learner, data) -> data    add replayed exemplars or earlier tasks' data
+    loss(learner, batch, out) -> scalar     cross-entropy unless overridden
+    after_task(learner, task_key, data)     freeze experts, select exemplars, ...
+    scores(learner, fused, extra) -> logits how fused features become class scores at inference
+
+Strategies keep their own tensors (exemplars) in ``state_dict()``/``load_state_dict()``; the learner
+saves them with the model version.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from model.learner import EncodedBatch, ForwardOutput, Learner, TaskData
+
+
+class Strategy:
+    name: ClassVar[str]
+    fusion_kind: ClassVar[str] = "concat"
+    trains: ClassVar[bool] = True
+    keeps_exemplars: ClassVar[bool] = False
+    keeps_training_data: ClassVar[bool] = False
+
+    def before_task(self, learner: "Learner", task_key: str) -> None:
+        """Called once the new task's inputs are validated and encoded, before the first step."""
+
+    def restore_task_structure(self, learner: "Learner", task_key: str) -> None:
+        """Rebuilds what ``before_task``/``after_task`` created (for loading a saved version)."""
+
+    def training_data(self, learner: "Learner", data: "TaskData") -> "TaskData":
+        return data
+
+    def loss(self, learner: "Learner", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
+        return F.cross_entropy(out.logits, batch.labels)
+
+    def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
+        """Called after training, once the new classes and their prototypes are in place."""
+
+    def scores(self, learner: "Learner", fused: torch.Tensor, extra_prototypes: torch.Tensor | None) -> torch.Tensor:
+        """``(B, E)`` fused features -> ``(B, C)`` logits over the learned classes (+ extra classes)."""
+        prototypes = learner.prototypes
+        if extra_prototypes is not None:
+            prototypes = torch.cat([prototypes, extra_prototypes])
+        return learner.logit_scale * F.normalize(fused, dim=-1) @ prototypes.T
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"strategy {self.name}: unexpected saved tensors {sorted(state)[:3]}")
+
+
+class SharedExpertMixin:
+    """Naive partial fine-tuning: one set of experts, added with the first task and never frozen."""
+
+    SHARED_KEY = "shared"
+
+    def _ensure_shared_experts(self, learner: "Learner") -> None:
+        if self.SHARED_KEY not in learner.backbone.image.expert_tasks:
+            learner.backbone.add_task_experts(self.SHARED_KEY, learner.config.experts_per_task)
+
+    def before_task(self, learner: "Learner", task_key: str) -> None:
+        self._ensure_shared_experts(learner)
+
+    def restore_task_structure(self, learner: "Learner", task_key: str) -> None:
+        self._ensure_shared_experts(learner)

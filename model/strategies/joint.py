@@ -1,0 +1,34 @@
+"""`joint`: the upper bound. Keeps every task's training data and trains on all of it each task.
+
+For benchmarks only: it stores all training inputs in memory (never use it on sensitive data).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from model.strategies.base import SharedExpertMixin, Strategy
+
+if TYPE_CHECKING:
+    from model.learner import Learner, TaskData
+
+
+class Joint(SharedExpertMixin, Strategy):
+    name = "joint"
+    keeps_training_data = True
+
+    def __init__(self) -> None:
+        self.seen: "TaskData | None" = None
+
+    def training_data(self, learner: "Learner", data: "TaskData") -> "TaskData":
+        from model.learner import EncodedBatch
+
+        return data if self.seen is None else EncodedBatch.concat([self.seen, data])
+
+    def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
+        self.seen = self.training_data(learner, data)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}  # the training data is not part of a saved model version

@@ -1,0 +1,30 @@
+"""`mcil`: the paper's method. MIFE experts per task + AAVFM + ``a * L_CW + (1 - a) * L_MI``.
+
+Ablations are configuration, not code: ``LearnerConfig(text_diversity=False)`` (one prompt per
+class), ``FusionConfig(kind="concat")`` (no AAVFM), ``LossConfig(kind="cross_entropy")`` (no MCIL loss).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch.nn import functional as F
+
+from model.losses import mcil_loss
+from model.strategies.moe_adapters import MoEAdapters, current_task_logits
+
+if TYPE_CHECKING:
+    from model.learner import EncodedBatch, ForwardOutput, Learner
+
+
+class MCIL(MoEAdapters):
+    name = "mcil"
+    fusion_kind = "aavfm"
+
+    def loss(self, learner: "Learner", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
+        cfg = learner.config.loss
+        logits, labels = current_task_logits(learner, batch, out)
+        if cfg.kind == "cross_entropy":
+            return F.cross_entropy(logits, labels)
+        return mcil_loss(logits, labels, out.fused, out.visual, out.audio, batch.has_image, batch.has_audio, cfg)
