@@ -186,7 +186,8 @@ def test_batch_norm_step_counters_may_be_absent(tmp_path) -> None:
     "edit, key, words",
     [
         (lambda s: s.pop("audio.layer2.0.conv2.weight"), "audio.layer2.0.conv2.weight", "missing"),
-        (lambda s: s.__setitem__("audio.att6.bn.weight", torch.ones(3)), "audio.att6.bn.weight", "unexpected"),
+        (lambda s: s.__setitem__("audio.att6.bn.weight", torch.ones(3)),
+         "audio.att6.bn.weight", "unexpected"),
         (lambda s: s.__setitem__("audio.fc.weight", torch.ones(7, 5)), "audio.fc.weight", "(7, 5)"),
         (lambda s: s.pop("audio.fbsp.bias"), "audio.fbsp.bias", "missing"),
     ],
