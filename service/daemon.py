@@ -61,7 +61,10 @@ def attach_runner(learner: "Learner", runner: str) -> None:
 class Daemon:
     """See the module docstring. Call :meth:`open` once, :meth:`close` at the end."""
 
-    def __init__(self, config: ServiceConfig, metrics: ServiceMetrics | None = None) -> None:
+    def __init__(self, config: ServiceConfig, metrics: ServiceMetrics | None = None,
+                 backbone: "TriModalBackbone | None" = None) -> None:
+        """``backbone``: an already built, untrained backbone of ``config.server.preset`` to copy from
+        (saves building one; the daemon never modifies it)."""
         self.config = config
         self.metrics = metrics or ServiceMetrics()
         self.store = StateStore(config.server.state_dir)
@@ -78,7 +81,7 @@ class Daemon:
             decode=self.decode_limits,
         )
         self._commit_lock = threading.Lock()  # one commit or rollback at a time
-        self._backbone: TriModalBackbone | None = None
+        self._backbone: TriModalBackbone | None = backbone
         self._untrained: Learner | None = None
         self.slot: ModelSlot | None = None
         self.jobs: JobRunner | None = None

@@ -23,6 +23,7 @@ from service.errors import ConfigError
 if TYPE_CHECKING:
     import grpc
 
+    from model.backbone import TriModalBackbone
     from service.daemon import Daemon
     from service.metrics import MetricsEndpoint
 
@@ -96,8 +97,11 @@ def server_credentials(config: ServiceConfig) -> "grpc.ServerCredentials | None"
                                        require_client_auth=client_ca is not None)
 
 
-def create_server(config: ServiceConfig, *, daemon: "Daemon | None" = None) -> tuple[DaemonServer, int]:
-    """Open the state directory, load the served version, start serving. Returns (server, gRPC port)."""
+def create_server(config: ServiceConfig, *, backbone: "TriModalBackbone | None" = None) -> tuple[DaemonServer, int]:
+    """Open the state directory, load the served version, start serving. Returns (server, gRPC port).
+
+    ``backbone``: an untrained backbone of the configured preset to copy instead of building one.
+    """
     from concurrent import futures
 
     import grpc
@@ -118,7 +122,7 @@ def create_server(config: ServiceConfig, *, daemon: "Daemon | None" = None) -> t
         log.warning("listening on %s without a bearer token: anyone who can reach it can teach or roll back the "
                     "model (set security.token_file or security.token_env)", config.server.listen)
 
-    daemon = daemon or Daemon(config)
+    daemon = Daemon(config, backbone=backbone)
     daemon.open()
     metrics_endpoint = None
     try:

@@ -1,0 +1,334 @@
+"""``mcil``: the command-line client of the daemon.
+
+    mcil make-samples ./samples                       # synthetic images + WAVs of three classes
+    mcil learn --class red --images ./samples/red/images --audio ./samples/red/audio \\
+               --class green --images ./samples/green/images --audio ./samples/green/audio
+    mcil classify ./samples/test/red-0.png ./samples/test/red-0.wav
+    mcil status | mcil versions | mcil rollback 1 | mcil job ID [--cancel]
+
+Connection options (before the command): ``--target HOST:PORT`` (env ``MCIL_TARGET``, default
+127.0.0.1:50051), ``--token-file`` or env ``MCIL_TOKEN``, ``--ca``/``--cert``/``--key`` for TLS.
+Exit status: 0 on success, 1 when the daemon refused (its status code and message are printed), 2 for
+bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from service._proto import mcil_pb2
+    from service.client import Client
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _files(directory: str | None, suffixes: Sequence[str]) -> list[Path]:
+    if directory is None:
+        return []
+    path = Path(directory)
+    if not path.is_dir():
+        raise UsageError(f"{directory}: not a directory")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+    if not files:
+        raise UsageError(f"{directory}: no {'/'.join(suffixes)} files")
+    return files
+
+
+def _connect(args: argparse.Namespace) -> "Client":
+    from service.client import Client, TLSOptions
+
+    token = None
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+    elif os.environ.get("MCIL_TOKEN"):
+        token = os.environ["MCIL_TOKEN"].strip()
+    tls = None
+    if args.ca or args.cert:
+        tls = TLSOptions.from_files(args.ca, args.cert, args.key, args.server_name)
+    return Client(args.target, token=token, tls=tls, timeout=args.timeout)
+
+
+def _path_name(path: int) -> str:
+    return {1: "audio-visual", 2: "visual", 3: "audio"}.get(path, "unknown")
+
+
+def _state(state: int) -> str:
+    from service._proto import mcil_pb2
+
+    return mcil_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def _phase(phase: int) -> str:
+    from service._proto import mcil_pb2
+
+    return mcil_pb2.JobPhase.Name(phase).removeprefix("JOB_PHASE_").lower()
+
+
+def _print_metrics(metrics: "mcil_pb2.JobMetrics", indent: str = "  ") -> None:
+    for path in ("av", "visual", "audio"):
+        if path in metrics.paths:
+            f = metrics.paths[path]
+            print(f"{indent}{path:6s} new task {f.new_task_accuracy:5.1f}%  last {f.last_accuracy:5.1f}%  "
+                  f"avg {f.average_accuracy:5.1f}%  forgetting {f.forgetting:5.1f}  BWT {f.bwt:+.1f}  "
+                  f"FWT {f.fwt:+.1f}  M1 {f.m1:.1f}  M2 {f.m2:.3f}")
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from service.client import sample_from_files
+
+    image = audio = None
+    for name in args.files:
+        p = Path(name)
+        if not p.is_file():
+            raise UsageError(f"{name}: no such file")
+        if p.suffix.lower() in AUDIO_SUFFIXES:
+            if audio is not None:
+                raise UsageError("give at most one audio file")
+            audio = p
+        else:
+            if image is not None:
+                raise UsageError("give at most one image file")
+            image = p
+    with _connect(args) as client:
+        reply = client.classify([sample_from_files(image, audio)], top_k=args.top_k)
+    result = reply.results[0]
+    print(f"version {reply.model_version}, {_path_name(result.path)} path")
+    for entry in result.classes:
+        print(f"  {entry.score:6.3f}  {entry.name}")
+    return 0
+
+
+def _examples(args: argparse.Namespace) -> tuple[list[str], list["mcil_pb2.LabeledExample"]]:
+    from service._proto import mcil_pb2
+    from service.client import sample_from_files
+
+    names: list[str] = args.class_names or []
+    images: list[str | None] = args.images or []
+    audios: list[str | None] = args.audio or []
+    if not names:
+        raise UsageError("give at least one --class NAME with --images DIR and/or --audio DIR")
+    if len(images) not in (0, len(names)) or len(audios) not in (0, len(names)):
+        raise UsageError("give --images and/or --audio once per --class, in the same order")
+    examples = []
+    for i, name in enumerate(names):
+        image_files = _files(images[i] if images else None, IMAGE_SUFFIXES)
+        audio_files = _files(audios[i] if audios else None, AUDIO_SUFFIXES)
+        if image_files and audio_files and len(image_files) != len(audio_files):
+            raise UsageError(f"class {name}: {len(image_files)} images but {len(audio_files)} audio files "
+                             "(they are paired in sorted order)")
+        count = max(len(image_files), len(audio_files))
+        for j in range(count):
+            sample = sample_from_files(image_files[j] if image_files else None,
+                                       audio_files[j] if audio_files else None)
+            examples.append(mcil_pb2.LabeledExample(label=name, sample=sample))
+    return names, examples
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    names, examples = _examples(args)
+    total_bytes = sum(e.ByteSize() for e in examples)
+    with _connect(args) as client:
+        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="upload", disable=args.quiet) as bar:
+            done = [0]
+
+            def sent(_count: int, nbytes: int) -> None:
+                bar.update(nbytes - done[0])
+                done[0] = nbytes
+
+            reply = client.learn(names, examples, request_id=args.request_id,
+                                 held_out_fraction=args.held_out_fraction, expected_examples=len(examples),
+                                 on_sent=sent)
+        dup = " (already submitted earlier)" if reply.duplicate else ""
+        print(f"job {reply.job_id}{dup}: {reply.train_examples} training and {reply.held_out_examples} "
+              "held-out examples")
+        if args.no_wait:
+            return 0
+        return _follow(client, reply.job_id, args.quiet)
+
+
+def _follow(client: "Client", job_id: str, quiet: bool) -> int:
+    from tqdm import tqdm
+
+    from service._proto import mcil_pb2
+
+    bar: Any = None
+    final = None
+    last_phase = None
+    for job in client.watch(job_id):
+        final = job
+        if job.phase == mcil_pb2.JOB_PHASE_TRAINING and job.steps:
+            if bar is None:
+                bar = tqdm(total=job.steps, unit="step", desc="training", disable=quiet)
+            bar.n = job.step
+            loss = f"{job.loss:.3f}" if job.HasField("loss") else "-"
+            bar.set_postfix_str(f"epoch {job.epoch}/{job.epochs} loss {loss}")
+            bar.refresh()
+        elif not quiet and bar is None and job.phase != last_phase:
+            print(f"  {_phase(job.phase)}", file=sys.stderr)
+        last_phase = job.phase
+    if bar is not None:
+        bar.close()
+    assert final is not None
+    print(f"job {job_id}: {_state(final.state)}" + (f" ({final.message})" if final.message else ""))
+    if final.committed_version:
+        print(f"  serving version {final.committed_version}")
+    _print_metrics(final.metrics)
+    return 0 if final.state == mcil_pb2.JOB_STATE_SUCCEEDED else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        info = client.model_info()
+    print(f"version {info.version}  preset {info.preset}  strategy {info.strategy}  runner {info.runner}")
+    params = ", ".join(f"{k} {v:,}" for k, v in sorted(info.parameters.items()))
+    print(f"parameters: {params}")
+    for task in info.tasks:
+        print(f"  task {task.index}: {', '.join(task.class_names)}  ({task.parameters:,} parameters)")
+    if not info.tasks:
+        print("  no classes learned yet")
+    print(f"jobs waiting or running: {info.queued_jobs}" + (f" (running {info.running_job_id})"
+                                                          if info.running_job_id else ""))
+    if info.keeps_exemplars:
+        print("note: this strategy keeps training exemplars in the state directory")
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        reply = client.list_versions()
+    if not reply.versions:
+        print("no committed versions")
+    for v in reply.versions:
+        mark = "*" if v.current else " "
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.created_at))
+        print(f"{mark} {v.version:4d}  {when}  {v.tasks} task(s): {', '.join(v.class_names)}")
+        if args.verbose:
+            _print_metrics(v.metrics, indent="        ")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        info = client.rollback(args.version)
+    print(f"serving version {info.version}: {', '.join(info.class_names)}")
+    return 0
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        if args.cancel:
+            job = client.cancel_job(args.job_id)
+            print(f"job {job.job_id}: {_state(job.state)}")
+            return 0
+        if args.watch:
+            return _follow(client, args.job_id, quiet=False)
+        job = client.get_job(args.job_id)
+    print(f"job {job.job_id}: {_state(job.state)} ({_phase(job.phase)}), classes {', '.join(job.class_names)}")
+    if job.message:
+        print(f"  {job.message}")
+    _print_metrics(job.metrics)
+    return 0
+
+
+def cmd_make_samples(args: argparse.Namespace) -> int:
+    from service.sample_files import write_sample_set
+
+    written = write_sample_set(Path(args.directory), per_class=args.per_class, seed=args.seed)
+    for name, count in written.items():
+        print(f"{args.directory}/{name}: {count} images and {count} WAVs")
+    print(f"{args.directory}/test: one image+WAV pair per class for `mcil classify`")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcil", description="Client of the continual-learning daemon.")
+    parser.add_argument("--target", default=os.environ.get("MCIL_TARGET", "127.0.0.1:50051"),
+                        help="daemon address HOST:PORT (env MCIL_TARGET)")
+    parser.add_argument("--token-file", help="file holding the bearer token (else env MCIL_TOKEN)")
+    parser.add_argument("--ca", help="PEM CA certificate to verify the daemon (enables TLS)")
+    parser.add_argument("--cert", help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--key", help="PEM client private key (mutual TLS)")
+    parser.add_argument("--server-name", help="name to check the daemon's certificate against")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per call (default 120)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="classify an image and/or a sound")
+    p.add_argument("files", nargs="+", metavar="FILE", help="an image file and/or a WAV/FLAC file")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(run=cmd_classify)
+
+    p = sub.add_parser("learn", help="teach new classes from directories of examples")
+    p.add_argument("--class", dest="class_names", action="append", metavar="NAME", help="a new class (repeat)")
+    p.add_argument("--images", action="append", metavar="DIR", help="image files of the class before it")
+    p.add_argument("--audio", action="append", metavar="DIR", help="WAV/FLAC files of the class before it")
+    p.add_argument("--held-out-fraction", type=float, default=0.0, help="default: the daemon's setting")
+    p.add_argument("--request-id", help="idempotency key (default: random)")
+    p.add_argument("--no-wait", action="store_true", help="return after the upload")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_learn)
+
+    p = sub.add_parser("status", help="what the daemon serves")
+    p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser("versions", help="committed versions")
+    p.add_argument("-v", "--verbose", action="store_true", help="with their figures")
+    p.set_defaults(run=cmd_versions)
+
+    p = sub.add_parser("rollback", help="serve an earlier committed version")
+    p.add_argument("version", type=int)
+    p.set_defaults(run=cmd_rollback)
+
+    p = sub.add_parser("job", help="show, watch or cancel a training job")
+    p.add_argument("job_id")
+    p.add_argument("--watch", action="store_true")
+    p.add_argument("--cancel", action="store_true")
+    p.set_defaults(run=cmd_job)
+
+    p = sub.add_parser("make-samples", help="write a small synthetic sample set (images + WAVs)")
+    p.add_argument("directory")
+    p.add_argument("--per-class", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_make_samples)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except UsageError as exc:
+        print(f"mcil: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"mcil: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - gRPC errors: print the status, not a traceback
+        import grpc
+
+        if isinstance(exc, grpc.RpcError):
+            print(f"mcil: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

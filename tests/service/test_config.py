@@ -1,0 +1,81 @@
+"""Configuration: file + flags, typed and validated with errors naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.__main__ import build_parser, config_from_args
+from service.config import load_config
+from service.errors import ConfigError
+
+
+def test_defaults_are_the_product_defaults() -> None:
+    config = load_config()
+    assert config.server.preset == "lite"
+    assert config.server.runner == "pytorch"
+    assert config.batching.enabled and config.batching.max_batch_size >= 1
+
+
+def test_file_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "mcild.yaml"
+    path.write_text("server:\n  listen: 0.0.0.0:6000\n  preset: tiny\nlearning:\n  epochs: 3\n"
+                    "gate:\n  max_forgetting: 5\n")
+    args = build_parser().parse_args(["serve", "--config", str(path), "--listen", "127.0.0.1:7000",
+                                      "--state-dir", str(tmp_path / "s"), "--set", "batching.max_delay_ms=1.5"])
+    config = config_from_args(args)
+    assert config.server.listen == "127.0.0.1:7000"  # the flag wins over the file
+    assert config.server.preset == "tiny"  # from the file
+    assert config.server.state_dir == tmp_path / "s"
+    assert config.learning.epochs == 3
+    assert config.gate.max_forgetting == 5.0
+    assert config.batching.max_delay_ms == 1.5
+
+
+def test_json_and_toml_files(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text('{"retention": {"max_versions": 3}}')
+    (tmp_path / "c.toml").write_text('[retention]\nmax_versions = 4\n')
+    assert load_config(tmp_path / "c.json").retention.max_versions == 3
+    assert load_config(tmp_path / "c.toml").retention.max_versions == 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"server.listen": "nohost"}, "server.listen"),
+        ({"server.listen": "127.0.0.1:99999"}, "server.listen"),
+        ({"server.runner": "magic"}, "server.runner"),
+        ({"learning.epochs": "many"}, "learning.epochs"),
+        ({"learning.held_out_fraction": "1.5"}, "learning.held_out_fraction"),
+        ({"learning.min_examples_per_class": "1"}, "learning.min_examples_per_class"),
+        ({"batching.enabled": "maybe"}, "batching.enabled"),
+        ({"gate.max_forgetting": "120"}, "gate.max_forgetting"),
+        ({"gate.path": "smell"}, "gate.path"),
+        ({"security.tls_cert": "/nonexistent.pem"}, "security.tls_cert"),
+        ({"security.require_token_for_all": "true"}, "security.require_token_for_all"),
+        ({"server.colour": "blue"}, "server.colour"),
+        ({"nosuchsection.x": "1"}, "nosuchsection"),
+    ],
+)
+def test_bad_values_name_the_field(overrides: dict[str, str], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_unparsable_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("server: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist|cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_reports_config_errors_with_exit_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.__main__ import main
+
+    assert main(["check-config", "--listen", "bad"]) == 2
+    assert "server.listen" in capsys.readouterr().err
