@@ -17,6 +17,7 @@ Forward, for a batch of mono waveforms ``(B, S)`` with samples in [-1, 1]::
     x      = rescale(waveform)                       AudioCLIP's input convention (int16 range -> [-1, 1])
     frames = window * frame(x, win_length, hop)      (B, T, win_length), zero-padded at both ends
     spec   = frames @ K(m, fb, fc).T                 (B, T, F) complex: the fbsp transform
+                                                     (computed as one strided convolution)
     power  = 10 log10 |spec|^2                       (B, 3, F // 3, T): three stacked frequency bands
     feat   = trunk(power)                            (B, 4 * 8 * base_width)
     out    = fc(feat)                                (B, output_dim)
@@ -111,6 +112,34 @@ class LinearFBSP(nn.Module):
         return f"n_filters={self.n_filters}, normalized={self.normalized}"
 
 
+def adaptive_max_pool2d(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_max_pool2d`` written with gathers over fixed index tables.
+
+    Same windows and result as PyTorch's (window ``i`` of ``n -> out`` spans
+    ``[floor(i n / out), ceil((i + 1) n / out))``), but made of ops that ONNX and TensorRT export
+    for any sizes, which the built-in only does when ``out`` divides ``n``.
+    """
+    for dim, out in ((2, int(size[0])), (3, int(size[1]))):
+        x = _adaptive_max_1d(x, dim, out)
+    return x
+
+
+def _adaptive_max_1d(x: torch.Tensor, dim: int, out: int) -> torch.Tensor:
+    n = x.shape[dim]
+    if n == out:
+        return x
+    starts = [(i * n) // out for i in range(out)]
+    ends = [-((-(i + 1) * n) // out) for i in range(out)]
+    k = max(e - s for s, e in zip(starts, ends))
+    # Each window's indices, padded by repeating its last index (a repeat does not change a max).
+    table = [[min(s + j, e - 1) for j in range(k)] for s, e in zip(starts, ends)]
+    index = torch.tensor(table, dtype=torch.long, device=x.device).flatten()  # (out * k,)
+    gathered = x.index_select(dim, index)  # window after window along ``dim``
+    shape = [-1, *x.shape[1:]]  # -1: the batch size stays free when exported
+    shape[dim : dim + 1] = [out, k]
+    return gathered.reshape(shape).amax(dim=dim + 1)
+
+
 class Attention2d(nn.Module):
     """A sigmoid gate computed from a stage's input, multiplied onto the stage's output.
 
@@ -128,7 +157,7 @@ class Attention2d(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        x = F.adaptive_max_pool2d(x, size)  # (B, C_in, h, w)
+        x = adaptive_max_pool2d(x, size)  # (B, C_in, h, w)
         return torch.sigmoid(self.bn(self.conv_point(self.conv_depth(x))))  # (B, C_out, h, w)
 
 
@@ -224,33 +253,39 @@ class ESResNeXtFBSP(nn.Module):
         return self.config.output_dim
 
     # -- front end --------------------------------------------------------------------------------
-    def frames(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` -> windowed frames ``(B, T, win_length)``, T = 1 + ceil((S - win) / hop).
+    def frame_padding(self, n_samples: int) -> tuple[int, int]:
+        """Zeros added before and after a signal of ``n_samples`` so that frames tile it exactly.
 
-        The signal is zero-padded (half before, half after) so that the last frame ends at the
-        padded end, as AudioCLIP frames it.
+        There are ``T = 1 + ceil((S - win) / hop)`` frames; the signal is padded (half before, half
+        after) so that the last frame ends at the padded end, as AudioCLIP frames it.
         """
         win, hop = self.config.win_length, self.config.hop_length
-        n = x.shape[-1]
-        n_frames = 1 if n <= win else 1 + math.ceil((n - win) / hop)
-        pad = max((n_frames - 1) * hop + win - n, 0)
-        x = F.pad(x, (pad // 2, pad - pad // 2))
-        return x.unfold(-1, win, hop) * self.window  # (B, T, win)
+        n_frames = 1 if n_samples <= win else 1 + math.ceil((n_samples - win) / hop)
+        pad = max((n_frames - 1) * hop + win - n_samples, 0)
+        return pad // 2, pad - pad // 2
+
+    def analysis_filters(self) -> torch.Tensor:
+        """The front end as convolution filters ``(2F, 1, win_length)``: real parts, then imaginary.
+
+        A frame is zero-padded from ``win_length`` to ``n_fft`` samples (centred) before the
+        ``n_fft``-point transform; the padding multiplies zeros, so only the kernel's middle
+        ``win_length`` columns matter, and the window is folded into them.
+        """
+        k_re, k_im = self.fbsp.kernel(self.config.n_fft)  # (F, n_fft) each
+        left = (self.config.n_fft - self.config.win_length) // 2
+        cols = slice(left, left + self.config.win_length)
+        filters = torch.cat([k_re[:, cols], k_im[:, cols]]) * self.window  # (2F, win)
+        return filters[:, None, :]  # (2F, 1, win)
 
     def log_power_spectrogram(self, waveforms: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` waveforms in [-1, 1] -> ``(B, 3, F // 3, T)`` power in dB."""
         # AudioCLIP was trained on int16-range samples mapped linearly from [-32768, 32767] to [-1, 1].
         x = (waveforms * 32768.0 + 32768.0) * (2.0 / 65535.0) - 1.0  # (B, S)
-        frames = self.frames(x)  # (B, T, win)
-
-        # Frames are zero-padded from win_length to n_fft (centred); the padding multiplies zeros,
-        # so only the matching columns of the kernel are used.
-        k_re, k_im = self.fbsp.kernel(self.config.n_fft)  # (F, n_fft) each
-        left = (self.config.n_fft - self.config.win_length) // 2
-        cols = slice(left, left + self.config.win_length)
-        re = frames @ k_re[:, cols].T  # (B, T, F)
-        im = frames @ k_im[:, cols].T  # (B, T, F)
-        power = (re * re + im * im).transpose(1, 2)  # (B, F, T)
+        x = F.pad(x, self.frame_padding(x.shape[-1]))  # (B, S')
+        # Framing, windowing and the transform in one strided convolution (an STFT, learned filters).
+        spec = F.conv1d(x[:, None, :], self.analysis_filters(), stride=self.config.hop_length)  # (B, 2F, T)
+        re, im = spec[:, : self.n_filters], spec[:, self.n_filters :]  # (B, F, T) each
+        power = re * re + im * im  # (B, F, T)
 
         per_band = self.n_filters // N_BANDS
         power = power[:, : N_BANDS * per_band].reshape(power.shape[0], N_BANDS, per_band, power.shape[-1])

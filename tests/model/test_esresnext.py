@@ -9,7 +9,7 @@ import torch
 
 from model.config import AudioEncoderConfig
 from model.encoders.checkpoints import load_audioclip_audio_weights, read_state_dict
-from model.encoders.esresnext import ESResNeXtFBSP, LinearFBSP
+from model.encoders.esresnext import ESResNeXtFBSP, LinearFBSP, adaptive_max_pool2d
 from model.errors import CheckpointError, InvalidInputError
 
 TOY = AudioEncoderConfig(
@@ -239,3 +239,11 @@ def test_config_validation_names_the_field(change, field) -> None:
     fields = {**TOY.__dict__, **change}
     with pytest.raises(ValueError, match=f"^{field}:"):
         AudioEncoderConfig(**fields)
+
+
+@pytest.mark.parametrize(
+    "size_in, size_out", [((11, 31), (6, 16)), ((7, 5), (1, 1)), ((8, 8), (4, 4)), ((9, 13), (9, 7))]
+)
+def test_exportable_adaptive_max_pool_equals_pytorchs(size_in, size_out) -> None:
+    x = torch.randn(2, 3, *size_in)
+    assert torch.equal(adaptive_max_pool2d(x, size_out), torch.nn.functional.adaptive_max_pool2d(x, size_out))
