@@ -141,7 +141,7 @@ class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):  # type:
             except Exception:  # noqa: BLE001
                 pass
 
-        upload = receive_upload(request_iterator, self.daemon.upload_rules, self.daemon.served.classes, count)
+        upload = receive_upload(request_iterator, self.daemon.upload_rules, count)
         job, duplicate = self.daemon.submit(upload)
         return mcil_pb2.LearnNewClassesResponse(job_id=job.job_id, duplicate=duplicate,
                                                 train_examples=job.train_examples,

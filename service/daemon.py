@@ -207,7 +207,7 @@ class Daemon:
     # -- learning ------------------------------------------------------------------------------------
     def submit(self, upload: Upload) -> tuple[Job, bool]:
         assert self.jobs is not None
-        return self.jobs.submit(upload)
+        return self.jobs.submit(upload, self.served.classes)
 
     def _train(self, job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
         from model.learner import TrainingCancelled

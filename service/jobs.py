@@ -180,8 +180,9 @@ class JobRunner:
         self._thread.start()
 
     # -- API -----------------------------------------------------------------------------------------
-    def submit(self, upload: Upload) -> tuple[Job, bool]:
-        """Queue a job for ``upload``; for a known request_id return its job and ``True``."""
+    def submit(self, upload: Upload, known_classes: Sequence[str]) -> tuple[Job, bool]:
+        """Queue a job for ``upload``; for a known request_id return its job and ``True``.
+        Refuses classes in ``known_classes`` (the served version's) or taught by an unfinished job."""
         with self._changed:
             if self._closing:
                 raise Unavailable("the daemon is shutting down")
@@ -191,6 +192,9 @@ class JobRunner:
                 if job.digest != upload.digest:
                     raise InvalidRequest("header.request_id", "was already used for a different upload")
                 return job, True
+            existing_classes = sorted(set(upload.class_names) & set(known_classes))
+            if existing_classes:
+                raise InvalidRequest("header.class_names", f"class(es) {existing_classes} already exist")
             waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
             if waiting >= self._max_queued + (0 if self._running is not None else 1):
                 raise ResourceExhausted("a training job is running and the job queue is full; retry later")

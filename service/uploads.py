@@ -2,7 +2,8 @@
 
 The stream is a header, then examples, each in one message or as consecutive chunks of its
 serialized bytes (so no message needs to exceed the default 4 MiB limit). Everything is checked
-before a job exists: the header, class names (new, non-empty, unique), labels, decodable samples,
+before a job exists: the header, class names (non-empty, unique; that they are new is checked by
+:meth:`service.jobs.JobRunner.submit`, after a retry of an earlier upload is recognised), labels, decodable samples,
 the minimum number of examples per class, and the held-out split. Any problem raises
 :class:`~service.errors.InvalidRequest` naming it; nothing is stored.
 """
@@ -44,8 +45,9 @@ def _check_request_id(value: str) -> str:
     return value
 
 
-def check_class_names(names: Sequence[str], known: Sequence[str], max_classes: int) -> tuple[str, ...]:
-    """The header's class names, or InvalidRequest naming what is wrong with them."""
+def check_class_names(names: Sequence[str], max_classes: int) -> tuple[str, ...]:
+    """The header's class names, or InvalidRequest naming what is wrong with them. (Whether they are
+    new is checked when the job is submitted, after a retried request_id is recognised.)"""
     if not names:
         raise InvalidRequest("header.class_names", "give at least one new class name")
     if len(names) > max_classes:
@@ -61,16 +63,12 @@ def check_class_names(names: Sequence[str], known: Sequence[str], max_classes: i
     duplicates = sorted({n for n in out if out.count(n) > 1})
     if duplicates:
         raise InvalidRequest("header.class_names", f"duplicate class name(s) {duplicates}")
-    existing = sorted(set(out) & set(known))
-    if existing:
-        raise InvalidRequest("header.class_names", f"class(es) {existing} already exist")
     return tuple(out)
 
 
 def receive_upload(
     requests: Iterable["mcil_pb2.LearnNewClassesRequest"],
     rules: UploadRules,
-    known_classes: Sequence[str],
     on_bytes: Callable[[int], None] | None = None,
 ) -> Upload:
     """Read the whole stream and validate it (see the module docstring)."""
@@ -125,7 +123,7 @@ def receive_upload(
     if pending:
         raise InvalidRequest(f"examples[{index}]", "the upload ended inside a chunked example (no last=true)")
     request_id = _check_request_id(header.request_id)
-    names = check_class_names(list(header.class_names), known_classes, rules.max_classes_per_task)
+    names = check_class_names(list(header.class_names), rules.max_classes_per_task)
     fraction = float(header.held_out_fraction) or rules.held_out_fraction
     if not 0.0 < fraction < 1.0:
         raise InvalidRequest("header.held_out_fraction", f"must be in (0, 1), got {fraction}")
