@@ -1,0 +1,37 @@
+"""The benchmark command on the real AV-MNIST folder (skipped when the data is absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model.bench import class_order, main
+
+
+def test_class_order_is_a_seeded_split() -> None:
+    names = [str(i) for i in range(10)]
+    tasks = class_order(names, 3, seed=0)
+    assert [len(t) for t in tasks] == [4, 3, 3]
+    assert sorted(c for t in tasks for c in t) == sorted(names)
+    assert tasks == class_order(names, 3, seed=0) != class_order(names, 3, seed=1)
+    with pytest.raises(ValueError, match="tasks"):
+        class_order(names, 11, seed=0)
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_the_full_report(avmnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    assert main(["--data", str(avmnist), "--preset", "tiny", "--strategy", "mcil", "--tasks", "5",
+                 "--quick", "--no-progress", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert len(report["class_order"]) == 5 and report["held_out_per_task"] == [20] * 5
+    for path in ("av", "visual", "audio"):
+        figures = report["figures"][path]
+        for name in ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt", "m1", "m2"):
+            assert figures[name] is not None, (path, name)
+        assert len(report["record"]["matrices"][path]) == 5
+    assert len(report["per_task"]) == 5
+    assert all(t["train_seconds"] > 0 and t["peak_rss_mib"] > 0 for t in report["per_task"])
+    assert report["parameters"]["per_task"].keys() == {f"task{i}" for i in range(1, 6)}
