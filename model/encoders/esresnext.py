@@ -31,6 +31,11 @@ The fbsp transform (Guzhov et al., "ESResNe(X)t-fbsp", 2021) is a bank of ``F`` 
 ``[-pi, pi]``. Its kernel is a pure function of the three parameter vectors; :meth:`LinearFBSP.kernel`
 materialises it. torchaudio's fixed STFT cannot express this learned kernel, so the front end is
 written out here; resampling to the encoder's rate happens before (:mod:`model.audio`).
+
+Every op is exportable: the front end is one strided ``conv1d`` whose filters are a function of the
+frozen parameters, and the attention branches pool with :func:`adaptive_max_pool2d` (gathers over
+fixed index tables), so ``torch.onnx.export(..., dynamo=True)`` handles the whole encoder with a
+free batch dimension.
 """
 
 from __future__ import annotations

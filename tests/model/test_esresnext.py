@@ -146,6 +146,36 @@ def test_untrained_front_end_is_a_spectrogram_peaking_at_a_tones_bin() -> None:
         assert bins.argmax() // per_band == k0 // per_band
 
 
+def test_front_end_equals_explicit_framing_and_transform() -> None:
+    # The documented semantics step by step: rescale, zero-pad (half before, half after) so frames
+    # tile the signal, window each frame, centre it in n_fft samples, apply the complex kernel,
+    # take the power of the lowest 3 * (F // 3) bins as three bands, in dB.
+    encoder = toy_encoder(0)
+    with torch.no_grad():
+        encoder.fbsp.m.uniform_(0.5, 2.0)
+        encoder.fbsp.fb.uniform_(0.5, 2.0)
+    c = TOY
+    waves = torch.randn(2, c.clip_samples - 7) * 0.2  # a length that needs uneven padding
+    x = (waves * 32768.0 + 32768.0) * 2.0 / 65535.0 - 1.0
+    n = x.shape[-1]
+    n_frames = 1 + math.ceil((n - c.win_length) / c.hop_length)
+    pad = (n_frames - 1) * c.hop_length + c.win_length - n
+    x = torch.cat([torch.zeros(2, pad // 2), x, torch.zeros(2, pad - pad // 2)], dim=-1)
+    index = torch.arange(c.win_length)[None, :] + c.hop_length * torch.arange(n_frames)[:, None]
+    frames = x[:, index] * encoder.window  # (B, T, win)
+    left = (c.n_fft - c.win_length) // 2
+    frames = torch.nn.functional.pad(frames, (left, c.n_fft - c.win_length - left))  # (B, T, n_fft)
+    with torch.no_grad():
+        k_re, k_im = encoder.fbsp.kernel(c.n_fft)
+        kernel = torch.complex(k_re, k_im)  # (F, n_fft)
+        spec = frames.to(torch.complex64) @ kernel.T  # (B, T, F)
+        power = spec.abs().square().transpose(1, 2)  # (B, F, T)
+        per_band = power.shape[1] // 3
+        expected = 10 * torch.log10(power[:, : 3 * per_band].reshape(2, 3, per_band, n_frames).clamp_min(1e-18))
+        got = encoder.log_power_spectrogram(waves)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=2e-3)
+
+
 def write_audioclip_file(path, encoder: ESResNeXtFBSP, extra: dict | None = None) -> dict:
     state = {f"audio.{k}": v.clone() for k, v in encoder.state_dict().items()}
     # AudioCLIP's full checkpoint also holds its own CLIP and logit scales; they are not used.
