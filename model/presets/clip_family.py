@@ -9,7 +9,9 @@
   - ``audioclip``: an AudioCLIP checkpoint (``AudioCLIP-Full-Training.pt`` or
     ``AudioCLIP-Partial-Training.pt``); its ``audio.*`` tensors load strictly into the audio encoder.
     Its other tensors (AudioCLIP's own ResNet-50 CLIP) are not used.
-  - ``audio_projection`` (optional): P, a file holding one tensor ``weight`` of shape (512, 1024).
+  - ``audio_projection`` (optional): P, a file holding one tensor ``weight`` of shape (512, 1024)
+    (read from ``WeightFiles.audio_projection`` when that field exists; :func:`build_from_files`
+    takes it directly).
 
 - ``tiny``: the same family at toy size, initialised from ``config.seed`` (two builds are
   bit-identical), for tests.
