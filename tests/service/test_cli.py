@@ -1,0 +1,60 @@
+"""The quick start through the ``mcil`` CLI: make samples, learn two tasks from files, classify, roll back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from service.cli import main
+
+from .conftest import Running, make_config
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_start(start_daemon: Callable[..., Running], tmp_path: Path,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    samples = tmp_path / "samples"
+    assert main(["make-samples", str(samples), "--per-class", "6"]) == 0
+    assert len(list((samples / "red" / "images").glob("*.png"))) == 6
+    assert len(list((samples / "red" / "audio").glob("*.wav"))) == 6
+    d = start_daemon(make_config(tmp_path / "state"))
+    target = ["--target", d.target]
+    capsys.readouterr()
+
+    def learn(*names: str) -> str:
+        args = [*target, "learn", "--quiet"]
+        for name in names:
+            args += ["--class", name, "--images", str(samples / name / "images"),
+                     "--audio", str(samples / name / "audio")]
+        assert main(args) == 0
+        return capsys.readouterr().out
+
+    out = learn("red", "green")
+    assert "succeeded" in out and "serving version 1" in out
+    out = learn("blue")
+    assert "serving version 2" in out
+
+    assert main([*target, "classify", str(samples / "test" / "blue.png"), str(samples / "test" / "blue.wav")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("version 2, ")
+    assert {line.split()[-1] for line in out.splitlines()[1:]} == {"red", "green", "blue"}
+
+    assert main([*target, "classify", str(samples / "test" / "red.wav")]) == 0
+    assert "audio path" in capsys.readouterr().out
+
+    assert main([*target, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "version 2" in out and "task 1: red, green" in out and "task 2: blue" in out
+
+    assert main([*target, "rollback", "1"]) == 0
+    assert "serving version 1: red, green" in capsys.readouterr().out
+    assert main([*target, "versions"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("*") and lines[1].startswith(" ")  # version 1 is served
+
+    assert main([*target, "rollback", "7"]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main([*target, "learn", "--class", "x", "--images", str(tmp_path / "nowhere")]) == 2
