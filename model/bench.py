@@ -10,6 +10,11 @@ modality path. The report holds the class order, every matrix, every figure, wal
 memory per task, and the trainable parameter counts.
 
 ``--quick`` caps samples (24 training and 10 test pairs per class) and epochs (3) for a smoke run.
+``--validation`` scores on 10% of ``train.csv`` (per class, seeded) instead of ``test.csv``: use it for
+every tuning decision, so ``test.csv`` stays untouched until the reported run.
+``--ablation`` switches off one part of ``mcil`` (text diversity, AAVFM, or the MCIL loss).
+
+``python -m model.bench --suite avmnist`` runs the whole benchmark table instead (model/suite.py).
 """
 
 from __future__ import annotations
@@ -45,6 +50,32 @@ def class_order(class_names: list[str], tasks: int, seed: int) -> list[list[str]
     return [list(chunk) for chunk in np.array_split(np.array(order, dtype=object), tasks)]
 
 
+ABLATIONS = ("none", "no-text-diversity", "no-aavfm", "no-loss")
+
+
+def ablate(config: LearnerConfig, ablation: str) -> LearnerConfig:
+    """``mcil`` without one of its parts (the paper's ablation rows)."""
+    if ablation == "no-text-diversity":
+        return replace(config, text_diversity=False)
+    if ablation == "no-aavfm":
+        return replace(config, fusion=replace(config.fusion, kind="concat"))
+    if ablation == "no-loss":
+        return replace(config, loss=replace(config.loss, kind="cross_entropy"))
+    return config
+
+
+def validation_split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, validation): ``fraction`` of each class, chosen with ``seed``, becomes validation."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_class.setdefault(s.label, []).append(i)
+    held = set()
+    for rows in by_class.values():
+        held.update(rng.choice(rows, size=max(1, int(round(len(rows) * fraction))), replace=False).tolist())
+    return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -55,12 +86,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train_cap = QUICK_TRAIN_PER_CLASS if args.quick else None
     test_cap = QUICK_TEST_PER_CLASS if args.quick else None
     train = read_split(args.data, "train", train_cap)
-    test = read_split(args.data, "test", test_cap)
     tasks = class_order(train.class_names, args.tasks, args.seed)
+    if args.validation:
+        train_samples, test_samples = validation_split(train.samples, 0.1, args.seed)
+    else:
+        train_samples, test_samples = train.samples, read_split(args.data, "test", test_cap).samples
 
     training = TrainingConfig(epochs=QUICK_EPOCHS if args.quick else args.epochs, batch_size=args.batch_size,
                               learning_rate=args.lr, seed=args.seed)
-    config = replace(LearnerConfig(), training=training)
+    config = ablate(replace(LearnerConfig(), training=training), args.ablation)
     weights = WeightFiles(clip=args.clip_weights, audioclip=args.audioclip_weights)
     started = time.perf_counter()
     learner = create_learner(args.preset, args.strategy, config=config, weights=weights)
@@ -70,8 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     per_task: list[dict[str, Any]] = []
     held_out_by_task = []
     for t, names in enumerate(tasks, start=1):
-        examples = [s for s in train.samples if s.label in names]
-        held_out = [s for s in test.samples if s.label in names]
+        examples = [s for s in train_samples if s.label in names]
+        held_out = [s for s in test_samples if s.label in names]
         held_out_by_task.append(held_out)
         evaluation.before_task(learner, names, held_out)
         tick = time.perf_counter()
@@ -93,7 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "preset": args.preset, "strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,
-        "quick": args.quick, "data": str(args.data),
+        "ablation": args.ablation, "quick": args.quick, "data": str(args.data),
+        "evaluated_on": "validation (10% of train.csv)" if args.validation else "test.csv",
         "class_order": tasks,
         "held_out_per_task": [len(h) for h in held_out_by_task],
         "learner_config": config.to_dict(),
@@ -114,7 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from model.strategies import STRATEGIES
 
     p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="folder laid out like AV-MNIST")
+    p.add_argument("--data", type=Path, default=Path("../shared/data/avmnist"), help="folder laid out like AV-MNIST")
+    p.add_argument("--suite", choices=["avmnist"], help="run the whole benchmark table (see model/suite.py)")
     p.add_argument("--preset", default="lite", choices=preset_names())
     p.add_argument("--strategy", default="mcil", choices=sorted(STRATEGIES))
     p.add_argument("--tasks", type=int, default=5)
@@ -123,9 +159,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size)
     p.add_argument("--lr", type=float, default=TrainingConfig().learning_rate)
     p.add_argument("--quick", action="store_true", help="cap samples and epochs for a smoke run")
+    p.add_argument("--validation", action="store_true", help="score on 10%% of train.csv, not test.csv")
+    p.add_argument("--ablation", choices=ABLATIONS, default="none", help="mcil without one of its parts")
     p.add_argument("--clip-weights", type=Path, help="CLIP ViT-B/16 weights (audioclip preset)")
     p.add_argument("--audioclip-weights", type=Path, help="AudioCLIP checkpoint (audioclip preset)")
-    p.add_argument("--out", type=Path, required=True, help="where to write the JSON report")
+    p.add_argument("--out", type=Path, help="where to write the JSON report (suite: a folder)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -134,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not (args.data / "train.csv").exists():
         print(f"error: --data {args.data}: no train.csv there", file=sys.stderr)
+        return 2
+    if args.suite:
+        from model.suite import run_suite
+
+        return run_suite(args)
+    if args.out is None:
+        print("error: --out: required (where to write the JSON report)", file=sys.stderr)
         return 2
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,143 @@
+"""The whole AV-MNIST benchmark table in one command, resumable.
+
+    python -m model.bench --suite avmnist --data ../shared/data/avmnist --preset lite --out results/avmnist
+
+Runs every (strategy, T, seed) of the table and the ``mcil`` ablations, each into its own JSON file
+in ``--out``; a run whose file exists is skipped, so an interrupted suite picks up where it stopped.
+Then it aggregates whatever runs exist into ``--out/tables.md`` (mean and standard deviation over
+seeds) and ``--out/forgetting_curve.png`` (accuracy on all seen classes after each task, T = 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+STRATEGY_ORDER = ("zero-shot", "finetune", "lwf", "icarl", "moe-adapters", "mcil", "joint")
+TASK_COUNTS = (5, 3, 10)
+SEEDS = (0, 1, 2)
+ABLATIONS = ("no-text-diversity", "no-aavfm", "no-loss")
+FIGURES = ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt", "m1", "m2")
+
+
+def plan(preset: str) -> list[dict[str, Any]]:
+    """Every run of the table, main rows first (T = 5 before T = 3 and T = 10), then ablations."""
+    runs = [dict(strategy=s, tasks=t, seed=seed, ablation="none")
+            for t in TASK_COUNTS for seed in SEEDS for s in STRATEGY_ORDER]
+    runs += [dict(strategy="mcil", tasks=5, seed=seed, ablation=a) for a in ABLATIONS for seed in SEEDS]
+    return [dict(r, preset=preset) for r in runs]
+
+
+def run_name(r: dict[str, Any]) -> str:
+    suffix = "" if r["ablation"] == "none" else f"-{r['ablation']}"
+    return f"{r['preset']}-{r['strategy']}{suffix}-T{r['tasks']}-s{r['seed']}.json"
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    from model.bench import run
+
+    out = Path(args.out or "results/avmnist")
+    out.mkdir(parents=True, exist_ok=True)
+    runs = plan(args.preset)
+    todo = [r for r in runs if not (out / run_name(r)).exists()]
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}", file=sys.stderr)
+    for r in tqdm(todo, desc="benchmark", unit="run"):
+        run_args = copy.copy(args)
+        run_args.strategy, run_args.tasks, run_args.seed, run_args.ablation = (
+            r["strategy"], r["tasks"], r["seed"], r["ablation"])
+        run_args.no_progress = True
+        result = run(run_args)
+        tmp = out / (run_name(r) + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(out / run_name(r))  # a run counts as done only once its file is whole
+    results = [json.loads(p.read_text()) for p in sorted(out.glob(f"{args.preset}-*.json"))]
+    (out / "tables.md").write_text(tables(results))
+    plot_forgetting_curve(results, out / "forgetting_curve.png")
+    print(f"wrote {out / 'tables.md'} and {out / 'forgetting_curve.png'}", file=sys.stderr)
+    return 0
+
+
+def _mean_sd(values: list[float | None]) -> str:
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return "n/a"
+    if len(xs) == 1:
+        return f"{xs[0]:.2f}"
+    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
+
+
+def _group(results: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
+    return [r for r in results if all(r.get(k) == v for k, v in match.items())]
+
+
+def tables(results: list[dict[str, Any]]) -> str:
+    """Markdown tables: per T and modality path, one row per strategy (mean ± sd over seeds)."""
+    lines: list[str] = []
+    for t in TASK_COUNTS:
+        for path in ("av", "visual", "audio"):
+            rows = []
+            for s in STRATEGY_ORDER:
+                group = _group(results, strategy=s, tasks=t, ablation="none")
+                if group:
+                    cells = [_mean_sd([g["figures"].get(path, {}).get(f) for g in group]) for f in FIGURES]
+                    rows.append(f"| {s} | {len(group)} | " + " | ".join(cells) + " |")
+            if rows:
+                lines += [f"### T = {t}, path `{path}`", "",
+                          "| strategy | seeds | " + " | ".join(FIGURES) + " |",
+                          "|---|---|" + "---|" * len(FIGURES), *rows, ""]
+    rows = []
+    for a in ("none", *ABLATIONS):
+        group = _group(results, strategy="mcil", tasks=5, ablation=a)
+        if group:
+            cells = [_mean_sd([g["figures"].get("av", {}).get(f) for g in group]) for f in FIGURES]
+            rows.append(f"| mcil {'(full)' if a == 'none' else a} | {len(group)} | " + " | ".join(cells) + " |")
+    if rows:
+        lines += ["### Ablation (T = 5, path `av`)", "", "| variant | seeds | " + " | ".join(FIGURES) + " |",
+                  "|---|---|" + "---|" * len(FIGURES), *rows, ""]
+    rows = []
+    for s in STRATEGY_ORDER:
+        group = _group(results, strategy=s, tasks=5, ablation="none")
+        if group:
+            per_task = [t["train_seconds"] for g in group for t in g["per_task"]]
+            peak = [g["peak_rss_mib"] for g in group]
+            rows.append(f"| {s} | {_mean_sd(per_task)} | {_mean_sd(peak)} | {group[0]['parameters']['learned_total']} |")
+    if rows:
+        lines += ["### Cost (T = 5)", "", "| strategy | train seconds per task | peak RSS MiB | learned parameters |",
+                  "|---|---|---|---|", *rows, ""]
+    orders = {(g["tasks"], g["seed"]): g["class_order"] for g in results}
+    lines += ["### Class orders", ""] + [f"- T = {t}, seed {s}: {o}" for (t, s), o in sorted(orders.items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot_forgetting_curve(results: list[dict[str, Any]], path: Path, tasks: int = 5) -> None:
+    """Accuracy on all classes seen so far after each task, one line per strategy (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in STRATEGY_ORDER:
+        group = _group(results, strategy=s, tasks=tasks, ablation="none")
+        if not group:
+            continue
+        curves = [g["figures"]["av"]["incremental_accuracy"] for g in group]
+        mean = [statistics.mean(c[i] for c in curves) for i in range(tasks)]
+        ax.plot(range(1, tasks + 1), mean, marker="o", label=f"{s} (n={len(group)})")
+    ax.set_xlabel("task learned")
+    ax.set_ylabel("accuracy on all seen classes (%)")
+    ax.set_xticks(range(1, tasks + 1))
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"AV-MNIST, T = {tasks}, fused (av) path")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
