@@ -166,6 +166,7 @@ class WeightFiles:
 
     clip: Path | None = None
     audioclip: Path | None = None
+    audio_projection: Path | None = None  # optional P (512 x 1024) for audioclip; see clip_family
 
 
 PresetBuilder = Callable[[WeightFiles], TriModalBackbone]

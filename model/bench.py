@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     training = TrainingConfig(epochs=QUICK_EPOCHS if args.quick else args.epochs, batch_size=args.batch_size,
                               learning_rate=args.lr, seed=args.seed)
     config = ablate(replace(LearnerConfig(), training=training), args.ablation)
-    weights = WeightFiles(clip=args.clip_weights, audioclip=args.audioclip_weights)
+    weights = WeightFiles(clip=args.clip_weights, audioclip=args.audioclip_weights,
+                          audio_projection=args.audio_projection)
     started = time.perf_counter()
     learner = create_learner(args.preset, args.strategy, config=config, weights=weights)
     build_seconds = time.perf_counter() - started
@@ -163,6 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablation", choices=ABLATIONS, default="none", help="mcil without one of its parts")
     p.add_argument("--clip-weights", type=Path, help="CLIP ViT-B/16 weights (audioclip preset)")
     p.add_argument("--audioclip-weights", type=Path, help="AudioCLIP checkpoint (audioclip preset)")
+    p.add_argument("--audio-projection", type=Path, help="optional P, 512x1024 (audioclip preset)")
     p.add_argument("--out", type=Path, help="where to write the JSON report (suite: a folder)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
