@@ -111,7 +111,7 @@ def version_message(meta: "VersionMeta", current: int) -> mcil_pb2.VersionInfo:
     return msg
 
 
-class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):  # type: ignore[misc]
+class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
     """Implements every rpc of ``protos/mcil.proto`` over a :class:`~service.daemon.Daemon`."""
 
     def __init__(self, daemon: "Daemon") -> None:

@@ -66,13 +66,13 @@ def _path_name(path: int) -> str:
 def _state(state: int) -> str:
     from service._proto import mcil_pb2
 
-    return mcil_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+    return str(mcil_pb2.JobState.Name(state)).removeprefix("JOB_STATE_").lower()
 
 
 def _phase(phase: int) -> str:
     from service._proto import mcil_pb2
 
-    return mcil_pb2.JobPhase.Name(phase).removeprefix("JOB_PHASE_").lower()
+    return str(mcil_pb2.JobPhase.Name(phase)).removeprefix("JOB_PHASE_").lower()
 
 
 def _print_metrics(metrics: "mcil_pb2.JobMetrics", indent: str = "  ") -> None:
@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import grpc
 
         if isinstance(exc, grpc.RpcError):
-            print(f"mcil: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"mcil: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
         raise
 

@@ -105,7 +105,7 @@ class Client:
             self.channel = grpc.secure_channel(target, creds, options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)
-        self.stub = mcil_pb2_grpc.ContinualLearnerStub(self.channel)
+        self.stub = mcil_pb2_grpc.ContinualLearnerStub(self.channel)  # type: ignore[no-untyped-call]
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 

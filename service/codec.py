@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class DecodeLimits:
 PATH_TO_PROTO = {"av": 1, "visual": 2, "audio": 3}
 """Model modality path -> ``mcil.v1.ModalityPath`` value."""
 
-_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype("<f4")}
+_DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype(np.uint8), 2: np.dtype("<f4")}
 
 
 def _tensor(field: str, t: "mcil_pb2.Tensor") -> np.ndarray:
@@ -55,7 +55,8 @@ def _tensor(field: str, t: "mcil_pb2.Tensor") -> np.ndarray:
         raise InvalidRequest(
             f"{field}.data", f"has {len(t.data)} bytes but shape {list(shape)} of {dtype.name} needs {expected}"
         )
-    return np.frombuffer(t.data, dtype=dtype).reshape(shape).copy()  # writable, owns its memory
+    array: np.ndarray = np.frombuffer(t.data, dtype=dtype).reshape(shape).copy()  # writable, owns its memory
+    return array
 
 
 def decode_image_bytes(field: str, data: bytes, limits: DecodeLimits) -> np.ndarray:

@@ -152,7 +152,7 @@ class Daemon:
             self._backbone = build_backbone(self.preset)
         learning = self.config.learning
         config = LearnerConfig()
-        overrides = {k: v for k, v in (("epochs", learning.epochs), ("batch_size", learning.batch_size),
+        overrides: dict[str, Any] = {k: v for k, v in (("epochs", learning.epochs), ("batch_size", learning.batch_size),
                                        ("learning_rate", learning.learning_rate)) if v is not None}
         if overrides:
             config = dc_replace(config, training=dc_replace(config.training, **overrides))

@@ -93,7 +93,7 @@ class ServiceMetrics:
     def __init__(self, registry: "CollectorRegistry | None" = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-        disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output and nobody graphs them
         self.registry = registry if registry is not None else CollectorRegistry()
         self._metrics: dict[str, Any] = {}
         for spec in METRICS:

@@ -134,7 +134,8 @@ def create_server(config: ServiceConfig, *, backbone: "TriModalBackbone | None" 
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=config.server.max_workers * 8,
         )
-        mcil_pb2_grpc.add_ContinualLearnerServicer_to_server(ContinualLearnerServicer(daemon), server)
+        mcil_pb2_grpc.add_ContinualLearnerServicer_to_server(  # type: ignore[no-untyped-call]
+            ContinualLearnerServicer(daemon), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (mcil_pb2.DESCRIPTOR.services_by_name["ContinualLearner"].full_name, health.SERVICE_NAME,
@@ -162,9 +163,8 @@ def create_server(config: ServiceConfig, *, backbone: "TriModalBackbone | None" 
             metrics_endpoint.close()
         daemon.close(0)
         raise
-    log.info("serving %s on %s%s (version %d); metrics on %s", SERVICE_NAME, f"{host}:{bound}",
-             " with TLS" + (" (mutual)" if config.security.tls_client_ca else "") if credentials else "",
-             daemon.served.number,
-             f"{config.server.metrics_listen.rpartition(':')[0]}:{metrics_endpoint.port}" if metrics_endpoint
-             else "(disabled)")
+    tls = (" with mutual TLS" if config.security.tls_client_ca else " with TLS") if credentials else ""
+    metrics_at = f"port {metrics_endpoint.port}" if metrics_endpoint is not None else "(disabled)"
+    log.info("serving %s on %s:%d%s (version %d); metrics on %s", SERVICE_NAME, host, bound, tls,
+             daemon.served.number, metrics_at)
     return DaemonServer(server, daemon, health_servicer, metrics_endpoint), bound
