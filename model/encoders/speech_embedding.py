@@ -18,7 +18,8 @@ frames (80 ms). We do the same, then pool the per-window embeddings of each clip
 Pooling covers only windows that hold some of the clip: the zero padding that fits a short recording
 to the clip length (see :func:`model.audio.fit_length`) is found as the run of exact zeros at the end,
 and windows starting inside it are left out (the first window is always kept). A 0.4 s spoken digit
-therefore gets the same feature whatever the clip length, instead of one diluted by silence.
+therefore gets the same feature from any clip long enough to hold its windows (its length + 0.78 s),
+instead of one diluted by silence windows.
 
 The module has no parameters; it takes ``(B, S)`` float waveforms in [-1, 1] at 16 kHz and returns
 ``(B, 192)`` on the input's device.

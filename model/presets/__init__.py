@@ -6,3 +6,4 @@
 """
 
 from model.presets import clip_family  # noqa: F401
+from model.presets import lite  # noqa: F401
