@@ -68,6 +68,8 @@ class SegmentEntry:
     # role "external": an encoder that is already ONNX keeps running its own files (copied here for
     # reference and for other runtimes); it has no per-precision export.
     external_files: tuple[SegmentFile, ...] = ()
+    # The longest token sequence, for segments with a ``sequence`` dimension (text padded to the longest).
+    max_sequence: int | None = None
 
     @property
     def is_external(self) -> bool:
@@ -198,6 +200,7 @@ def _segment_from_dict(raw: dict[str, Any]) -> SegmentEntry:
         outputs=tuple(spec(t) for t in raw["outputs"]),
         files={str(k): SegmentFile(str(v["path"]), str(v["sha256"])) for k, v in raw["files"].items()},
         external_files=tuple(SegmentFile(str(v["path"]), str(v["sha256"])) for v in raw.get("external_files", [])),
+        max_sequence=None if raw.get("max_sequence") is None else int(raw["max_sequence"]),
     )
 
 

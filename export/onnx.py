@@ -26,7 +26,7 @@ import sys
 import time
 import warnings
 from contextlib import redirect_stdout
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -75,8 +75,12 @@ def export_onnx(
     precisions: Sequence[str] = ("fp32",),
     source_weights: WeightFiles | None = None,
     segments: list[Segment] | None = None,
+    reuse: Manifest | None = None,
 ) -> Manifest:
     """Exports every frozen segment of ``backbone`` to ``out_dir`` and writes the manifest.
+
+    ``reuse``: a manifest of ``out_dir`` already checked against ``backbone``; its files are kept and
+    only the precisions it lacks are exported.
 
     Raises:
         SegmentExportError: a segment could not be exported, or its ONNX output differs from PyTorch.
@@ -84,7 +88,7 @@ def export_onnx(
     for p in precisions:
         if p not in PRECISIONS:
             raise ValueError(f"precisions: unknown {p!r}; choose from {PRECISIONS}")
-    precisions = ["fp32", *[p for p in precisions if p != "fp32"]]
+    precisions = ["fp32", *sorted({p for p in precisions if p != "fp32"})]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     backbone = backbone.eval()
@@ -96,27 +100,29 @@ def export_onnx(
         if seg.role == "external":
             entries.append(_external_entry(seg, examples[seg.name], out_dir))
             continue
+        previous = reuse.segment(seg.name).files if reuse is not None else {}
         files: dict[str, SegmentFile] = {}
-        specs: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None = None
         # Half copies are made before the FP32 export touches the module.
-        modules = {p: copy.deepcopy(seg.module).half() if p == "fp16" else seg.module for p in precisions}
+        modules = {p: copy.deepcopy(seg.module).half() if p == "fp16" else seg.module
+                   for p in precisions if p not in previous}
         for precision in precisions:
             path = out_dir / segment_file_name(seg.name, precision)
+            if precision in previous:  # checked by the caller: same weights, unchanged file
+                files[precision] = previous[precision]
+                continue
             _export_one(seg, modules[precision], examples[seg.name], path, precision)
             if precision == "fp32":
-                specs = _io_specs(path)
                 _verify(seg, examples[seg.name], path)
             files[precision] = SegmentFile(path.name, file_sha256(path))
-        assert specs is not None
-        entries.append(
-            SegmentEntry(seg.name, seg.tower, seg.role, seg.index, seg.weights_sha256(), specs[0], specs[1], files)
-        )
+        inputs, outputs = _io_specs(out_dir / files["fp32"].path)
+        entries.append(SegmentEntry(seg.name, seg.tower, seg.role, seg.index, seg.weights_sha256(), inputs, outputs,
+                                    files, max_sequence=seg.max_sequence))
     manifest = Manifest(
         preset=backbone.config.name,
         opset=OPSET,
         versions=exporter_versions(),
         segments=tuple(entries),
-        source_weights=_source_weights(source_weights),
+        source_weights=_source_weights(source_weights) or (reuse.source_weights if reuse is not None else {}),
     )
     manifest.save(out_dir)
     log.info("exported %d segments of %r (%s) to %s in %.1f s", len(entries), manifest.preset,
@@ -137,13 +143,27 @@ def ensure_exported(
     try:
         manifest = Manifest.load(out_dir)
         manifest.check_weights(backbone.config.name, weights)
-        for p in precisions:
-            manifest.check_files(out_dir, p)
-        return manifest, False
+        if manifest.opset != OPSET:
+            raise ManifestError("opset", f"{manifest.opset} is not the pinned {OPSET}")
+        manifest.check_files(out_dir, "fp32")
     except ManifestError as exc:
         log.info("exporting the frozen segments to %s (%s)", out_dir, exc)
-    wanted = set(precisions)
-    return export_onnx(backbone, out_dir, precisions=sorted(wanted), segments=segments), True
+        return export_onnx(backbone, out_dir, precisions=precisions, segments=segments), True
+    usable = {"fp32"}
+    for p in manifest.precisions() - usable:
+        try:
+            manifest.check_files(out_dir, p)
+            usable.add(p)
+        except ManifestError as exc:
+            log.info("%s files of %s are stale (%s)", p, out_dir, exc)
+    if set(precisions) <= usable:
+        return manifest, False
+    keep = Manifest(manifest.preset, manifest.opset, manifest.versions,
+                    tuple(replace(s, files={p: f for p, f in s.files.items() if p in usable}) for s in manifest.segments),
+                    manifest.source_weights)
+    wanted = sorted(usable | set(precisions))
+    log.info("exporting %s segments to %s", "+".join(sorted(set(precisions) - usable)), out_dir)
+    return export_onnx(backbone, out_dir, precisions=wanted, segments=segments, reuse=keep), True
 
 
 def _external_entry(seg: Segment, args: tuple[torch.Tensor, ...], out_dir: Path) -> SegmentEntry:

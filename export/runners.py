@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
 
@@ -30,6 +30,9 @@ from export.manifest import Manifest, SegmentEntry
 from export.onnx import ensure_exported
 from export.segments import TOWERS
 from model.backbone import TriModalBackbone
+
+if TYPE_CHECKING:
+    from export.onnxruntime_runner import OrtSegment
 
 log = logging.getLogger("export")
 
@@ -129,7 +132,7 @@ def default_artifacts_dir(preset: str) -> Path:
 def attach_runner(
     backbone: TriModalBackbone,
     kind: str,
-    artifacts_dir: Path | None,
+    artifacts_dir: Path | None = None,
     *,
     fallback: bool = True,
     precision: str = "fp32",
@@ -171,6 +174,9 @@ def attach_runner(
     raise AssertionError("unreachable: the pytorch runner always attaches")
 
 
+_OPEN_SESSIONS: dict[tuple[object, ...], "OrtSegment"] = {}
+
+
 def _attach(backbone: TriModalBackbone, kind: str, folder: Path, precision: str, threads: int | None) -> str:
     check_available(kind)
     if kind == "pytorch":
@@ -191,7 +197,11 @@ def _attach(backbone: TriModalBackbone, kind: str, folder: Path, precision: str,
     opened: list[OrtSegment] = []
 
     def open_segment(entry: SegmentEntry) -> SegmentFn:
-        segment = OrtSegment(folder / entry.files[precision].path, entry, kind, settings)
+        # Sessions are shared by every backbone attached to the same file (each served model version).
+        key = (kind, str((folder / entry.files[precision].path).resolve()), entry.files[precision].sha256, settings)
+        segment = _OPEN_SESSIONS.get(key)
+        if segment is None:
+            segment = _OPEN_SESSIONS[key] = OrtSegment(folder / entry.files[precision].path, entry, kind, settings)
         opened.append(segment)
         return segment
 
