@@ -196,6 +196,21 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class WeightsConfig:
+    """Weight files for presets whose weights do not ship with the package (``audioclip``)."""
+
+    clip: Path | None = None  # official CLIP ViT-B/16 checkpoint
+    audioclip: Path | None = None  # AudioCLIP checkpoint (ESResNeXt-fbsp audio head)
+    audio_projection: Path | None = None  # optional P (512 x 1024)
+
+    def __post_init__(self) -> None:
+        for name in ("clip", "audioclip", "audio_projection"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"weights.{name}", f"file {str(path)!r} does not exist")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
@@ -204,6 +219,7 @@ class ServiceConfig:
     learning: LearningConfig = field(default_factory=LearningConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
 
     def replace(self, section: str, **changes: Any) -> "ServiceConfig":
         """A copy with some fields of one section changed (validated again)."""

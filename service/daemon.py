@@ -90,9 +90,24 @@ class Daemon:
         self.strategy = config.server.strategy
 
     # -- life cycle ----------------------------------------------------------------------------------
-    def open(self) -> None:
-        from model.backbone import build_backbone
+    def _build_backbone(self, preset: str) -> "TriModalBackbone":
+        """The configured preset, untrained; unknown presets, strategies or bad weights are ConfigErrors."""
+        from model.backbone import WeightFiles, build_backbone
 
+        w = self.config.weights
+        try:
+            return build_backbone(preset, WeightFiles(clip=w.clip, audioclip=w.audioclip,
+                                                      audio_projection=w.audio_projection))
+        except (ValueError, FileNotFoundError) as exc:
+            field = "server.preset" if "preset" in str(exc).split(":", 1)[0] else "weights"
+            raise ConfigError(field, str(exc)) from None
+
+    def open(self) -> None:
+        from model.strategies import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ConfigError("server.strategy", f"unknown {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
+        build_backbone = self._build_backbone
         self.store.open()
         try:
             served = self._load_served(build_backbone)
@@ -251,9 +266,7 @@ class Daemon:
     def _baseline(self) -> "Learner":
         """An untrained learner of the same preset and strategy: the b[t] of forward transfer."""
         if self._untrained is None:
-            from model.backbone import build_backbone
-
-            self._untrained = self._fresh_learner(build_backbone)
+            self._untrained = self._fresh_learner(self._build_backbone)
         return self._untrained
 
     def _gate(self, figures: Mapping[str, Mapping[str, float]]) -> str:

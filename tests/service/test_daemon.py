@@ -294,3 +294,21 @@ def test_health_and_reflection(start_daemon: Callable[..., Running], tmp_path: P
     assert {"mcil.v1.ContinualLearner", "grpc.health.v1.Health"} <= names
     d.server.stop(0.5)
     assert d.server.wait(1)
+
+
+def test_start_up_errors_name_the_setting(start_daemon: Callable[..., Running], tmp_path: Path) -> None:
+    from service.errors import ConfigError
+    from service.server import create_server
+
+    with pytest.raises(ConfigError) as err:
+        create_server(make_config(tmp_path / "a", server__preset="no-such-preset"))
+    assert err.value.field == "server.preset"
+    with pytest.raises(ConfigError) as err:
+        create_server(make_config(tmp_path / "b", server__strategy="no-such-strategy"))
+    assert err.value.field == "server.strategy"
+    d = start_daemon(make_config(tmp_path / "c"))
+    assert _learn(d.client, ["red", "green"], first_index=0).state == SUCCEEDED
+    d.stop()
+    with pytest.raises(ConfigError) as err:  # a state directory made with another preset
+        create_server(make_config(tmp_path / "c", server__preset="lite"))
+    assert err.value.field == "server.preset" and "tiny" in str(err.value)
