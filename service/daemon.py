@@ -107,6 +107,9 @@ class Daemon:
 
         if self.strategy not in STRATEGIES:
             raise ConfigError("server.strategy", f"unknown {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
+        if getattr(STRATEGIES[self.strategy], "keeps_training_data", False):
+            raise ConfigError("server.strategy", f"{self.strategy!r} keeps all training data in memory; it is for "
+                              "benchmarks only and the daemon does not serve it")
         build_backbone = self._build_backbone
         self.store.open()
         try:
