@@ -1,6 +1,6 @@
 """Dynamic batching of concurrent Classify calls.
 
-Requests wait in a bounded queue; one worker thread takes the first waiting request, keeps collecting
+Requests wait in a bounded queue; a worker thread (``workers`` of them) takes the first waiting request, keeps collecting
 whole requests for at most ``max_delay_ms`` or until ``max_batch_size`` samples are gathered, and makes
 one model call for all of them with the version served at that moment. A request is never split, so
 all its samples are answered by the same version (one larger than ``max_batch_size`` runs alone).
@@ -48,15 +48,17 @@ class ClassifyBatcher:
     """Groups concurrent requests into model calls. ``submit`` blocks until the answer is ready."""
 
     def __init__(self, slot: "ModelSlot", metrics: "ServiceMetrics", *, max_batch_size: int,
-                 max_delay_ms: float, max_queue: int) -> None:
+                 max_delay_ms: float, max_queue: int, workers: int = 1) -> None:
         self._slot = slot
         self._metrics = metrics
         self._max_batch = max_batch_size
         self._max_delay = max_delay_ms / 1000.0
         self._queue: "queue.Queue[_Pending | None]" = queue.Queue(maxsize=max_queue)
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="mcil-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"mcil-batcher-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, samples: Sequence["Sample"], top_k: int, timeout: float | None = None) -> Answer:
         if self._closed:
@@ -72,8 +74,10 @@ class ClassifyBatcher:
     def close(self) -> None:
         """Answer what is queued, then stop the worker."""
         self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     # -- worker --------------------------------------------------------------------------------------
     def _gauge(self) -> None:
@@ -88,6 +92,7 @@ class ClassifyBatcher:
             first = carry if carry is not None else self._queue.get()
             carry = None
             if first is None:
+                self._drain()
                 return
             batch = [first]
             size = len(first.samples)
@@ -100,7 +105,7 @@ class ClassifyBatcher:
                 except queue.Empty:
                     break
                 if nxt is None:
-                    stop = True
+                    stop = True  # this worker's stop signal
                     break
                 if size + len(nxt.samples) > self._max_batch:
                     carry = nxt  # starts the next batch; requests are never split
@@ -116,13 +121,19 @@ class ClassifyBatcher:
                 return
 
     def _drain(self) -> None:
+        """Answer every queued request; stop signals meant for other workers are put back."""
+        signals = 0
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
-            if item is not None:
+                break
+            if item is None:
+                signals += 1
+            else:
                 self._answer([item])
+        for _ in range(signals):
+            self._queue.put(None)
 
     def _answer(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()

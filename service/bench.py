@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -86,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=25, help="requests per client")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-delay-ms", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1, help="batches computed at the same time")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -104,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mcil-bench-") as state:
         base = {"server.preset": args.preset, "server.listen": "127.0.0.1:0", "server.metrics_listen": None,
                 "server.state_dir": state, "server.log_level": "WARNING",
-                "batching.max_batch_size": args.max_batch_size, "batching.max_delay_ms": args.max_delay_ms}
+                "batching.max_batch_size": args.max_batch_size, "batching.max_delay_ms": args.max_delay_ms,
+                "batching.workers": args.workers}
         for batching in (True, False):
             started = time.perf_counter()
             server, port = create_server(load_config(None, {**base, "batching.enabled": batching}))
@@ -132,8 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"preset {args.preset}: learning one task of {args.classes} classes x {args.per_class} examples "
           f"took {results['learn_seconds']:.1f} s end to end ({results['learn_state']})")
-    print(f"Classify, {args.clients} concurrent clients x {args.requests} single-sample requests:")
-    for key, label in (("batching", f"dynamic batching (max {args.max_batch_size}, {args.max_delay_ms:g} ms)"),
+    print(f"Classify ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}), {args.clients} concurrent clients x {args.requests} single-sample requests:")
+    for key, label in (("batching", f"dynamic batching (max {args.max_batch_size}, {args.max_delay_ms:g} ms, "
+                                  f"{args.workers} worker{'s' if args.workers > 1 else ''})"),
                        ("no_batching", "no batching")):
         r = results[key]
         print(f"  {label:40s} p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "

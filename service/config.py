@@ -78,8 +78,10 @@ class BatchingConfig:
     max_batch_size: int = 32  # samples per model call
     max_delay_ms: float = 5.0  # how long the first waiting request may wait for company
     max_queue: int = 1024  # requests waiting; more are refused with RESOURCE_EXHAUSTED
+    workers: int = 1  # batches computed at the same time (more can help on many-core CPUs)
 
     def __post_init__(self) -> None:
+        _at_least("batching.workers", self.workers, 1)
         _at_least("batching.max_batch_size", self.max_batch_size, 1)
         _at_least("batching.max_delay_ms", self.max_delay_ms, 0)
         _at_least("batching.max_queue", self.max_queue, 1)

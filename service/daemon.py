@@ -123,7 +123,8 @@ class Daemon:
             if self.config.batching.enabled:
                 b = self.config.batching
                 self.batcher = ClassifyBatcher(self.slot, self.metrics, max_batch_size=b.max_batch_size,
-                                               max_delay_ms=b.max_delay_ms, max_queue=b.max_queue)
+                                               max_delay_ms=b.max_delay_ms, max_queue=b.max_queue,
+                                               workers=b.workers)
             self._publish(served)
         except BaseException:
             self.store.close()

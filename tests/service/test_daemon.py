@@ -269,6 +269,29 @@ def test_dynamic_batching_groups_concurrent_calls(start_daemon: Callable[..., Ru
     assert samples["mcil_classify_batch_size_count"] < 6  # at least two calls shared a model call
 
 
+def test_several_batch_workers(start_daemon: Callable[..., Running], tmp_path: Path) -> None:
+    d = start_daemon(make_config(tmp_path, batching__workers="3", batching__max_delay_ms="20"))
+    assert _learn(d.client, ["red", "green"], first_index=0).state == SUCCEEDED
+    probe = _probe()
+    replies: list[mcil_pb2.ClassifyResponse] = []
+
+    def call() -> None:
+        with Client(d.target) as c:
+            for _ in range(3):
+                replies.append(c.classify(probe, top_k=2))
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(replies) == 15
+    first = [[e.name for e in r.classes] for r in replies[0].results]
+    assert all([[e.name for e in r.classes] for r in reply.results] == first for reply in replies)
+    d.server.stop(1.0)  # three workers stop cleanly
+    assert d.server.wait(1)
+
+
 def test_batching_disabled_answers_directly(start_daemon: Callable[..., Running], tmp_path: Path) -> None:
     d = start_daemon(make_config(tmp_path, batching__enabled="false"))
     assert _learn(d.client, ["red", "green"], first_index=0).state == SUCCEEDED
