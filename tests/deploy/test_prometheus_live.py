@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,7 +34,7 @@ from model.synthetic import make_dataset
 from service._proto import mcil_pb2
 from service.client import Client, sample_from_arrays
 
-from .conftest import DEPLOY, ROOT
+from .conftest import DEPLOY, ROOT, metric_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -211,6 +212,17 @@ def test_prometheus_scrapes_the_continual_learning_and_request_series(
         lint = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, timeout=60)
         assert lint.returncode == 0, lint.stdout + lint.stderr
 
+    # Every series the dashboard and the alerts name is in this live exposition (or is Prometheus' `up`).
+    live = {"up"}
+    for family, kind in re.findall(r"^# TYPE (\S+) (\S+)$", exposition.decode(), flags=re.M):
+        live.update([family + s for s in ("_bucket", "_sum", "_count")] if kind == "histogram" else [family])
+    board = json.loads((DEPLOY / "grafana" / "dashboards" / "mcil-daemon.json").read_text())
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    queries = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    queries += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    for expr in queries:
+        assert metric_names(expr) <= live, (expr, metric_names(expr) - live)
+
     prometheus = start_prometheus(daemon.metrics_port)
     wait_for("the first scrape", lambda: prometheus.values('up{job="mcil"}') == {"": 1.0}, timeout=30)
     wait_for("the continual-learning series",
@@ -254,7 +266,6 @@ def test_prometheus_scrapes_the_continual_learning_and_request_series(
     # Every dashboard query is valid PromQL here and has data (rates need a few scrapes).
     wait_for("three scrapes", lambda: prometheus.values('count_over_time(up{job="mcil"}[1m])').get("", 0) >= 3,
              timeout=30)
-    board = json.loads((DEPLOY / "grafana" / "dashboards" / "mcil-daemon.json").read_text())
     empty = []
     for panel in board["panels"]:
         for target in panel.get("targets", []):
@@ -271,8 +282,8 @@ def test_prometheus_scrapes_the_continual_learning_and_request_series(
         return rules if all(r.get("lastEvaluation", "").startswith("2") for r in rules) and \
             all(r["health"] == "ok" for r in rules) else []
 
-    rules = wait_for("the rules to evaluate", evaluated, timeout=30)
-    assert {r["name"] for r in rules} >= {"McilDaemonDown", "McilForgettingHigh", "McilNoCommitWhileJobsSubmitted"}
+    loaded = wait_for("the rules to evaluate", evaluated, timeout=30)
+    assert {r["name"] for r in loaded} >= {"McilDaemonDown", "McilForgettingHigh", "McilNoCommitWhileJobsSubmitted"}
     forgetting_av = prometheus.values('mcil_continual_forgetting_ratio{path="av"}')[""]
     time.sleep(2)  # two more rule evaluations after the series were present
     firing = {a["labels"]["alertname"] for a in prometheus.api("alerts")["alerts"] if a["state"] == "firing"}
