@@ -116,7 +116,7 @@ class Daemon:
             served = self._load_served(build_backbone)
             self.slot = ModelSlot(served)
             self.jobs = JobRunner(self.store, self.metrics, self._train, max_queued=self.config.learning.max_queued_jobs)
-            committed = {served.meta.job_id} if served.meta else set()
+            committed = {served.meta.job_id: served.number} if served.meta else {}
             self.jobs.recover(committed)
             self.store.remove_orphan_held_out()
             self.jobs.start()

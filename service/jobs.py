@@ -155,15 +155,17 @@ class JobRunner:
         self._thread: threading.Thread | None = None
 
     # -- start-up ------------------------------------------------------------------------------------
-    def recover(self, committed_job_ids: set[str]) -> list[Job]:
+    def recover(self, committed: Mapping[str, int]) -> list[Job]:
         """Load job records; mark jobs a crash interrupted. A job whose version got committed (the
-        ``current`` pointer moved) before the crash is marked succeeded instead. Returns changed jobs."""
+        ``current`` pointer moved) before the crash is marked succeeded instead; ``committed`` maps such
+        job ids to their version. Returns the jobs it changed."""
         changed = []
         for data in self._store.read_jobs():
             job = Job.from_dict(data)
             if not job.ended:
-                if job.job_id in committed_job_ids:
+                if job.job_id in committed:
                     job = replace(job, state="succeeded", phase="done", finished_at=time.time(),
+                                  committed_version=committed[job.job_id],
                                   message="committed just before the daemon stopped")
                 else:
                     job = replace(job, state="failed", phase="done", finished_at=time.time(), message=INTERRUPTED)
@@ -195,13 +197,13 @@ class JobRunner:
             existing_classes = sorted(set(upload.class_names) & set(known_classes))
             if existing_classes:
                 raise InvalidRequest("header.class_names", f"class(es) {existing_classes} already exist")
-            waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
-            if waiting >= self._max_queued + (0 if self._running is not None else 1):
-                raise ResourceExhausted("a training job is running and the job queue is full; retry later")
             pending = [c for j in self._jobs.values() if not j.ended for c in j.class_names]
             clash = sorted(set(upload.class_names) & set(pending))
             if clash:
                 raise InvalidRequest("header.class_names", f"class(es) {clash} are already being learned by a job")
+            waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
+            if waiting >= self._max_queued + (0 if self._running is not None else 1):
+                raise ResourceExhausted("a training job is running and the job queue is full; retry later")
             job = Job(
                 job_id=uuid.uuid4().hex[:16],
                 request_id=upload.request_id,

@@ -1,0 +1,69 @@
+"""The job runner's state machine: recovery after a crash, queue bound, cancellation, idempotency."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from service.errors import InvalidRequest, ResourceExhausted
+from service.jobs import INTERRUPTED, Job, JobContext, JobRunner, TrainingOutcome, Upload
+from service.metrics import ServiceMetrics
+from service.store import StateStore
+
+
+def _upload(request_id: str, names: tuple[str, ...] = ("a",), digest: str = "d") -> Upload:
+    return Upload(request_id=request_id, digest=digest, class_names=names, train=[], held_out=[])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    s = StateStore(tmp_path)
+    s.open()
+    yield s
+    s.close()
+
+
+def test_recovery_marks_interrupted_jobs(store: StateStore) -> None:
+    for job_id, state in (("running", "running"), ("queued", "queued"), ("committed", "running"),
+                          ("done", "succeeded")):
+        store.write_job(Job(job_id=job_id, request_id=job_id, digest="", class_names=("x",), state=state).to_dict())
+    runner = JobRunner(store, ServiceMetrics(), lambda j, u, c: TrainingOutcome("succeeded", {}, ()), max_queued=1)
+    changed = {j.job_id: j for j in runner.recover({"committed": 4})}
+    assert set(changed) == {"running", "queued", "committed"}
+    assert changed["running"].state == "failed" and changed["running"].message == INTERRUPTED
+    assert changed["committed"].state == "succeeded" and changed["committed"].committed_version == 4
+    on_disk = {d["job_id"]: d["state"] for d in store.read_jobs()}
+    assert on_disk == {"running": "failed", "queued": "failed", "committed": "succeeded", "done": "succeeded"}
+
+
+def test_queue_bound_cancel_and_idempotency(store: StateStore) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def train(job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
+        started.set()
+        release.wait(30)
+        return TrainingOutcome("succeeded", {"av": {"last_accuracy": 90.0}}, (2,), committed_version=1)
+
+    runner = JobRunner(store, ServiceMetrics(), train, max_queued=1)
+    runner.start()
+    first, dup = runner.submit(_upload("r1", ("a",)), known_classes=[])
+    assert not dup and started.wait(30)
+    second, _ = runner.submit(_upload("r2", ("b",)), known_classes=[])
+    with pytest.raises(ResourceExhausted):
+        runner.submit(_upload("r3", ("c",)), known_classes=[])
+    with pytest.raises(InvalidRequest, match="already being learned"):
+        runner.submit(_upload("r4", ("a",)), known_classes=[])
+    with pytest.raises(InvalidRequest, match="already exist"):
+        runner.submit(_upload("r5", ("old",)), known_classes=["old"])
+    again, dup = runner.submit(_upload("r1", ("a",)), known_classes=[])
+    assert dup and again.job_id == first.job_id
+    with pytest.raises(InvalidRequest, match="different upload"):
+        runner.submit(_upload("r1", ("a",), digest="other"), known_classes=[])
+    assert runner.cancel(second.job_id).state == "cancelled"
+    release.set()
+    final = list(runner.watch(first.job_id, lambda: True))[-1]
+    assert final.state == "succeeded" and final.committed_version == 1 and final.held_out_per_task == (2,)
+    runner.close(timeout=10)
