@@ -200,7 +200,7 @@ def test_prometheus_scrapes_the_continual_learning_and_request_series(
             client.classify([e.sample for e in probe[:size]])
         with pytest.raises(grpc.RpcError) as bad:
             client.classify([])
-        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         info = client.model_info()
     final = jobs[-1]
     assert final.committed_version == info.version == 2
@@ -270,8 +270,8 @@ def test_prometheus_scrapes_the_continual_learning_and_request_series(
     for panel in board["panels"]:
         for target in panel.get("targets", []):
             expr = target["expr"]
-            for variable, value in GRAFANA_VARIABLES.items():
-                expr = expr.replace(variable, value)
+            for variable, replacement in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, replacement)
             if not prometheus.query(expr):
                 empty.append(panel["title"])
     assert set(empty) <= {"Upload bandwidth and refused calls"}, empty  # no call was refused by auth
