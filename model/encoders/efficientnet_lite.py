@@ -71,12 +71,14 @@ def _flat_blocks(net: nn.Module) -> list[nn.Module]:
 
 def checkpoint_names(net: nn.Module) -> dict[str, str]:
     """timm state-dict name -> the name the package's file uses for the same tensor."""
-    block_names: dict[str, str] = {}
-    for flat, (stage, index) in enumerate((s, i) for s, stage in enumerate(net.blocks) for i in range(len(stage))):
-        block = net.blocks[stage][index]
-        table = _INVERTED_RESIDUAL if hasattr(block, "conv_pwl") else _DEPTHWISE_SEPARABLE
-        for theirs, ours in table.items():
-            block_names[f"blocks.{stage}.{index}.{ours}"] = f"_blocks.{flat}.{theirs}"
+    block_names: dict[str, str] = {}  # "blocks.1.1.conv_pw" -> "_blocks.2._expand_conv"
+    flat = 0
+    for stage_index, stage in enumerate(net.blocks):
+        for index, block in enumerate(stage):
+            table = _INVERTED_RESIDUAL if hasattr(block, "conv_pwl") else _DEPTHWISE_SEPARABLE
+            for theirs, ours in table.items():
+                block_names[f"blocks.{stage_index}.{index}.{ours}"] = f"_blocks.{flat}.{theirs}"
+            flat += 1
     top = {ours: theirs for theirs, ours in _TOP_LEVEL.items()}
     names = {}
     for key in net.state_dict():

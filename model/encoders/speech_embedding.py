@@ -80,6 +80,7 @@ class SpeechEmbedding(nn.Module):
         model_dir = package_model_dir() if model_dir is None else Path(model_dir)
         self.melspectrogram_path = model_dir / "melspectrogram.onnx"
         self.embedding_path = model_dir / "embedding_model.onnx"
+        self.onnx_files = (self.melspectrogram_path, self.embedding_path)  # what export/ copies, not re-exports
         for path in (self.melspectrogram_path, self.embedding_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: speech embedding model file not found (is openwakeword installed?)")
