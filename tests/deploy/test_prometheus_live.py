@@ -224,9 +224,9 @@ def test_prometheus_scrapes_the_continual_learning_and_request_series(
         assert metric_names(expr) <= live, (expr, metric_names(expr) - live)
 
     prometheus = start_prometheus(daemon.metrics_port)
-    wait_for("the first scrape", lambda: prometheus.values('up{job="mcil"}') == {"": 1.0}, timeout=30)
+    wait_for("the first scrape", lambda: prometheus.values('up{job="mcil"}') == {"": 1.0}, timeout=60)
     wait_for("the continual-learning series",
-             lambda: len(prometheus.query("mcil_continual_m2")) == len(final.metrics.paths), timeout=30)
+             lambda: len(prometheus.query("mcil_continual_m2")) == len(final.metrics.paths), timeout=60)
 
     # Continual-learning figures: Prometheus holds what the final job measured (percent -> ratio).
     paths = set(final.metrics.paths)
