@@ -43,6 +43,7 @@ HOP = 160
 EMBEDDING_DIM = 96
 POOLED_DIM = 2 * EMBEDDING_DIM
 PCM_SCALE = 32767.0  # openWakeWord feeds 16-bit PCM values as floats
+WINDOWS_PER_RUN = 64  # embedding windows per ONNX Runtime call: bounds its memory arena (~100 MB)
 MIN_SAMPLES = FFT_WINDOW + (WINDOW_FRAMES - 1) * HOP  # 12,512 samples (0.78 s): one full window
 
 
@@ -126,8 +127,11 @@ class SpeechEmbedding(nn.Module):
         mels = np.stack([self.log_mel(w) for w in waves])  # (B, frames, 32)
         starts = np.arange(0, mels.shape[1] - WINDOW_FRAMES + 1, WINDOW_STEP)  # (W,) frame index
         batch = np.stack([mels[:, s : s + WINDOW_FRAMES] for s in starts], axis=1)  # (B, W, 76, 32)
-        flat = batch.reshape(-1, WINDOW_FRAMES, MEL_BINS, 1).astype(np.float32)
-        emb = self._embedding.run(None, {self._embedding_input: flat})[0]  # (B*W, 1, 1, 96)
+        flat = batch.reshape(-1, WINDOW_FRAMES, MEL_BINS, 1).astype(np.float32)  # (B*W, 76, 32, 1)
+        emb = np.concatenate([  # (B*W, 1, 1, 96), in chunks: ONNX Runtime keeps its peak memory
+            self._embedding.run(None, {self._embedding_input: flat[i : i + WINDOWS_PER_RUN]})[0]
+            for i in range(0, len(flat), WINDOWS_PER_RUN)
+        ])
         emb = torch.from_numpy(emb.reshape(len(waves), windows, EMBEDDING_DIM))  # (B, W, 96)
         keep = torch.from_numpy(self._windows_with_signal(waves, windows))  # (B, W)
         mean = (emb * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)  # (B, 96)
