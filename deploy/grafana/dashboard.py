@@ -310,7 +310,10 @@ def dashboard(exported: set[str]) -> dict[str, Any]:
 
 
 def _exported() -> set[str]:
-    sys.path.insert(0, str(HERE.parent))
+    # The checkout's own service package and deploy/catalogue.py, whatever the current directory.
+    for path in (HERE.parents[1], HERE.parent):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
     from catalogue import exported_series  # deploy/catalogue.py
 
     return set(exported_series())
