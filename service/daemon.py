@@ -111,7 +111,10 @@ class Daemon:
             raise ConfigError("server.strategy", f"{self.strategy!r} keeps all training data in memory; it is for "
                               "benchmarks only and the daemon does not serve it")
         build_backbone = self._build_backbone
-        self.store.open()
+        try:
+            self.store.open()
+        except OSError as exc:
+            raise ConfigError("server.state_dir", f"cannot use {str(self.store.root)!r}: {exc.strerror}") from None
         try:
             served = self._load_served(build_backbone)
             self.slot = ModelSlot(served)

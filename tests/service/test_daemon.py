@@ -77,6 +77,8 @@ def test_learn_two_tasks_while_classifying_then_rollback_and_restart(
     # A reader classifies continuously while task 2 trains and commits.
     probe = _probe()
     seen: list[tuple[int, frozenset[str]]] = []
+    answers: dict[int, list[list[tuple[str, float]]]] = {}  # first answer of each version
+    drift: list[str] = []
     errors: list[BaseException] = []
     stop = threading.Event()
     first = threading.Event()
@@ -90,6 +92,12 @@ def test_learn_two_tasks_while_classifying_then_rollback_and_restart(
                     errors.append(exc)
                     return
                 seen.append((r.model_version, frozenset(e.name for res in r.results for e in res.classes)))
+                ranked = [[(e.name, e.score) for e in res.classes] for res in r.results]
+                reference = answers.setdefault(r.model_version, ranked)
+                for got, want in zip(ranked, reference):  # training next door must not move a served answer
+                    if [n for n, _ in got] != [n for n, _ in want] or any(
+                            abs(x - y) > 1e-5 for (_, x), (_, y) in zip(got, want)):
+                        drift.append(f"version {r.model_version}: {got} != {want}")
                 first.set()
 
     thread = threading.Thread(target=reader)
@@ -102,6 +110,7 @@ def test_learn_two_tasks_while_classifying_then_rollback_and_restart(
     assert job2.state == SUCCEEDED, job2.message
     assert job2.committed_version == 2 and job2.base_version == 1
     assert not errors, errors
+    assert not drift, drift[:3]
     versions = [v for v, _ in seen]
     assert versions == sorted(versions), "a version went backwards"
     assert versions[0] == 1 and versions[-1] == 2
@@ -329,6 +338,10 @@ def test_start_up_errors_name_the_setting(start_daemon: Callable[..., Running], 
     with pytest.raises(ConfigError) as err:
         create_server(make_config(tmp_path / "b", server__strategy="no-such-strategy"))
     assert err.value.field == "server.strategy"
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ConfigError) as err:
+        create_server(make_config(tmp_path / "file" / "state"))
+    assert err.value.field == "server.state_dir"
     d = start_daemon(make_config(tmp_path / "c"))
     assert _learn(d.client, ["red", "green"], first_index=0).state == SUCCEEDED
     d.stop()
