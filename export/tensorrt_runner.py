@@ -120,7 +120,7 @@ class TrtSegment:
         self.engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
             raise RunnerUnavailableError("tensorrt", f"{plan.name} cannot be deserialized by this TensorRT")
-        self.stream = torch.cuda.Stream(device=self.device)  # non-default: overlaps PyTorch's own stream
+        self.stream = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]  # non-default stream
         self.contexts = []
         for i in range(self.engine.num_optimization_profiles):
             context = self.engine.create_execution_context()
