@@ -240,6 +240,12 @@ def test_prometheus_scrapes_the_continual_learning_and_request_series(
             expected = getattr(final.metrics.paths[path], figure)
             expected = expected if figure == "m2" else expected / 100.0
             assert math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12), (metric, path, value, expected)
+    if "mcil_continual_task_accuracy_ratio" in live:  # the last row of the accuracy matrix, when exported
+        for path in paths:
+            row = prometheus.values(f'mcil_continual_task_accuracy_ratio{{path="{path}"}}', by="task")
+            assert set(row) == {str(t) for t in range(1, final.metrics.tasks + 1)}, (path, row)
+            expected = final.metrics.paths[path].new_task_accuracy / 100.0
+            assert math.isclose(row[str(final.metrics.tasks)], expected, abs_tol=1e-12), (path, row, expected)
     assert prometheus.values("mcil_continual_held_out_samples") == {"": float(sum(final.metrics.held_out_per_task))}
 
     # The served model.
