@@ -178,7 +178,7 @@ class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
         per_task = counts.get("per_task", {}) if isinstance(counts.get("per_task"), dict) else {}
         info = mcil_pb2.ModelInfo(
             preset=learner.preset, strategy=learner.strategy_name, version=served.number,
-            runner=self.daemon.config.server.runner, keeps_exemplars=bool(learner.keeps_exemplars),
+            runner=self.daemon.runner, keeps_exemplars=bool(learner.keeps_exemplars),
             queued_jobs=self.daemon.jobs.queued_count(), running_job_id=self.daemon.jobs.running_job_id,
         )
         keys = list(getattr(learner, "task_keys", []))

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 from service.errors import ConfigError
 
-RUNNERS = ("pytorch", "onnxruntime", "tensorrt")
+RUNNERS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime", "pytorch")
+"""Runner kinds for the frozen backbone (export.runners.RUNNER_KINDS), fastest first."""
 
 
 def _default_state_dir() -> Path:
@@ -51,7 +52,10 @@ class ServerConfig:
     state_dir: Path = field(default_factory=_default_state_dir)
     preset: str = "lite"
     strategy: str = "mcil"
-    runner: str = "pytorch"
+    runner: str = "pytorch"  # where the frozen backbone runs (RUNNERS); others need export.runners
+    runner_fallback: bool = True  # a runner that cannot run here falls back to the next in RUNNERS
+    runner_precision: str = "fp32"  # fp32 | fp16 (fp16 for GPU runners)
+    runner_artifacts_dir: Path | None = None  # exported ONNX/engine files; None: the export cache
     max_workers: int = 16
     grace_seconds: float = 10.0
     log_level: str = "INFO"
@@ -64,6 +68,8 @@ class ServerConfig:
             raise ConfigError("server.preset", "must not be empty")
         if self.runner not in RUNNERS:
             raise ConfigError("server.runner", f"must be one of {', '.join(RUNNERS)}, got {self.runner!r}")
+        if self.runner_precision not in ("fp32", "fp16"):
+            raise ConfigError("server.runner_precision", f"must be fp32 or fp16, got {self.runner_precision!r}")
         _at_least("server.max_workers", self.max_workers, 2)
         _at_least("server.grace_seconds", self.grace_seconds, 0)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

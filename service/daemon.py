@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from service.batching import Answer, ClassifyBatcher, predict_now
 from service.codec import DecodeLimits
-from service.config import ServiceConfig
+from service.config import ServerConfig, ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, InvalidRequest
 from service.jobs import Job, JobContext, JobRunner, TrainingOutcome, Upload
 from service.metrics import ServiceMetrics
@@ -40,22 +40,26 @@ log = logging.getLogger(__name__)
 PATHS = ("av", "visual", "audio")
 
 
-def attach_runner(learner: "Learner", runner: str) -> None:
-    """The hook that puts the frozen parts of ``learner``'s backbone on an export runtime.
+def attach_runner(learner: "Learner", server: ServerConfig) -> str:
+    """The hook that puts the frozen parts of ``learner``'s backbone on the configured runner; returns
+    the runner actually in use (``server.runner``, or a slower one it fell back to).
 
-    ``pytorch`` leaves the learner as it is. Other runners come from :mod:`export.runners`
-    (``attach_runner(backbone, name)``), imported only when configured.
+    ``pytorch`` leaves the learner as it is. The others come from :func:`export.runners.attach_runner`,
+    imported only then; the first use exports the frozen segments (minutes for ``lite``), later uses
+    find them in ``server.runner_artifacts_dir`` (default: the export cache).
     """
-    if runner == "pytorch":
-        return
+    if server.runner == "pytorch":
+        return "pytorch"
     try:
-        from export import runners  # type: ignore[import-not-found,unused-ignore]
+        from export.errors import ExportError
+        from export.runners import attach_runner as attach
     except ImportError as exc:
-        raise ConfigError("server.runner", f"{runner!r} needs export.runners, which cannot be imported: {exc}") from None
-    attach = getattr(runners, "attach_runner", None)
-    if attach is None:
-        raise ConfigError("server.runner", f"export.runners has no attach_runner for {runner!r}")
-    attach(learner.backbone, runner)
+        raise ConfigError("server.runner", f"{server.runner!r} needs export.runners: {exc}") from None
+    try:
+        return attach(learner.backbone, server.runner, server.runner_artifacts_dir,
+                      fallback=server.runner_fallback, precision=server.runner_precision)
+    except (ExportError, ValueError) as exc:
+        raise ConfigError("server.runner", str(exc)) from None
 
 
 class Daemon:
@@ -88,6 +92,7 @@ class Daemon:
         self.batcher: ClassifyBatcher | None = None
         self.preset = config.server.preset
         self.strategy = config.server.strategy
+        self.runner = config.server.runner  # the runner in use (after any fallback)
 
     # -- life cycle ----------------------------------------------------------------------------------
     def _build_backbone(self, preset: str) -> "TriModalBackbone":
@@ -181,14 +186,14 @@ class Daemon:
         import copy
 
         learner = create_learner(self.preset, self.strategy, backbone=copy.deepcopy(self._backbone), config=config)
-        attach_runner(learner, self.config.server.runner)
+        self.runner = attach_runner(learner, self.config.server)
         return learner
 
     def _load_version(self, number: int, meta: VersionMeta) -> ServedVersion:
         from model.learner import Learner
 
         learner = Learner.load(self.store.version_dir(number), backbone=self._backbone)
-        attach_runner(learner, self.config.server.runner)
+        self.runner = attach_runner(learner, self.config.server)
         if [list(t) for t in meta.tasks] != learner.tasks:
             raise CorruptVersion("version.json and learner.json disagree on the learned classes")
         return ServedVersion(number, learner, meta, self.store.read_evaluation(number))
@@ -358,7 +363,7 @@ class Daemon:
             tasks=len(served.learner.tasks),
             preset=self.preset,
             strategy=served.learner.strategy_name,
-            runner=self.config.server.runner,
+            runner=self.runner,
             committed_at=meta.created_at if meta else 0.0,
             figures=meta.figures if meta else None,
             held_out_samples=sum(meta.held_out_counts) if meta else 0,
