@@ -226,7 +226,8 @@ def cmd_versions(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         info = client.rollback(args.version)
-    print(f"serving version {info.version}: {', '.join(info.class_names)}")
+    classes = ", ".join(info.class_names) if info.class_names else "untrained, no classes"
+    print(f"serving version {info.version}: {classes}")
     return 0
 
 

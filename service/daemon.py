@@ -336,19 +336,27 @@ class Daemon:
         return self.store.list_valid()
 
     def rollback(self, number: int) -> VersionMeta:
+        """Serve committed version ``number`` again; 0 is the untrained model (nothing learned)."""
         assert self.slot is not None and self.jobs is not None
-        if number < 1:
-            raise InvalidRequest("version", "must be a committed version number (>= 1)")
+        if number < 0:
+            raise InvalidRequest("version", "must be a committed version number, or 0 for the untrained model")
         with self._commit_lock:
             if self.jobs.busy():
                 raise FailedPrecondition("a training job is running; wait for it or cancel it before rolling back")
-            meta = self.store.require_version(number)
-            if number == self.slot.current.number:
-                return meta
-            try:
-                served = self._load_version(number, meta)
-            except (CorruptVersion, ValueError) as exc:
-                raise FailedPrecondition(f"version {number} cannot be loaded: {exc}") from None
+            if number == 0:
+                meta = VersionMeta(version=0, created_at=0.0, job_id="", preset=self.preset, strategy=self.strategy,
+                                   tasks=(), held_out_files=(), held_out_counts=())
+                if self.slot.current.number == 0:
+                    return meta
+                served = ServedVersion(0, self._fresh_learner(self._build_backbone), None, None)
+            else:
+                meta = self.store.require_version(number)
+                if number == self.slot.current.number:
+                    return meta
+                try:
+                    served = self._load_version(number, meta)
+                except (CorruptVersion, ValueError) as exc:
+                    raise FailedPrecondition(f"version {number} cannot be loaded: {exc}") from None
             self.store.set_current(number)
             self.slot.swap(served)
             log.info("rolled back to version %d", number)

@@ -147,7 +147,8 @@ class ContinualLearnerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Rollback(self, request, context):
-        """Serves an earlier committed version again. Refused while a training job runs.
+        """Serves an earlier committed version again (version 0: the untrained model, nothing learned).
+        Refused while a training job runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -130,10 +130,14 @@ def test_learn_two_tasks_while_classifying_then_rollback_and_restart(
     answer_v1 = client.classify(probe, top_k=10)
     assert answer_v1.model_version == 1
     assert {e.name for r in answer_v1.results for e in r.classes} == {"red", "green"}
-    for bad, code in ((99, grpc.StatusCode.NOT_FOUND), (0, grpc.StatusCode.INVALID_ARGUMENT)):
-        with pytest.raises(grpc.RpcError) as err:
-            client.rollback(bad)
-        assert _code(err) == code
+    with pytest.raises(grpc.RpcError) as err:
+        client.rollback(99)
+    assert _code(err) == grpc.StatusCode.NOT_FOUND
+    assert client.rollback(0).version == 0  # the untrained model
+    with pytest.raises(grpc.RpcError) as err:
+        client.classify(probe)
+    assert _code(err) == grpc.StatusCode.FAILED_PRECONDITION
+    assert client.list_versions().current_version == 0 and len(client.list_versions().versions) == 2
     client.rollback(2)
     before = client.classify(probe, top_k=10)
 
