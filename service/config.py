@@ -56,7 +56,7 @@ class ServerConfig:
     runner_fallback: bool = True  # a runner that cannot run here falls back to the next in RUNNERS
     runner_precision: str = "fp32"  # fp32 | fp16 (fp16 for GPU runners)
     runner_artifacts_dir: Path | None = None  # exported ONNX/engine files; None: the export cache
-    max_workers: int = 16
+    max_workers: int = 32  # gRPC threads; each open WatchJob stream or upload holds one
     grace_seconds: float = 10.0
     log_level: str = "INFO"
 

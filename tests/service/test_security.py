@@ -138,10 +138,20 @@ def test_tls_and_mutual_tls(start_daemon: Callable[..., Running], tmp_path: Path
     assert _fails(Client(target)) == grpc.StatusCode.UNAVAILABLE  # plaintext client
     tls.server.stop(0.5)
 
+    (tmp_path / "admin.token").write_text(ADMIN)
     mutual = start_daemon(make_config(tmp_path / "b", security__tls_cert=str(files["server.pem"]),
                                       security__tls_key=str(files["server.key"]),
-                                      security__tls_client_ca=str(files["ca.pem"])))
+                                      security__tls_client_ca=str(files["ca.pem"]),
+                                      security__token_file=str(tmp_path / "admin.token")))
     target = f"localhost:{mutual.port}"
     with Client(target, tls=TLSOptions.from_files(files["ca.pem"], files["client.pem"], files["client.key"])) as c:
         assert c.list_classes().model_version == 0
     assert _fails(Client(target, tls=TLSOptions.from_files(files["ca.pem"]))) == grpc.StatusCode.UNAVAILABLE
+
+    # The CLI with mutual TLS and a token file: a mutating call goes through, without the token it does not.
+    from service.cli import main
+
+    tls_args = ["--target", target, "--ca", str(files["ca.pem"]), "--cert", str(files["client.pem"]),
+                "--key", str(files["client.key"])]
+    assert main([*tls_args, "--token-file", str(tmp_path / "admin.token"), "rollback", "0"]) == 0
+    assert main([*tls_args, "rollback", "0"]) == 1
