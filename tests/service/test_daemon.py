@@ -259,7 +259,7 @@ def test_commit_gate_rejects_and_keeps_the_served_version(start_daemon: Callable
 
 
 def test_dynamic_batching_groups_concurrent_calls(start_daemon: Callable[..., Running], tmp_path: Path) -> None:
-    d = start_daemon(make_config(tmp_path, batching__max_delay_ms="300", batching__max_batch_size="64"))
+    d = start_daemon(make_config(tmp_path, batching__max_delay_ms="1000", batching__max_batch_size="64"))
     assert _learn(d.client, ["red", "green"], first_index=0).state == SUCCEEDED
     probe = _probe()[:1]
     barrier = threading.Barrier(6)
