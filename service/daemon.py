@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from service.batching import Answer, ClassifyBatcher, predict_now
@@ -115,13 +114,12 @@ class Daemon:
         if getattr(STRATEGIES[self.strategy], "keeps_training_data", False):
             raise ConfigError("server.strategy", f"{self.strategy!r} keeps all training data in memory; it is for "
                               "benchmarks only and the daemon does not serve it")
-        build_backbone = self._build_backbone
         try:
             self.store.open()
         except OSError as exc:
             raise ConfigError("server.state_dir", f"cannot use {str(self.store.root)!r}: {exc.strerror}") from None
         try:
-            served = self._load_served(build_backbone)
+            served = self._load_served()
             self.slot = ModelSlot(served)
             self.jobs = JobRunner(self.store, self.metrics, self._train, max_queued=self.config.learning.max_queued_jobs)
             committed = {served.meta.job_id: served.number} if served.meta else {}
@@ -138,7 +136,7 @@ class Daemon:
             self.store.close()
             raise
 
-    def _load_served(self, build_backbone: Any) -> ServedVersion:
+    def _load_served(self) -> ServedVersion:
         current = self.store.current_version()
         candidates = [n for n in reversed(self.store.version_numbers()) if n <= current] if current else []
         for number in candidates:
@@ -155,7 +153,7 @@ class Daemon:
                 )
             self.strategy = meta.strategy
             if self._backbone is None:
-                self._backbone = build_backbone(self.preset)
+                self._backbone = self._build_backbone(self.preset)
             try:
                 served = self._load_version(number, meta)
             except (CorruptVersion, ValueError) as exc:
@@ -168,23 +166,23 @@ class Daemon:
             return served
         if current:
             log.error("no loadable version found (current was %d); starting with an untrained model", current)
-        return ServedVersion(0, self._fresh_learner(build_backbone), None, None)
+        return ServedVersion(0, self._fresh_learner(), None, None)
 
-    def _fresh_learner(self, build_backbone: Any) -> "Learner":
+    def _fresh_learner(self) -> "Learner":
+        """An untrained learner of the configured preset and strategy (training overrides applied)."""
+        import copy
         from dataclasses import replace as dc_replace
 
         from model.learner import LearnerConfig, create_learner
 
         if self._backbone is None:
-            self._backbone = build_backbone(self.preset)
+            self._backbone = self._build_backbone(self.preset)
         learning = self.config.learning
         config = LearnerConfig()
         overrides: dict[str, Any] = {k: v for k, v in (("epochs", learning.epochs), ("batch_size", learning.batch_size),
                                        ("learning_rate", learning.learning_rate)) if v is not None}
         if overrides:
             config = dc_replace(config, training=dc_replace(config.training, **overrides))
-        import copy
-
         learner = create_learner(self.preset, self.strategy, backbone=copy.deepcopy(self._backbone), config=config)
         self.runner = attach_runner(learner, self.config.server)
         return learner
@@ -278,7 +276,7 @@ class Daemon:
     def _baseline(self) -> "Learner":
         """An untrained learner of the same preset and strategy: the b[t] of forward transfer."""
         if self._untrained is None:
-            self._untrained = self._fresh_learner(self._build_backbone)
+            self._untrained = self._fresh_learner()
         return self._untrained
 
     def _gate(self, figures: Mapping[str, Mapping[str, float]]) -> str:
@@ -348,7 +346,7 @@ class Daemon:
                                    tasks=(), held_out_files=(), held_out_counts=())
                 if self.slot.current.number == 0:
                     return meta
-                served = ServedVersion(0, self._fresh_learner(self._build_backbone), None, None)
+                served = ServedVersion(0, self._fresh_learner(), None, None)
             else:
                 meta = self.store.require_version(number)
                 if number == self.slot.current.number:
@@ -395,7 +393,3 @@ def figures_of(evaluation: Any) -> dict[str, dict[str, float]]:
             scalars["new_task_accuracy"] = float(rows[-1][-1])
         out[str(path)] = scalars
     return out
-
-
-def state_dir_of(config: ServiceConfig) -> Path:
-    return Path(config.server.state_dir)
