@@ -328,7 +328,14 @@ def test_health_and_reflection(start_daemon: Callable[..., Running], tmp_path: P
     responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name for r in responses for s in r.list_services_response.service}
     assert {"mcil.v1.ContinualLearner", "grpc.health.v1.Health"} <= names
-    d.server.stop(0.5)
+    # Graceful stop: health watchers see NOT_SERVING before the server goes away.
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    stopper = threading.Thread(target=d.server.stop, args=(3.0,))
+    stopper.start()
+    assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    watch.cancel()
+    stopper.join(30)
     assert d.server.wait(1)
 
 
