@@ -335,3 +335,22 @@ def test_lite_config_validates_its_fields() -> None:
                          ("image_architecture", "resnet50"), ("embed_dim", 0)):
         with pytest.raises(ValueError, match=field):
             dataclasses.replace(config, **{field: value})
+
+
+@needs_all
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (runs on a GPU host)")
+def test_lite_runs_on_cuda_like_on_cpu(lite: TriModalBackbone) -> None:
+    """Towers and projections on the GPU; the audio encoder stays on ONNX Runtime's CPU provider and
+    hands its features back on the input's device."""
+    gpu = build_backbone("lite").to("cuda")
+    images = lite.prepare_images([np.eye(28, dtype=np.uint8) * 255])
+    waves = lite.prepare_audio([sine(1.0).numpy()], [16000])
+    with torch.no_grad():
+        for name, cpu_out, gpu_out in (
+            ("image", lite.encode_image(images), gpu.encode_image(images.cuda())),
+            ("audio", lite.encode_audio(waves), gpu.encode_audio(waves.cuda())),
+            ("text", lite.encode_text(TEXTS), gpu.encode_text(TEXTS)),
+        ):
+            assert gpu_out.device.type == "cuda", name
+            # cuDNN may run convolutions in TF32, hence the loose tolerance.
+            assert torch.allclose(gpu_out.cpu(), cpu_out, atol=2e-2, rtol=2e-2), name
