@@ -21,6 +21,7 @@ for by it), so the experts and the engines are ordered without a host synchronis
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,7 @@ class TrtSegment:
         self.engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
             raise RunnerUnavailableError("tensorrt", f"{plan.name} cannot be deserialized by this TensorRT")
+        self._lock = threading.Lock()
         self.stream = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]  # non-default stream
         self.contexts = []
         for i in range(self.engine.num_optimization_profiles):
@@ -141,6 +143,10 @@ class TrtSegment:
         raise ValueError(f"{self.entry.name}: batch {batch} is outside every engine profile {self.profiles}")
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with self._lock:  # an execution context holds shapes and addresses: one call at a time
+            return self._run(inputs)
+
+    def _run(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         context = self._context(int(inputs[0].shape[0]))
         current = torch.cuda.current_stream(self.device)
         bound = []

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from export.onnx import ensure_exported, main
+from export.parity import add_random_experts, features, fixed_batch  # noqa: F401  (fixed_batch: for the tests)
 from model.backbone import TriModalBackbone, build_backbone, preset_names
 
 PRESETS = ("tiny", "lite", "audioclip")
-CLASS_NAMES = ("a teacher lecturing", "a student raising a hand", "applause", "a door closing", "silence")
 
 
 def skip_unless_preset(name: str) -> None:
@@ -52,14 +51,9 @@ def exported(request: pytest.FixtureRequest) -> tuple[str, Path]:
     return preset, request.getfixturevalue(f"{preset}_export")
 
 
-def add_experts(backbone: TriModalBackbone, task: str, seed: int, n_experts: int = 2) -> None:
+def add_experts(backbone: TriModalBackbone, task: str, seed: int) -> None:
     """Adds a task's experts with random, non-zero weights, so they change every block's output."""
-    backbone.add_task_experts(task, n_experts)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in backbone.named_parameters():
-            if ".adapters." in name and f".{task}" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    add_random_experts(backbone, task, seed)
 
 
 @dataclass
@@ -75,22 +69,6 @@ class Outputs:
                    ((self.image, other.image), (self.audio, other.audio), (self.text, other.text)))
 
 
-def fixed_batch(backbone: TriModalBackbone, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(1234)
-    images = torch.randn(batch, 3, backbone.image_size, backbone.image_size, generator=g)  # (B, 3, H, W)
-    t = torch.arange(backbone.clip_samples) / backbone.sample_rate
-    pitch = 200.0 + 100.0 * torch.arange(batch)[:, None]
-    waves = 0.3 * torch.sin(2 * torch.pi * pitch * t) + 0.05 * torch.randn(batch, t.numel(), generator=g)  # (B, S)
-    return images, waves.float()
-
-
-@torch.no_grad()
 def classify(backbone: TriModalBackbone, images: torch.Tensor, waves: torch.Tensor) -> Outputs:
-    """Features and top-1 over :data:`CLASS_NAMES` by cosine similarity with the text prototypes."""
-    device = next(backbone.parameters()).device
-    image = backbone.encode_image(images.to(device))
-    audio = backbone.encode_audio(waves.to(device))
-    text = backbone.encode_text(CLASS_NAMES)
-    protos = F.normalize(text, dim=-1)
-    return Outputs(image, audio, text, (F.normalize(image, dim=-1) @ protos.T).argmax(-1),
-                   (F.normalize(audio, dim=-1) @ protos.T).argmax(-1))
+    """Features and top-1 over the class names by cosine similarity with the text prototypes."""
+    return Outputs(**features(backbone, images, waves))
