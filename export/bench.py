@@ -5,10 +5,11 @@ classes, one epoch: the experts and fusion are real, their accuracy is irrelevan
 image+audio samples at batch sizes 1, 8 and 32. Reported per cell: median and p99 latency of
 ``Learner.predict`` (input preparation, frozen segments on the runner, experts, fusion, prototype
 scores; no gRPC) and throughput (samples per second over all runs). A second table times the frozen
-segments alone (stems, blocks, heads and the audio encoder, no experts), which is what the runner
-replaces, including ONNX Runtime variants (spinning threads, NumPy inputs instead of IO binding,
-graph optimisations off, one thread) that explain the defaults. Runners that cannot run here are
-listed with the reason. Not a test: the figures depend on the machine, which is written with them.
+segments alone (image stem, blocks and head, and the audio encoder; no experts), which is what the
+runner replaces. ONNX Runtime variants (spinning threads, NumPy inputs instead of IO binding, graph
+optimisations off, one thread) are timed too, to explain the defaults. Runners are interleaved
+round by round so that they share the machine's load. Runners that cannot run here are listed with
+the reason. Not a test: the figures depend on the machine, which is written with them.
 
     python -m export.bench --preset tiny lite --runs 30 --write docs/benchmarks.md
 """
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from export.onnxruntime_runner import OrtSettings
     from model.learner import Learner
     from model.samples import Sample
+    from model.towers import FrozenRunner
 
 SECTION = "## Serving latency (export runners)"
 BATCHES = (1, 8, 32)
@@ -61,20 +63,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(np.ceil(q / 100 * len(ordered))) - 1)]
 
 
-def measure(fn: Callable[[], object], batch: int, runs: int, warmup: int = 3) -> tuple[float, float, float]:
-    """Median and p99 latency in ms, and samples per second over all timed runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(times), 1e3 * percentile(times, 99), batch * runs / sum(times)
+WARMUP = 2
 
 
 def samples_for(backbone: TriModalBackbone, n: int) -> list["Sample"]:
     from model.samples import Sample
+    from model.towers import FrozenRunner
     from model.synthetic import class_image
 
     rng = np.random.default_rng(0)
@@ -130,7 +124,15 @@ def ort_variants() -> dict[str, "OrtSettings"]:
     }
 
 
+Runners = tuple["FrozenRunner | None", "FrozenRunner | None", "Callable[[torch.Tensor], torch.Tensor] | None"]
+
+
 def bench_preset(preset: str, kinds: Sequence[str], folder: Path, runs: int, skipped: dict[str, str]) -> list[Cell]:
+    """Times every runner of ``kinds`` and every ONNX Runtime variant, interleaved.
+
+    Runners are attached once; each timed round then visits every runner and batch size in turn, so
+    all of them see the same machine load (the development machine is shared).
+    """
     from export.onnxruntime_runner import OrtSegment
 
     learner = learner_with_one_task(preset)
@@ -142,33 +144,48 @@ def bench_preset(preset: str, kinds: Sequence[str], folder: Path, runs: int, ski
         pictures = [s.image for s in samples[:b] if s.image is not None]
         sounds = [s.audio for s in samples[:b] if s.audio is not None]
         prepared[b] = (backbone.prepare_images(pictures), backbone.prepare_audio(sounds, [backbone.sample_rate] * b))
-    cells = []
+
+    def current() -> Runners:
+        return backbone.image.runner, backbone.text.runner, backbone.audio_runner
+
+    configs: dict[str, Runners] = {}
     for kind in kinds:
         try:
-            in_use = attach_runner(backbone, kind, folder, fallback=False)
+            configs[attach_runner(backbone, kind, folder, fallback=False)] = current()
         except RunnerUnavailableError as exc:
             skipped[kind] = exc.missing
-            continue
-        for b in BATCHES:
-            batch = samples[:b]
-            cells.append(Cell(preset, in_use, "classify", b,
-                              *measure(lambda: learner.predict(batch, top_k=5), b, runs), runs))
-            images, waves = prepared[b]
-            cells.append(Cell(preset, in_use, "segments", b,
-                              *measure(lambda: frozen_only(backbone, images, waves), b, runs), runs))
-    # ONNX Runtime variants, frozen segments only.
-    manifest = Manifest.load(folder)
-    for label, settings in ort_variants().items():
-        def open_segment(entry: SegmentEntry, settings: OrtSettings = settings) -> SegmentFn:
-            return OrtSegment(folder / entry.files["fp32"].path, entry, "onnxruntime", settings)
+    if "onnxruntime" in configs:
+        manifest = Manifest.load(folder)
+        for label, settings in ort_variants().items():
+            def open_segment(entry: SegmentEntry, settings: OrtSettings = settings) -> SegmentFn:
+                return OrtSegment(folder / entry.files["fp32"].path, entry, "onnxruntime", settings)
 
-        install_segments(backbone, manifest, open_segment)
-        for b in BATCHES:
-            images, waves = prepared[b]
-            cells.append(Cell(preset, label, "segments", b,
-                              *measure(lambda: frozen_only(backbone, images, waves), b, runs), runs))
+            install_segments(backbone, manifest, open_segment)
+            configs[label] = current()
+
+    def use(runners: Runners) -> None:
+        backbone.image.set_runner(runners[0])
+        backbone.text.set_runner(runners[1])
+        backbone.set_audio_runner(runners[2])
+
+    def calls(b: int) -> dict[str, Callable[[], object]]:
+        images, waves = prepared[b]
+        return {"classify": lambda: learner.predict(samples[:b], top_k=5),
+                "segments": lambda: frozen_only(backbone, images, waves)}
+
+    times: dict[tuple[str, str, int], list[float]] = {}
+    for round_ in range(runs + WARMUP):
+        for label, runners in configs.items():
+            use(runners)
+            for b in BATCHES:
+                for what, fn in calls(b).items():
+                    started = time.perf_counter()
+                    fn()
+                    if round_ >= WARMUP:
+                        times.setdefault((label, what, b), []).append(time.perf_counter() - started)
     attach_runner(backbone, "pytorch", None)
-    return cells
+    return [Cell(preset, label, what, b, 1e3 * statistics.median(ts), 1e3 * percentile(ts, 99),
+                 b * len(ts) / sum(ts), len(ts)) for (label, what, b), ts in times.items()]
 
 
 def machine() -> str:
@@ -206,8 +223,9 @@ def render(cells: list[Cell], skipped: dict[str, str], header: str, command: str
                 for b in BATCHES) + " |")
         lines.append("")
     runs = sorted({c.runs for c in cells})
-    lines.append(f"{', '.join(map(str, runs))} timed runs per cell after 3 warm-up runs; load average "
-                 f"{os.getloadavg()[0]:.1f} at the end.")
+    lines.append(f"{', '.join(map(str, runs))} timed runs per cell after {WARMUP} warm-up rounds, runners "
+                 f"interleaved round by round; load average {os.getloadavg()[0]:.1f} at the end. Throughput: "
+                 "samples per second over the timed runs of one caller.")
     for kind, why in skipped.items():
         lines.append(f"Not run: `{kind}` ({why}).")
     return "\n".join(lines) + "\n"
