@@ -17,6 +17,7 @@ a clear :class:`~model.errors.InvalidInputError` for anything malformed.
 from __future__ import annotations
 
 import copy
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -171,6 +172,13 @@ class WeightFiles:
 
 PresetBuilder = Callable[[WeightFiles], TriModalBackbone]
 _PRESETS: dict[str, PresetBuilder] = {}
+_BUILTIN_MODULES = {
+    "tiny": "model.presets.clip_family",
+    "audioclip": "model.presets.clip_family",
+    "lite": "model.presets.lite",
+}
+"""Where each built-in preset is registered; a module is imported only when its preset is built,
+so building ``tiny`` does not pay for ``lite``'s imports."""
 
 
 def register_preset(name: str) -> Callable[[PresetBuilder], PresetBuilder]:
@@ -182,19 +190,14 @@ def register_preset(name: str) -> Callable[[PresetBuilder], PresetBuilder]:
 
 
 def preset_names() -> list[str]:
-    _load_builtin_presets()
-    return sorted(_PRESETS)
+    return sorted(set(_PRESETS) | set(_BUILTIN_MODULES))
 
 
 def build_backbone(preset: str, weights: WeightFiles | None = None) -> TriModalBackbone:
     """Builds the named preset in eval mode with every frozen part frozen."""
-    _load_builtin_presets()
+    if preset not in _PRESETS and preset in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[preset])
     if preset not in _PRESETS:
-        raise ValueError(f"preset: unknown {preset!r}; choose one of {sorted(_PRESETS)}")
+        raise ValueError(f"preset: unknown {preset!r}; choose one of {preset_names()}")
     backbone = _PRESETS[preset](weights or WeightFiles())
     return backbone.eval()
-
-
-def _load_builtin_presets() -> None:
-    # Importing a preset module registers it. Heavy imports stay inside the builders.
-    import model.presets  # noqa: F401

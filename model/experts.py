@@ -1,16 +1,20 @@
 """MIFE: the mixture of LoRA-decomposed bottleneck experts that sits parallel to each frozen block.
 
-One :class:`MixtureOfExperts` per block. Experts live in a ``ModuleDict`` keyed ``"<task>_<i>"`` and
-the router keeps one gate head per task in another ``ModuleDict``, so learning a task adds keys and
-never edits existing tensors:
+One :class:`MixtureOfExperts` per block. Experts live in a ``ModuleDict`` keyed ``"<task>_<i>"``;
+the router keeps one gate head and one task key per task in other ``ModuleDict``s, so learning a
+task adds keys and never edits existing tensors:
 
-    gates = top_k(softmax(router(pool(h))))        # (B, E): one routing decision per sample
-    out   = sum_e gates[:, e] * expert_e(h)        # same shape as h's block output
+    u     = layer_norm(pool(h))                                  # (B, D): one vector per sample
+    logit = head_t(mlp(u)) - task_prior * |u - key_t|^2 / D      # per task t, for its experts
+    gates = top_k(softmax(logits))                               # (B, E): per-sample routing
+    out   = sum_e gates[:, e] * expert_e(h)                      # only routed experts run
 
 Rule for freezing: a parameter is trainable only during the task that created it. The router's
-shared hidden layer is created with the first task; each later task adds a gate head (one logit per
-new expert) on top of it. Old experts, old gate heads and the hidden layer therefore stay
-bit-for-bit identical after later tasks, while routing still adapts per sample through the new head.
+norm and hidden layer are created with the first task; each later task adds experts, a gate head
+and a task key (the running mean of ``u`` over its training inputs). Old experts, heads and keys
+stay bit-for-bit identical after later tasks. The key term steers a sample towards the experts of
+the task whose inputs it resembles: without it, a new task's gate head, trained only on new inputs,
+learns to win on every input and the new experts overwrite old classes' features.
 
 An expert is a bottleneck adapter ``up(act(down(h)))`` whose two projections are each factored as a
 rank-``r`` product (LoRA), with the last factor zero-initialised so a new expert starts as a no-op.
@@ -45,11 +49,13 @@ class ExpertConfig:
 
 @dataclass(frozen=True)
 class RouterConfig:
-    """Routing. ``top_k`` experts per sample; Gaussian ``train_noise`` on logits in training only."""
+    """Routing. ``top_k`` experts per sample; Gaussian ``train_noise`` on logits in training only;
+    ``task_prior`` weighs how strongly a sample prefers the experts of tasks whose inputs it resembles."""
 
     hidden: int = 32
     top_k: int = 2
     train_noise: float = 0.1
+    task_prior: float = 5.0
 
     def __post_init__(self) -> None:
         if self.hidden < 1:
@@ -58,6 +64,8 @@ class RouterConfig:
             raise ValueError(f"top_k: must be >= 1, got {self.top_k}")
         if self.train_noise < 0:
             raise ValueError(f"train_noise: must be >= 0, got {self.train_noise}")
+        if self.task_prior < 0:
+            raise ValueError(f"task_prior: must be >= 0, got {self.task_prior}")
 
 
 ExpertFactory = Callable[[int], nn.Module]
@@ -98,21 +106,63 @@ def pool_for_routing(h: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"h: expected 2, 3 or 4 dimensions, got shape {tuple(h.shape)}")
 
 
+class TaskKey(nn.Module):
+    """Where a task's inputs sit in routing space: a running mean of the router's normalised input,
+    updated only while its task trains and frozen with it (a buffer, saved with the version)."""
+
+    def __init__(self, width: int, momentum: float = 0.9) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, u: torch.Tensor) -> None:
+        batch_mean = u.mean(dim=0)
+        if int(self.seen) == 0:
+            self.mean.copy_(batch_mean)
+        else:
+            self.mean.mul_(self.momentum).add_(batch_mean, alpha=1 - self.momentum)
+        self.seen.add_(u.shape[0])
+
+    def distance(self, u: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance of each row of ``u (B, width)`` to the key: ``(B, 1)``."""
+        return (u - self.mean).pow(2).mean(dim=-1, keepdim=True)
+
+
 class Router(nn.Module):
-    """A small MLP ``width -> hidden -> (one gate head per task)``, giving logits ``(B, E)``."""
+    """A small MLP ``width -> hidden -> (one gate head per task)``, giving logits ``(B, E)``.
+
+    With ``task_prior > 0`` each task's logits are lowered by ``task_prior`` times the distance of
+    the sample to that task's key, so a sample is routed mostly to the experts of the task whose
+    inputs it resembles; the gate heads refine the choice among them.
+    """
 
     def __init__(self, width: int, config: RouterConfig) -> None:
         super().__init__()
         self.config = config
-        self.hidden = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.hidden), nn.GELU())
+        self.norm = nn.LayerNorm(width)
+        self.hidden = nn.Sequential(nn.Linear(width, config.hidden), nn.GELU())
         self.heads = nn.ModuleDict()
+        self.keys = nn.ModuleDict()
 
     def add_task(self, task_key: str, n_experts: int) -> None:
         self.heads[task_key] = nn.Linear(self.config.hidden, n_experts)
+        self.keys[task_key] = TaskKey(self.norm.normalized_shape[0])
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        z = self.hidden(pooled)  # (B, hidden)
-        return torch.cat([head(z) for head in self.heads.values()], dim=-1)  # (B, E)
+        u = self.norm(pooled)  # (B, width)
+        z = self.hidden(u)  # (B, hidden)
+        logits = []
+        for task, head in self.heads.items():
+            key = self.keys[task]
+            if self.training and head.weight.requires_grad:
+                key.update(u.detach())  # the task being learned tracks where its inputs are
+            task_logits = head(z)  # (B, n_t)
+            if self.config.task_prior > 0 and int(key.seen) > 0:
+                task_logits = task_logits - self.config.task_prior * key.distance(u)
+            logits.append(task_logits)
+        return torch.cat(logits, dim=-1)  # (B, E)
 
 
 class MixtureOfExperts(nn.Module):
@@ -137,6 +187,7 @@ class MixtureOfExperts(nn.Module):
         if n_experts < 1:
             raise ValueError(f"n_experts: must be >= 1, got {n_experts}")
         if not self.task_keys:
+            self.router.norm.requires_grad_(True)
             self.router.hidden.requires_grad_(True)
         for i in range(n_experts):
             self.experts[f"{task_key}_{i}"] = self.expert_factory(self.width)
@@ -152,6 +203,7 @@ class MixtureOfExperts(nn.Module):
             if key.rsplit("_", 1)[0] == task_key:
                 expert.requires_grad_(False)
         self.router.heads[task_key].requires_grad_(False)
+        self.router.norm.requires_grad_(False)
         self.router.hidden.requires_grad_(False)
 
     def gates(self, h: torch.Tensor) -> torch.Tensor:
@@ -170,7 +222,15 @@ class MixtureOfExperts(nn.Module):
             zero = torch.zeros_like(h)
             return (zero, h.new_zeros(h.shape[0], 0)) if return_gates else zero
         g = self.gates(h)  # (B, E)
-        expand = (slice(None), slice(None)) + (None,) * (h.dim() - 1)
-        outputs = torch.stack([expert(h) for expert in self.experts.values()], dim=1)  # (B, E, ...)
-        mixed = (g[expand] * outputs).sum(dim=1)  # same shape as h
+        mixed: torch.Tensor | None = None
+        for e, expert in enumerate(self.experts.values()):
+            rows = g[:, e].nonzero().flatten()  # only the samples routed to this expert
+            if len(rows) == 0:
+                continue
+            out = expert(h[rows])  # (b, ...)
+            weight = g[rows, e].view(-1, *([1] * (out.dim() - 1)))
+            if mixed is None:
+                mixed = out.new_zeros(h.shape[0], *out.shape[1:])
+            mixed = mixed.index_add(0, rows, weight * out)
+        assert mixed is not None  # every sample has top_k >= 1 experts
         return (mixed, g) if return_gates else mixed

@@ -15,6 +15,9 @@ Trainable during a task: whatever has ``requires_grad`` among the experts, route
 projections of the backbone, and the fusion module. Trainable projections (``lite``) learn during the
 first task only and are frozen after it, like everything else a task creates.
 
+Strategies with per-task experts (``mcil``, ``moe-adapters``) also freeze each class's prototype
+once its task is learned; training then scores new examples against the stored old prototypes.
+
 Every input is validated before anything changes; a failure (bad input, cancellation) leaves the
 learner exactly as it was.
 """
@@ -210,8 +213,9 @@ class Learner:
 
     def parameter_counts(self) -> dict[str, Any]:
         learned = self.backbone.learned_state()
-        frozen = sum(p.numel() for p in self.backbone.parameters()) - sum(
-            v.numel() for k, v in learned.items() if k in dict(self.backbone.named_parameters()))
+        parameters = dict(self.backbone.named_parameters())
+        frozen = sum(p.numel() for p in parameters.values()) - sum(
+            v.numel() for k, v in learned.items() if k in parameters)
         per_task: dict[str, int] = {}
         for key, tensor in learned.items():
             for task in self.backbone.image.expert_tasks:
@@ -299,9 +303,14 @@ class Learner:
     def text_prototypes(self, class_names: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
         return class_prototypes(self.backbone.encode_text, class_names, templates or self.templates)
 
-    def _refresh_prototypes(self) -> None:
+    def _refresh_prototypes(self, new_classes: Sequence[str]) -> None:
+        """After a task: strategies that freeze old prototypes compute only the new classes' (an old
+        class keeps the prototype it was learned with); the others recompute every class's."""
         with torch.no_grad():
-            self.prototypes = self.text_prototypes(self.classes) if self.classes else self.prototypes
+            if self.strategy.freezes_old_prototypes:
+                self.prototypes = torch.cat([self.prototypes, self.text_prototypes(list(new_classes))])
+            else:
+                self.prototypes = self.text_prototypes(self.classes)
 
     # -- learning -------------------------------------------------------------------------------------
     def _validate_task(self, examples: Sequence[LabeledSample], class_names: Sequence[str]) -> list[str]:
@@ -358,12 +367,11 @@ class Learner:
             self.strategy.before_task(self, task_key)
             steps, last_loss = 0, None
             if self.strategy.trains:
-                steps, last_loss = self._train(self.strategy.training_data(self, data), self.classes + names,
-                                               report, should_stop)
+                steps, last_loss = self._train(self.strategy.training_data(self, data), names, report, should_stop)
             if self.backbone.projections_trainable:
                 self.backbone.projections.requires_grad_(False)
             self._tasks.append(_Task(task_key, names))
-            self._refresh_prototypes()
+            self._refresh_prototypes(names)
             self.strategy.after_task(self, task_key, data)
         except BaseException:
             self.__dict__.update(backup.__dict__)
@@ -371,9 +379,13 @@ class Learner:
         return TaskReport(task_key, tuple(names), len(examples), steps, last_loss,
                           time.perf_counter() - started, self.parameter_counts()["trainable_now"])
 
-    def _train(self, data: EncodedBatch, class_names: list[str], report: Callable[[TrainingProgress], None],
+    def _train(self, data: EncodedBatch, new_classes: list[str], report: Callable[[TrainingProgress], None],
                should_stop: Callable[[], bool] | None) -> tuple[int, float | None]:
+        """The one training loop: logits over every class so far. Old classes' prototypes are recomputed
+        with gradients, or (strategies that freeze them) taken as stored, as fixed negatives."""
         cfg = self.config.training
+        freeze_old = self.strategy.freezes_old_prototypes
+        class_names = new_classes if freeze_old else self.classes + new_classes
         seed = cfg.seed + 1000 * len(self._tasks)
         torch.manual_seed(seed)
         rng = random.Random(seed)
@@ -397,6 +409,8 @@ class Learner:
                     k = min(cfg.prompts_per_step, len(self.templates))
                     templates = rng.sample(self.templates, k)
                     prototypes = self.text_prototypes(class_names, templates)  # (C, E), with gradients
+                    if freeze_old:
+                        prototypes = torch.cat([self.prototypes, prototypes])  # old rows: stored, no gradient
                     out = self.forward(batch, prototypes, training=True)
                     loss = self.strategy.loss(self, batch, out)
                     optimizer.zero_grad(set_to_none=True)

@@ -7,12 +7,17 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 
 from model.backbone import TriModalBackbone, build_backbone
 from model.learner import Learner, LearnerConfig, TrainingConfig
 from model.samples import LabeledSample
 from model.strategies import create_strategy
 from model.synthetic import make_dataset
+
+# The tests run tiny models, where thread start-up costs more than it saves; one thread also keeps
+# in-process tests from fighting the daemons that other tests start as subprocesses.
+torch.set_num_threads(1)
 
 AVMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "avmnist"
 

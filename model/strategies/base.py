@@ -30,6 +30,7 @@ class Strategy:
     trains: ClassVar[bool] = True
     keeps_exemplars: ClassVar[bool] = False
     keeps_training_data: ClassVar[bool] = False
+    freezes_old_prototypes: ClassVar[bool] = False  # an old class keeps the prototype it was learned with
 
     def before_task(self, learner: "Learner", task_key: str) -> None:
         """Called once the new task's inputs are validated and encoded, before the first step."""

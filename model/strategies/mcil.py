@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from model.losses import mcil_loss
-from model.strategies.moe_adapters import MoEAdapters, current_task_logits
+from model.strategies.moe_adapters import MoEAdapters
 
 if TYPE_CHECKING:
     from model.learner import EncodedBatch, ForwardOutput, Learner
@@ -24,7 +24,7 @@ class MCIL(MoEAdapters):
 
     def loss(self, learner: "Learner", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
         cfg = learner.config.loss
-        logits, labels = current_task_logits(learner, batch, out)
         if cfg.kind == "cross_entropy":
-            return F.cross_entropy(logits, labels)
-        return mcil_loss(logits, labels, out.fused, out.visual, out.audio, batch.has_image, batch.has_audio, cfg)
+            return F.cross_entropy(out.logits, batch.labels)
+        return mcil_loss(out.logits, batch.labels, out.fused, out.visual, out.audio, batch.has_image,
+                         batch.has_audio, cfg)

@@ -31,7 +31,7 @@ def test_quick_benchmark_writes_the_full_report(avmnist: Path, tmp_path: Path) -
         figures = report["figures"][path]
         for name in ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt", "m1", "m2"):
             assert figures[name] is not None, (path, name)
-        assert len(report["record"]["matrices"][path]) == 5
+        assert len(report["record"]["paths"][path]["accuracy_matrix"]) == 5
     assert len(report["per_task"]) == 5
     assert all(t["train_seconds"] > 0 and t["peak_rss_mib"] > 0 for t in report["per_task"])
     assert report["parameters"]["per_task"].keys() == {f"task{i}" for i in range(1, 6)}
