@@ -373,6 +373,7 @@ class Daemon:
             committed_at=meta.created_at if meta else 0.0,
             figures=meta.figures if meta else None,
             held_out_samples=sum(meta.held_out_counts) if meta else 0,
+            task_accuracies=last_rows(served.evaluation),
         )
         try:
             self.metrics["mcil_model_versions_stored"].set(len(self.store.version_numbers()))
@@ -393,3 +394,10 @@ def figures_of(evaluation: Any) -> dict[str, dict[str, float]]:
             scalars["new_task_accuracy"] = float(rows[-1][-1])
         out[str(path)] = scalars
     return out
+
+
+def last_rows(evaluation: Mapping[str, Any] | None) -> dict[str, list[float]]:
+    """``{path: accuracy per learned task after the latest one}`` (percent) from a stored evaluation."""
+    paths = ((evaluation or {}).get("record") or {}).get("paths") or {}
+    return {str(p): [float(v) for v in d["accuracy_matrix"][-1]] for p, d in paths.items()
+            if d.get("accuracy_matrix")}

@@ -13,7 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -82,6 +82,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("mcil_continual_m1_ratio", "gauge", "The seed paper's M1 (0..100 in the paper), as a ratio.",
                ("path",)),
     MetricSpec("mcil_continual_m2", "gauge", "The seed paper's M2 (unitless).", ("path",)),
+    MetricSpec("mcil_continual_task_accuracy_ratio", "gauge",
+               "Accuracy on each learned task's held-out examples after the latest task (the last row of the "
+               "accuracy matrix), as a ratio; task counts from 1 in learning order.", ("path", "task")),
     MetricSpec("mcil_continual_held_out_samples", "gauge",
                "Held-out samples the figures were measured on (all learned tasks)."),
 )
@@ -120,7 +123,7 @@ class ServiceMetrics:
 
     def set_model(self, *, version: int, classes: int, tasks: int, preset: str, strategy: str, runner: str,
                   committed_at: float, figures: Mapping[str, Mapping[str, Any]] | None,
-                  held_out_samples: int) -> None:
+                  held_out_samples: int, task_accuracies: Mapping[str, Sequence[float]] | None = None) -> None:
         """Publish what is served, and its continual-learning figures (``{path: {figure: percent}}``)."""
         try:
             self["mcil_model_version"].set(version)
@@ -133,6 +136,10 @@ class ServiceMetrics:
             for figure in FIGURES:
                 self[f"mcil_continual_{figure}_ratio"].clear()
             self["mcil_continual_m2"].clear()
+            self["mcil_continual_task_accuracy_ratio"].clear()
+            for path, row in (task_accuracies or {}).items():
+                for task, accuracy in enumerate(row, start=1):
+                    self["mcil_continual_task_accuracy_ratio"].labels(path, str(task)).set(float(accuracy) / 100.0)
             for path, values in (figures or {}).items():
                 for figure in FIGURES:
                     value = values.get(figure)
