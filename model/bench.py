@@ -82,6 +82,8 @@ def peak_rss_mib() -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train_cap = QUICK_TRAIN_PER_CLASS if args.quick else None
     test_cap = QUICK_TEST_PER_CLASS if args.quick else None
@@ -166,6 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audioclip-weights", type=Path, help="AudioCLIP checkpoint (audioclip preset)")
     p.add_argument("--audio-projection", type=Path, help="optional P, 512x1024 (audioclip preset)")
     p.add_argument("--out", type=Path, help="where to write the JSON report (suite: a folder)")
+    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
