@@ -7,7 +7,9 @@
 
 One training loop serves every strategy (``model/strategies``): encode the task's inputs once (the
 frozen audio encoder runs once per sample per task, never per step), then epochs of
-forward -> strategy loss -> AdamW step under a cosine-annealed learning rate. Text prototypes are
+forward -> strategy loss -> AdamW step under a cosine-annealed learning rate. Modality dropout
+(``modality_dropout``) hides one input of some pairs in each batch, so an image alone or a sound
+alone is trained to classify too, not only the fused pair. Text prototypes are
 recomputed with gradients each step from a random subset of the prompt templates (all 35 at
 inference), so the text experts train too.
 
@@ -81,8 +83,11 @@ class LearnerConfig:
     text_diversity: bool = True
     exemplars_per_class: int = 20
     distillation_weight: float = 1.0
+    modality_dropout: float = 0.3
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout: must lie in [0, 1), got {self.modality_dropout}")
         if self.experts_per_task < 1:
             raise ValueError(f"experts_per_task: must be >= 1, got {self.experts_per_task}")
         if self.exemplars_per_class < 1:
@@ -405,7 +410,7 @@ class Learner:
                 for start in range(0, len(data), cfg.batch_size):
                     if should_stop is not None and should_stop():
                         raise TrainingCancelled("training cancelled")
-                    batch = data.select(order[start:start + cfg.batch_size])
+                    batch = self._drop_modalities(data.select(order[start:start + cfg.batch_size]), generator)
                     k = min(cfg.prompts_per_step, len(self.templates))
                     templates = rng.sample(self.templates, k)
                     prototypes = self.text_prototypes(class_names, templates)  # (C, E), with gradients
@@ -424,6 +429,19 @@ class Learner:
         finally:
             self._set_training(False)
         return step, loss_value
+
+    def _drop_modalities(self, batch: EncodedBatch, generator: torch.Generator) -> EncodedBatch:
+        """Modality dropout: a sample with both inputs loses one of them with probability
+        ``modality_dropout`` (image or audio, evenly), so every single-modality path is trained too."""
+        p = self.config.modality_dropout
+        if p == 0:
+            return batch
+        u = torch.rand(len(batch), generator=generator)
+        both = batch.has_image & batch.has_audio
+        drop_image = both & (u < p / 2)
+        drop_audio = both & (u >= p / 2) & (u < p)
+        return EncodedBatch(batch.images, batch.audio, batch.has_image & ~drop_image, batch.has_audio & ~drop_audio,
+                            batch.labels)
 
     def _set_training(self, on: bool) -> None:
         # Only the learned parts switch mode: frozen parts (and their batch-norm statistics) stay in eval.
