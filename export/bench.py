@@ -6,10 +6,10 @@ image+audio samples at batch sizes 1, 8 and 32. Reported per cell: median and p9
 ``Learner.predict`` (input preparation, frozen segments on the runner, experts, fusion, prototype
 scores; no gRPC) and throughput (samples per second over all runs). A second table times the frozen
 segments alone (image stem, blocks and head, and the audio encoder; no experts), which is what the
-runner replaces. ONNX Runtime variants (NumPy inputs instead of IO binding, graph optimisations off, two
-threads, two spinning threads) are timed too, to explain the defaults. Runners are interleaved
-round by round so that they share the machine's load. Runners that cannot run here are listed with
-the reason. Not a test: the figures depend on the machine, which is written with them.
+runner replaces. ONNX Runtime variants (NumPy inputs instead of IO binding, graph optimisations
+off, one thread, spinning threads) are timed too, to explain the defaults. Runners are interleaved
+round by round, in a rotating order, so that they share the machine's load. Runners that cannot run
+here are listed with the reason. Not a test: the figures depend on the machine, which is written with them.
 
     python -m export.bench --preset tiny lite --runs 30 --write docs/benchmarks.md
 """
@@ -119,8 +119,8 @@ def ort_variants() -> dict[str, "OrtSettings"]:
     return {
         "onnxruntime, NumPy inputs (no IO binding)": OrtSettings(io_binding=False),
         "onnxruntime, graph optimisations off": OrtSettings(optimization="disable"),
-        "onnxruntime, 2 threads": OrtSettings(threads=2),
-        "onnxruntime, 2 spinning threads": OrtSettings(threads=2, spinning=True),
+        "onnxruntime, 1 thread": OrtSettings(threads=1),
+        "onnxruntime, spinning threads": OrtSettings(spinning=True),
     }
 
 
@@ -174,8 +174,10 @@ def bench_preset(preset: str, kinds: Sequence[str], folder: Path, runs: int, ski
                 "segments": lambda: frozen_only(backbone, images, waves)}
 
     times: dict[tuple[str, str, int], list[float]] = {}
+    order = list(configs.items())
     for round_ in range(runs + WARMUP):
-        for label, runners in configs.items():
+        shift = round_ % len(order)  # each runner follows a different one each round
+        for label, runners in order[shift:] + order[:shift]:
             use(runners)
             for b in BATCHES:
                 for what, fn in calls(b).items():
@@ -224,8 +226,9 @@ def render(cells: list[Cell], skipped: dict[str, str], header: str, command: str
         lines.append("")
     runs = sorted({c.runs for c in cells})
     lines.append(f"{', '.join(map(str, runs))} timed runs per cell after {WARMUP} warm-up rounds, runners "
-                 f"interleaved round by round; load average {os.getloadavg()[0]:.1f} at the end. Throughput: "
-                 "samples per second over the timed runs of one caller.")
+                 "interleaved round by round in a rotating order; load average "
+                 f"{os.getloadavg()[0]:.1f} at the end. Throughput: samples per second over the timed runs of "
+                 "one caller.")
     for kind, why in skipped.items():
         lines.append(f"Not run: `{kind}` ({why}).")
     return "\n".join(lines) + "\n"

@@ -113,6 +113,14 @@ def export_onnx(
             _export_one(seg, modules[precision], examples[seg.name], path, precision)
             if precision == "fp32":
                 _verify(seg, examples[seg.name], path)
+            elif not _finite(examples[seg.name], path):
+                # Values FP16 cannot hold (the ESResNeXt log floor 1e-18 underflows to log(0)): this
+                # segment stays FP32 in the fp16 variant; runners cast by the file's own input types.
+                log.warning("%s: the FP16 export is not finite on the example batch; its fp16 variant "
+                            "uses the FP32 file", seg.name)
+                path.unlink()
+                files[precision] = files["fp32"]
+                continue
             files[precision] = SegmentFile(path.name, file_sha256(path))
         inputs, outputs = _io_specs(out_dir / files["fp32"].path)
         entries.append(SegmentEntry(seg.name, seg.tower, seg.role, seg.index, seg.weights_sha256(), inputs, outputs,
@@ -242,6 +250,15 @@ def _io_specs(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...
         return TensorSpec(value.name, _ONNX_DTYPES.get(t.elem_type, str(t.elem_type)), dims)
 
     return tuple(spec(v) for v in model.graph.input), tuple(spec(v) for v in model.graph.output)
+
+
+def _finite(args: tuple[torch.Tensor, ...], path: Path) -> bool:
+    """Whether the (half-precision) file gives finite outputs on the example batch."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: (a.half() if a.is_floating_point() else a).numpy() for i, a in zip(session.get_inputs(), args)}
+    return all(np.isfinite(out).all() for out in session.run(None, feeds) if out.dtype.kind == "f")
 
 
 def _verify(seg: Segment, args: tuple[torch.Tensor, ...], path: Path) -> None:

@@ -65,8 +65,10 @@ class Outputs:
     audio_top1: torch.Tensor  # (B,)
 
     def max_abs_diff(self, other: "Outputs") -> float:
-        return max(float((a - b).abs().max()) for a, b in
-                   ((self.image, other.image), (self.audio, other.audio), (self.text, other.text)))
+        """Largest difference over the three features; NaN if any is NaN (fails every comparison)."""
+        diffs = [float((a - b).abs().max()) for a, b in
+                 ((self.image, other.image), (self.audio, other.audio), (self.text, other.text))]
+        return float("nan") if any(d != d for d in diffs) else max(diffs)
 
 
 def classify(backbone: TriModalBackbone, images: torch.Tensor, waves: torch.Tensor) -> Outputs:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from export.errors import RunnerUnavailableError
+from export.manifest import Manifest
 from export.onnx import ensure_exported
 from export.runners import attach_runner, check_available, detach_runner
 from model.backbone import build_backbone
@@ -63,8 +64,14 @@ def test_fp16_segments_on_cpu_stay_close(tiny_export: Path) -> None:
     attach_runner(backbone, "onnxruntime", tiny_export, fallback=False, precision="fp16")
     half = classify(backbone, images, waves)
     detach_runner(backbone)
+    for got in (half.image, half.audio, half.text):
+        assert torch.isfinite(got).all()
     assert 0 < eager.max_abs_diff(half) < TOLERANCE["fp16"]  # > 0: the FP16 files really ran
     assert torch.equal(eager.image_top1, half.image_top1)
+    assert torch.equal(eager.audio_top1, half.audio_top1)
+    manifest = Manifest.load(tiny_export)  # the audio encoder's FP16 export underflows: it stays FP32
+    assert manifest.segment("audio.encoder").files["fp16"] == manifest.segment("audio.encoder").files["fp32"]
+    assert manifest.segment("image.block.0").files["fp16"].path.endswith(".fp16.onnx")
 
 
 def test_runner_is_skipped_when_gradients_are_needed(tiny_export: Path) -> None:
