@@ -129,7 +129,7 @@ class TaskReport:
     steps: int
     final_loss: float | None
     seconds: float
-    trainable_parameters: int
+    trainable_parameters: int  # parameters this task trained (its experts, fusion, ...)
 
 
 class TrainingCancelled(ModelError):
@@ -371,6 +371,7 @@ class Learner:
             task_key = f"task{len(self._tasks) + 1}"
             self.strategy.before_task(self, task_key)
             steps, last_loss = 0, None
+            trained = sum(p.numel() for p in self._trainable_parameters()) if self.strategy.trains else 0
             if self.strategy.trains:
                 steps, last_loss = self._train(self.strategy.training_data(self, data), names, report, should_stop)
             if self.backbone.projections_trainable:
@@ -382,7 +383,7 @@ class Learner:
             self.__dict__.update(backup.__dict__)
             raise
         return TaskReport(task_key, tuple(names), len(examples), steps, last_loss,
-                          time.perf_counter() - started, self.parameter_counts()["trainable_now"])
+                          time.perf_counter() - started, trained)
 
     def _train(self, data: EncodedBatch, new_classes: list[str], report: Callable[[TrainingProgress], None],
                should_stop: Callable[[], bool] | None) -> tuple[int, float | None]:
