@@ -7,7 +7,7 @@ image+audio samples at batch sizes 1, 8 and 32. Reported per cell: median and p9
 scores; no gRPC) and throughput (samples per second over all runs). A second table times the frozen
 segments alone (image stem, blocks and head, and the audio encoder; no experts), which is what the
 runner replaces. ONNX Runtime variants (NumPy inputs instead of IO binding, graph optimisations
-off, one thread, spinning threads) are timed too, to explain the defaults. Runners are interleaved
+off, one thread) are timed too, to explain the defaults. Runners are interleaved
 round by round, in a rotating order, so that they share the machine's load. Runners that cannot run
 here are listed with the reason. Not a test: the figures depend on the machine, which is written with them.
 
@@ -120,7 +120,8 @@ def ort_variants() -> dict[str, "OrtSettings"]:
         "onnxruntime, NumPy inputs (no IO binding)": OrtSettings(io_binding=False),
         "onnxruntime, graph optimisations off": OrtSettings(optimization="disable"),
         "onnxruntime, 1 thread": OrtSettings(threads=1),
-        "onnxruntime, spinning threads": OrtSettings(spinning=True),
+        # No spinning-threads variant: spinning workers keep spinning after their own calls and slowed
+        # every runner timed after them in the same process (eager tiny segments from ~4 ms to ~1.2 s).
     }
 
 
@@ -176,7 +177,7 @@ def bench_preset(preset: str, kinds: Sequence[str], folder: Path, runs: int, ski
     times: dict[tuple[str, str, int], list[float]] = {}
     order = list(configs.items())
     for round_ in range(runs + WARMUP):
-        shift = round_ % len(order)  # each runner follows a different one each round
+        shift = round_ % len(order)  # each round starts with a different runner
         for label, runners in order[shift:] + order[:shift]:
             use(runners)
             for b in BATCHES:
