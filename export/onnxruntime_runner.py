@@ -5,12 +5,11 @@ tensors in place and writes into PyTorch tensors allocated here, whose shapes co
 (``batch`` and ``sequence`` resolved from the inputs). No NumPy copies on CPU, no host round trip on
 CUDA. ``io_binding=False`` switches to ``session.run`` with NumPy arrays (for comparison only).
 
-Threads: ONNX Runtime keeps its own intra-op pool next to PyTorch's OpenMP pool, and between two
-segments the experts run in PyTorch. By default the pool has as many threads as PyTorch and its
-workers do not spin while they wait (``spinning=False``): spinning workers keep the cores busy when
-PyTorch needs them, which made every measured case several times slower. ``threads=1`` runs each
-segment on the calling thread alone, which did better when the machine was loaded by other work.
-See docs/benchmarks.md for the measurements behind these defaults.
+Threads: between two segments the experts run in PyTorch, which has its own OpenMP pool. By default
+a segment runs on the calling thread alone (``threads=1``: ONNX Runtime keeps no pool), which was
+fastest in the measurements; a larger pool never spins while it waits (``spinning=False``):
+spinning workers keep the cores busy when PyTorch needs them, and slowed everything timed after
+them. See docs/export.md and docs/benchmarks.md for the measurements behind these defaults.
 """
 
 from __future__ import annotations
@@ -51,16 +50,16 @@ _LEVELS = ("disable", "basic", "extended", "all")
 
 @dataclass(frozen=True)
 class OrtSettings:
-    """How sessions are created. ``threads``: intra-op threads (``None``: as many as PyTorch uses)."""
+    """How sessions are created. ``threads``: intra-op threads (1: the calling thread only)."""
 
-    threads: int | None = None
+    threads: int = 1
     spinning: bool = False
     io_binding: bool = True
     optimization: str = "all"
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads: must be >= 1 or None, got {self.threads}")
+        if self.threads < 1:
+            raise ValueError(f"threads: must be >= 1, got {self.threads}")
         if self.optimization not in _LEVELS:
             raise ValueError(f"optimization: must be one of {_LEVELS}, got {self.optimization!r}")
 
@@ -96,7 +95,7 @@ class OrtSegment:
         self.entry = entry
         self.settings = settings or OrtSettings()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads = self.settings.threads or torch.get_num_threads()
+        options.intra_op_num_threads = self.threads = self.settings.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = {

@@ -149,7 +149,7 @@ def attach_runner(
         fallback: if ``kind`` cannot run here, try the kinds after it in :data:`RUNNER_KINDS`
             (``pytorch`` always can); if ``False``, raise :class:`RunnerUnavailableError` instead.
         precision: ``fp32`` or ``fp16`` segment files (``fp16`` is meant for GPU runners).
-        threads: ONNX Runtime intra-op threads (``None``: as many as PyTorch uses; see docs/export.md).
+        threads: ONNX Runtime intra-op threads (``None``: 1, the calling thread; see docs/export.md).
 
     Raises:
         ValueError: unknown ``kind`` or ``precision``.
@@ -193,7 +193,7 @@ def _attach(backbone: TriModalBackbone, kind: str, folder: Path, precision: str,
 
     from export.onnxruntime_runner import OrtSegment, OrtSettings
 
-    settings = OrtSettings(threads=threads)
+    settings = OrtSettings() if threads is None else OrtSettings(threads=threads)
     opened: list[OrtSegment] = []
 
     def open_segment(entry: SegmentEntry) -> SegmentFn:
