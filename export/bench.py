@@ -68,7 +68,6 @@ WARMUP = 2
 
 def samples_for(backbone: TriModalBackbone, n: int) -> list["Sample"]:
     from model.samples import Sample
-    from model.towers import FrozenRunner
     from model.synthetic import class_image
 
     rng = np.random.default_rng(0)

@@ -16,7 +16,6 @@ a clear :class:`~model.errors.InvalidInputError` for anything malformed.
 
 from __future__ import annotations
 
-import copy
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from torch import nn
 from model.audio import prepare_waveforms
 from model.config import BackboneConfig
 from model.images import prepare_images
-from model.towers import Tower
+from model.towers import Tower, deepcopy_sharing
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
@@ -80,18 +79,9 @@ class TriModalBackbone(nn.Module):
     def __deepcopy__(self, memo: dict) -> "TriModalBackbone":
         # Copies share every frozen tensor and runner: only learned state is duplicated, so a copy
         # being trained costs the memory of its adapters, not of a second backbone.
-        for module in (self.audio, *self.image.frozen_modules(), *self.text.frozen_modules()):
-            for tensor in (*module.parameters(), *module.buffers()):
-                memo[id(tensor)] = tensor
-        for shared in (self.audio_runner, self.tokenizer):
-            if shared is not None:
-                memo[id(shared)] = shared
-        cls = self.__class__
-        clone = cls.__new__(cls)
-        memo[id(self)] = clone
-        for key, value in self.__dict__.items():
-            setattr(clone, key, copy.deepcopy(value, memo))
-        return clone
+        frozen = [t for m in (self.audio, *self.image.frozen_modules(), *self.text.frozen_modules())
+                  for t in (*m.parameters(), *m.buffers())]
+        return deepcopy_sharing(self, memo, [*frozen, self.audio_runner, self.tokenizer])
 
     @property
     def embed_dim(self) -> int:

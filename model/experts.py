@@ -12,9 +12,9 @@ task adds keys and never edits existing tensors:
 Rule for freezing: a parameter is trainable only during the task that created it. The router's
 norm and hidden layer are created with the first task; each later task adds experts, a gate head
 and a task key (the running mean of ``u`` over its training inputs). Old experts, heads and keys
-stay bit-for-bit identical after later tasks. The key term steers a sample towards the experts of
-the task whose inputs it resembles: without it, a new task's gate head, trained only on new inputs,
-learns to win on every input and the new experts overwrite old classes' features.
+stay bit-for-bit identical after later tasks. The key term is meant to steer a sample towards the
+experts of the task whose inputs it resembles, since a new task's gate head is trained on new inputs
+only. It does not yet stop forgetting on AV-MNIST (docs/benchmarks.md).
 
 An expert is a bottleneck adapter ``up(act(down(h)))`` whose two projections are each factored as a
 rank-``r`` product (LoRA), with the last factor zero-initialised so a new expert starts as a no-op.

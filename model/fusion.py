@@ -64,6 +64,11 @@ def pearson(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(v - v.mean(dim=-1, keepdim=True), a - a.mean(dim=-1, keepdim=True), dim=-1)
 
 
+def correlation_where_both(v: torch.Tensor, a: torch.Tensor, both: torch.Tensor) -> torch.Tensor:
+    """Pearson r for samples with both inputs, NaN for the others: ``(B,)``."""
+    return torch.where(both, pearson(v, a), torch.full_like(v[:, 0], float("nan")))
+
+
 def confidence(x: torch.Tensor, prototypes: torch.Tensor, logit_scale: float) -> torch.Tensor:
     """Top softmax probability of ``x`` against the class prototypes: ``(B, E) -> (B,)``."""
     logits = logit_scale * F.normalize(x, dim=-1) @ prototypes.T  # (B, C)
@@ -108,7 +113,7 @@ class AAVFM(nn.Module):
         logit_scale: float,
     ) -> FusionOutput:
         both = has_v & has_a  # (B,)
-        r = torch.where(both, pearson(v, a), torch.full_like(v[:, 0], float("nan")))
+        r = correlation_where_both(v, a, both)
         fuse = both & (r >= self.config.threshold)
         # Strong modality for samples that fall back to one input.
         strong = self.config.strong_modality
@@ -155,8 +160,7 @@ class ConcatFusion(nn.Module):
         single = torch.where(has_v.unsqueeze(-1), v, a)
         fused = torch.where(both.unsqueeze(-1), self.linear(torch.cat([v, a], dim=-1)), single)
         path = torch.where(both, PATH_CODES["av"], single_modality_paths(has_v, has_a))
-        r = torch.where(both, pearson(v, a), torch.full_like(v[:, 0], float("nan")))
-        return FusionOutput(fused=fused, path=path, correlation=r)
+        return FusionOutput(fused=fused, path=path, correlation=correlation_where_both(v, a, both))
 
 
 def build_fusion(dim: int, config: FusionConfig) -> nn.Module:

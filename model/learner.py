@@ -293,13 +293,17 @@ class Learner:
         return v, a
 
     def forward(self, batch: EncodedBatch, prototypes: torch.Tensor,
-                extra_prototypes: torch.Tensor | None = None, *, training: bool = False) -> ForwardOutput:
+                extra_prototypes: torch.Tensor | None = None, *, training: bool = False,
+                scores: bool = True) -> ForwardOutput:
         """Features, fusion and logits. In training, logits are cosine scores against ``prototypes``
-        (computed with gradients); at inference the strategy turns fused features into scores."""
+        (computed with gradients); at inference the strategy turns fused features into scores.
+        ``scores=False`` skips the scores (``logits`` is then ``(B, 0)``)."""
         v, a = self.unimodal_features(batch)
         all_protos = prototypes if extra_prototypes is None else torch.cat([prototypes, extra_prototypes])
         fusion = self.fusion(v, a, batch.has_image, batch.has_audio, all_protos, self.logit_scale)
-        if training:
+        if not scores:
+            logits = v.new_zeros(len(batch), 0)
+        elif training:
             logits = self.logit_scale * F.normalize(fusion.fused, dim=-1) @ prototypes.T  # (B, C)
         else:
             logits = self.strategy.scores(self, fusion.fused, extra_prototypes)
@@ -460,23 +464,19 @@ class Learner:
         if not self._tasks and not extra_classes:
             raise StateError("no classes learned yet")
         extra = self.text_prototypes(list(extra_classes)) if extra_classes else None
-        outs = [self.forward(b, self.prototypes, extra) for b in self._batches(batch)]
-        fusion = FusionOutput(*(torch.cat([getattr(o.fusion, f) for o in outs]) for f in
-                                ("fused", "path", "correlation")))
-        return ForwardOutput(*(torch.cat([getattr(o, f) for o in outs]) for f in
-                               ("logits", "fused", "visual", "audio")), fusion)
+        return self._forward_in_chunks(batch, extra, scores=True)
 
     @torch.no_grad()
     def fused_features(self, batch: EncodedBatch) -> ForwardOutput:
         """Unimodal and fused features (no class scores needed): ``logits`` is empty."""
-        outs = []
-        for b in self._batches(batch):
-            v, a = self.unimodal_features(b)
-            outs.append((v, a, self.fusion(v, a, b.has_image, b.has_audio, self.prototypes, self.logit_scale)))
-        fusion = FusionOutput(*(torch.cat([getattr(o[2], f) for o in outs]) for f in ("fused", "path", "correlation")))
-        v = torch.cat([o[0] for o in outs])
-        a = torch.cat([o[1] for o in outs])
-        return ForwardOutput(v.new_zeros(len(batch), 0), fusion.fused, v, a, fusion)
+        return self._forward_in_chunks(batch, None, scores=False)
+
+    def _forward_in_chunks(self, batch: EncodedBatch, extra: torch.Tensor | None, scores: bool) -> ForwardOutput:
+        outs = [self.forward(b, self.prototypes, extra, scores=scores) for b in self._batches(batch)]
+        fusion = FusionOutput(*(torch.cat([getattr(o.fusion, f) for o in outs]) for f in
+                                ("fused", "path", "correlation")))
+        return ForwardOutput(*(torch.cat([getattr(o, f) for o in outs]) for f in
+                               ("logits", "fused", "visual", "audio")), fusion)
 
     def predict(self, samples: Sequence[Sample], top_k: int = 5) -> list[Prediction]:
         """Top-k classes over everything learned so far, for each sample."""

@@ -20,7 +20,7 @@ attention mask or token ids for text. Blocks must treat it as read-only.
 from __future__ import annotations
 
 import copy
-from typing import Protocol
+from typing import Iterable, Protocol
 
 import torch
 from torch import nn
@@ -52,6 +52,19 @@ class FrozenRunner(Protocol):
     def block(self, index: int, x: torch.Tensor, ctx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def head(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor: ...
+
+
+def deepcopy_sharing(obj: object, memo: dict, shared: Iterable[object]) -> object:
+    """``copy.deepcopy`` of ``obj`` in which the objects in ``shared`` (and everything already in
+    ``memo``) are referenced, not copied. For ``__deepcopy__`` of modules with frozen parts."""
+    for item in shared:
+        if item is not None:
+            memo[id(item)] = item
+    clone = obj.__class__.__new__(obj.__class__)
+    memo[id(obj)] = clone
+    for key, value in obj.__dict__.items():
+        setattr(clone, key, copy.deepcopy(value, memo))
+    return clone
 
 
 class Tower(nn.Module):
@@ -105,14 +118,7 @@ class Tower(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> "Tower":
         # A runner holds engine sessions: copies of a tower share it (the frozen parts never change).
-        if self.runner is not None:
-            memo[id(self.runner)] = self.runner
-        cls = self.__class__
-        clone = cls.__new__(cls)
-        memo[id(self)] = clone
-        for key, value in self.__dict__.items():
-            setattr(clone, key, copy.deepcopy(value, memo))
-        return clone
+        return deepcopy_sharing(self, memo, [self.runner])
 
     def _pieces(self) -> tuple:
         if self.runner is not None and not torch.is_grad_enabled():
