@@ -45,6 +45,7 @@ from model.fusion import FusionConfig, FusionOutput, build_fusion
 from model.images import image_to_tensor
 from model.losses import LossConfig
 from model.prompts import TEMPLATES, class_prototypes
+from model.replay import ClassStatistics
 from model.samples import PATHS, LabeledSample, Prediction, Sample
 from model.strategies.base import Strategy
 
@@ -84,6 +85,7 @@ class LearnerConfig:
     exemplars_per_class: int = 20
     distillation_weight: float = 1.0
     modality_dropout: float = 0.3
+    replayed_features: int = 32
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.modality_dropout < 1.0:
@@ -94,6 +96,8 @@ class LearnerConfig:
             raise ValueError(f"exemplars_per_class: must be >= 1, got {self.exemplars_per_class}")
         if self.distillation_weight < 0:
             raise ValueError(f"distillation_weight: must be >= 0, got {self.distillation_weight}")
+        if self.replayed_features < 0:
+            raise ValueError(f"replayed_features: must be >= 0, got {self.replayed_features}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,6 +193,7 @@ class Learner:
         self.fusion = build_fusion(backbone.embed_dim, fusion_config).eval()
         self._tasks: list[_Task] = []
         self.prototypes = torch.zeros(0, backbone.embed_dim)  # (C, E), unit rows
+        self.class_statistics = ClassStatistics(backbone.embed_dim)  # feature replay (model/replay.py)
         self.templates: tuple[str, ...] = TEMPLATES if config.text_diversity else (TEMPLATES[0],)
 
     # -- what the learner knows ---------------------------------------------------------------------
@@ -382,12 +387,21 @@ class Learner:
                 self.backbone.projections.requires_grad_(False)
             self._tasks.append(_Task(task_key, names))
             self._refresh_prototypes(names)
+            if self.strategy.freezes_old_prototypes:
+                self._record_class_statistics(data, len(names))
             self.strategy.after_task(self, task_key, data)
         except BaseException:
             self.__dict__.update(backup.__dict__)
             raise
         return TaskReport(task_key, tuple(names), len(examples), steps, last_loss,
                           time.perf_counter() - started, trained)
+
+    def _record_class_statistics(self, data: EncodedBatch, n_classes: int) -> None:
+        """Feature statistics of the task just learned, for replay while later tasks train."""
+        out = self.fused_features(data)
+        self.class_statistics.add_classes({"visual": out.visual, "audio": out.audio},
+                                          {"visual": data.has_image, "audio": data.has_audio},
+                                          data.labels, n_classes)
 
     def _train(self, data: EncodedBatch, new_classes: list[str], report: Callable[[TrainingProgress], None],
                should_stop: Callable[[], bool] | None) -> tuple[int, float | None]:
@@ -423,6 +437,9 @@ class Learner:
                         prototypes = torch.cat([self.prototypes, prototypes])  # old rows: stored, no gradient
                     out = self.forward(batch, prototypes, training=True)
                     loss = self.strategy.loss(self, batch, out)
+                    replayed = self._replay_loss(prototypes, generator)
+                    if replayed is not None:
+                        loss = loss + replayed
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -438,15 +455,31 @@ class Learner:
     def _drop_modalities(self, batch: EncodedBatch, generator: torch.Generator) -> EncodedBatch:
         """Modality dropout: a sample with both inputs loses one of them with probability
         ``modality_dropout`` (image or audio, evenly), so every single-modality path is trained too."""
+        has_image, has_audio = self._dropped_masks(batch.has_image, batch.has_audio, generator)
+        return EncodedBatch(batch.images, batch.audio, has_image, has_audio, batch.labels)
+
+    def _dropped_masks(self, has_image: torch.Tensor, has_audio: torch.Tensor,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.config.modality_dropout
         if p == 0:
-            return batch
-        u = torch.rand(len(batch), generator=generator)
-        both = batch.has_image & batch.has_audio
+            return has_image, has_audio
+        u = torch.rand(len(has_image), generator=generator)
+        both = has_image & has_audio
         drop_image = both & (u < p / 2)
         drop_audio = both & (u >= p / 2) & (u < p)
-        return EncodedBatch(batch.images, batch.audio, batch.has_image & ~drop_image, batch.has_audio & ~drop_audio,
-                            batch.labels)
+        return has_image & ~drop_image, has_audio & ~drop_audio
+
+    def _replay_loss(self, prototypes: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """Cross-entropy of pseudo-features of old classes (model/replay.py) against every prototype,
+        through the fusion module; ``None`` when nothing is replayed."""
+        n = self.config.replayed_features
+        if n == 0 or not self.strategy.freezes_old_prototypes or len(self.class_statistics) == 0:
+            return None
+        v, a, has_v, has_a, labels = self.class_statistics.sample(n, generator)
+        has_v, has_a = self._dropped_masks(has_v, has_a, generator)
+        fusion = self.fusion(v, a, has_v, has_a, prototypes, self.logit_scale)
+        logits = self.logit_scale * F.normalize(fusion.fused, dim=-1) @ prototypes.T
+        return F.cross_entropy(logits, labels)
 
     def _set_training(self, on: bool) -> None:
         # Only the learned parts switch mode: frozen parts (and their batch-norm statistics) stay in eval.
@@ -517,7 +550,10 @@ class Learner:
             "tasks": [{"key": t.key, "classes": t.classes} for t in self._tasks],
         }
         save_file(self.learned_tensors(), str(directory / "learned.safetensors"))
-        save_file({"prototypes": self.prototypes.contiguous()}, str(directory / "prototypes.safetensors"))
+        prototypes = {"prototypes": self.prototypes.contiguous()}
+        if self.strategy.freezes_old_prototypes:
+            prototypes.update(self.class_statistics.state_dict())
+        save_file(prototypes, str(directory / "prototypes.safetensors"))
         strategy_state = self.strategy.state_dict()
         if strategy_state:
             save_file({k: v.contiguous() for k, v in strategy_state.items()}, str(directory / "exemplars.safetensors"))
@@ -558,11 +594,17 @@ class Learner:
             learner.fusion.load_state_dict({k[len("fusion."):]: v for k, v in tensors.items() if k.startswith("fusion.")})
         except (RuntimeError, ValueError) as exc:
             raise CheckpointError(str(directory / "learned.safetensors"), "state", str(exc)) from None
-        learner.prototypes = _read_safetensors(directory / "prototypes.safetensors").get("prototypes", torch.zeros(0))
+        saved_prototypes = _read_safetensors(directory / "prototypes.safetensors")
+        learner.prototypes = saved_prototypes.get("prototypes", torch.zeros(0))
         if learner.prototypes.shape != (len(learner.classes), backbone.embed_dim):
             raise CheckpointError(str(directory / "prototypes.safetensors"), "prototypes",
                                   f"shape {tuple(learner.prototypes.shape)} does not match "
                                   f"{len(learner.classes)} classes x {backbone.embed_dim}")
+        if learner.strategy.freezes_old_prototypes:
+            try:
+                learner.class_statistics.load_state_dict(saved_prototypes, len(learner.classes))
+            except ValueError as exc:
+                raise CheckpointError(str(directory / "prototypes.safetensors"), "class statistics", str(exc)) from None
         if learner.strategy.keeps_exemplars and meta["tasks"]:
             learner.strategy.load_state_dict(_read_safetensors(directory / "exemplars.safetensors"))
         return learner

@@ -1,0 +1,135 @@
+"""Where does an old task's accuracy go when a new task is learned? A two-task forgetting probe.
+
+    python -m model.probe --data ../shared/data/avmnist --preset lite --strategy mcil --threads 2
+
+Learns the first two tasks of the benchmark's class order (T = 5, ``--seed``) from 90% of
+``train.csv`` and scores the held-out 10% (never ``test.csv``: this is a tuning tool). For each
+modality path it prints:
+
+- ``old_after_t1`` / ``old_after_t2``: task-1 accuracy over every class seen so far, before and
+  after task 2 (the drop is the forgetting);
+- ``old_within_old``: task-1 accuracy after task 2 counting only task-1 classes. If this stays high
+  while ``old_after_t2`` falls, old inputs are still told apart but the new classes' prototypes win
+  them: the classifier forgets, not the features;
+- ``new_after_t2``: task-2 accuracy;
+- ``old_feature_cosine``: mean cosine between an old input's fused feature before and after task 2
+  (1.0: the features did not move);
+- ``old_visual_new_experts_off``: task-1 accuracy on the visual path after task 2 with task 2's image
+  experts switched off. Above ``old_after_t2`` on ``visual``, the new experts harm old inputs: the
+  router sends old inputs to them.
+
+``--replayed-features 0`` switches off feature replay (model/replay.py), to see what it does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from model.bench import QUICK_EPOCHS, QUICK_TRAIN_PER_CLASS, class_order, validation_split
+from model.data import read_split
+from model.learner import EncodedBatch, Learner, LearnerConfig, TrainingConfig, create_learner
+from model.samples import PATHS
+
+
+def only_path(batch: EncodedBatch, path: str) -> EncodedBatch:
+    """The same inputs with one modality hidden (``visual``/``audio``) or both kept (``av``)."""
+    keep_image, keep_audio = path != "audio", path != "visual"
+    return EncodedBatch(batch.images, batch.audio, batch.has_image & keep_image, batch.has_audio & keep_audio,
+                        batch.labels)
+
+
+def without_task_experts(learner: Learner, task_key: str) -> Learner:
+    """A copy of ``learner`` whose routers never pick ``task_key``'s image experts."""
+    copy_ = learner.clone()
+    for adapter in copy_.backbone.image.adapters:
+        if task_key in adapter.router.heads:
+            with torch.no_grad():
+                adapter.router.heads[task_key].bias.fill_(-1e4)
+    return copy_
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(dim=-1) == labels).float().mean())
+
+
+def probe(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    train = read_split(args.data, "train", QUICK_TRAIN_PER_CLASS if args.quick else None)
+    first, second = class_order(train.class_names, 5, args.seed)[:2]
+    train_samples, held_out = validation_split(train.samples, 0.1, args.seed)
+    epochs = QUICK_EPOCHS if args.quick else args.epochs
+    config = LearnerConfig(training=TrainingConfig(epochs=epochs, seed=args.seed),
+                           replayed_features=args.replayed_features)
+    learner = create_learner(args.preset, args.strategy, config=config)
+    learner.learn_task([s for s in train_samples if s.label in first], first)
+    after_first = learner.clone()
+    learner.learn_task([s for s in train_samples if s.label in second], second)
+
+    names = first + second
+    old = [s for s in held_out if s.label in first]
+    new = [s for s in held_out if s.label in second]
+    old_batch = learner.encode_inputs(old, labels=[names.index(s.label) for s in old])
+    new_batch = learner.encode_inputs(new, labels=[names.index(s.label) for s in new])
+    report: dict[str, Any] = {"classes": [first, second], "held_out": [len(old), len(new)],
+                              "replayed_features": args.replayed_features, "paths": {}}
+    for path in PATHS:
+        before = after_first.infer(only_path(old_batch, path))
+        after = learner.infer(only_path(old_batch, path))
+        cosine = F.cosine_similarity(before.fused, after.fused, dim=-1).mean()
+        report["paths"][path] = {
+            "old_after_t1": accuracy(before.logits, old_batch.labels),
+            "old_after_t2": accuracy(after.logits, old_batch.labels),
+            "old_within_old": accuracy(after.logits[:, :len(first)], old_batch.labels),
+            "new_after_t2": accuracy(learner.infer(only_path(new_batch, path)).logits, new_batch.labels),
+            "old_feature_cosine": float(cosine),
+        }
+    masked = without_task_experts(learner, learner.task_keys[-1]).infer(only_path(old_batch, "visual"))
+    report["old_visual_new_experts_off"] = accuracy(masked.logits, old_batch.labels)
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from model.backbone import preset_names
+    from model.strategies import STRATEGIES
+
+    p = argparse.ArgumentParser(prog="python -m model.probe", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data/avmnist"), help="folder laid out like AV-MNIST")
+    p.add_argument("--preset", default="lite", choices=preset_names())
+    p.add_argument("--strategy", default="mcil", choices=sorted(STRATEGIES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=TrainingConfig().epochs)
+    p.add_argument("--quick", action="store_true", help="cap samples and epochs for a smoke run")
+    p.add_argument("--replayed-features", type=int, default=LearnerConfig().replayed_features)
+    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)")
+    p.add_argument("--out", type=Path, help="also write the report as JSON here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (args.data / "train.csv").exists():
+        print(f"error: --data {args.data}: no train.csv there", file=sys.stderr)
+        return 2
+    if args.replayed_features < 0:
+        print(f"error: --replayed-features: must be >= 0, got {args.replayed_features}", file=sys.stderr)
+        return 2
+    report = probe(args)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
