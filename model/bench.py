@@ -168,6 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audioclip-weights", type=Path, help="AudioCLIP checkpoint (audioclip preset)")
     p.add_argument("--audio-projection", type=Path, help="optional P, 512x1024 (audioclip preset)")
     p.add_argument("--out", type=Path, help="where to write the JSON report (suite: a folder)")
+    p.add_argument("--max-runs", type=int, help="suite: run at most this many pending runs, then aggregate")
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not (args.data / "train.csv").exists():
         print(f"error: --data {args.data}: no train.csv there", file=sys.stderr)
+        return 2
+    if args.max_runs is not None and (not args.suite or args.max_runs < 0):
+        print("error: --max-runs: a number >= 0, and only with --suite", file=sys.stderr)
         return 2
     if args.suite:
         from model.suite import run_suite

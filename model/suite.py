@@ -6,6 +6,7 @@ Runs every (strategy, T, seed) of the table and the ``mcil`` ablations, each int
 in ``--out``; a run whose file exists is skipped, so an interrupted suite picks up where it stopped.
 Then it aggregates whatever runs exist into ``--out/tables.md`` (mean and standard deviation over
 seeds) and ``--out/forgetting_curve.png`` (accuracy on all seen classes after each task, T = 5).
+``--max-runs N`` stops after N new runs (``--max-runs 0``: only aggregate what exists).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def run_suite(args: argparse.Namespace) -> int:
     runs = plan(args.preset)
     todo = [r for r in runs if not (out / run_name(r)).exists()]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}", file=sys.stderr)
+    if args.max_runs is not None:
+        todo = todo[:args.max_runs]
     for r in tqdm(todo, desc="benchmark", unit="run"):
         run_args = copy.copy(args)
         run_args.strategy, run_args.tasks, run_args.seed, run_args.ablation = (

@@ -35,3 +35,19 @@ def test_quick_benchmark_writes_the_full_report(avmnist: Path, tmp_path: Path) -
     assert len(report["per_task"]) == 5
     assert all(t["train_seconds"] > 0 and t["peak_rss_mib"] > 0 for t in report["per_task"])
     assert report["parameters"]["per_task"].keys() == {f"task{i}" for i in range(1, 6)}
+
+
+@pytest.mark.slow
+def test_suite_runs_at_most_max_runs_then_aggregates(avmnist: Path, tmp_path: Path) -> None:
+    args = ["--suite", "avmnist", "--data", str(avmnist), "--preset", "tiny", "--quick", "--threads", "1",
+            "--out", str(tmp_path)]
+    assert main([*args, "--max-runs", "1"]) == 0
+    assert [p.name for p in tmp_path.glob("tiny-*.json")] == ["tiny-zero-shot-T5-s0.json"]
+    assert "| zero-shot | 1 |" in (tmp_path / "tables.md").read_text()
+    assert (tmp_path / "forgetting_curve.png").stat().st_size > 0
+    assert main([*args, "--max-runs", "0"]) == 0  # aggregate only: nothing new runs
+    assert len(list(tmp_path.glob("tiny-*.json"))) == 1
+
+
+def test_max_runs_only_with_the_suite(avmnist: Path) -> None:
+    assert main(["--data", str(avmnist), "--max-runs", "1", "--out", "unused.json"]) == 2
