@@ -14,7 +14,8 @@ norm and hidden layer are created with the first task; each later task adds expe
 and a task key (the running mean of ``u`` over its training inputs). Old experts, heads and keys
 stay bit-for-bit identical after later tasks. The key term is meant to steer a sample towards the
 experts of the task whose inputs it resembles, since a new task's gate head is trained on new inputs
-only. It does not yet stop forgetting on AV-MNIST (docs/benchmarks.md).
+only. On AV-MNIST it is too weak: old inputs still reach new experts, and switching those experts
+off raised old visual accuracy from 55% to 93% in ``python -m model.probe`` (docs/benchmarks.md).
 
 An expert is a bottleneck adapter ``up(act(down(h)))`` whose two projections are each factored as a
 rank-``r`` product (LoRA), with the last factor zero-initialised so a new expert starts as a no-op.
