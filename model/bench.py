@@ -147,21 +147,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every AV-MNIST command shares (benchmark, probe): data, preset, strategy, seed,
+    epochs, quick mode and threads."""
     from model.backbone import preset_names
     from model.strategies import STRATEGIES
 
-    p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/avmnist"), help="folder laid out like AV-MNIST")
-    p.add_argument("--suite", choices=["avmnist"], help="run the whole benchmark table (see model/suite.py)")
     p.add_argument("--preset", default="lite", choices=preset_names())
     p.add_argument("--strategy", default="mcil", choices=sorted(STRATEGIES))
-    p.add_argument("--tasks", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=TrainingConfig().epochs)
+    p.add_argument("--quick", action="store_true", help="cap samples and epochs for a smoke run")
+    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)")
+
+
+def data_missing(data: Path) -> bool:
+    """True (after saying so on stderr) when ``data`` has no ``train.csv``."""
+    if (data / "train.csv").exists():
+        return False
+    print(f"error: --data {data}: no train.csv there", file=sys.stderr)
+    return True
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
+    add_run_arguments(p)
+    p.add_argument("--suite", choices=["avmnist"], help="run the whole benchmark table (see model/suite.py)")
+    p.add_argument("--tasks", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size)
     p.add_argument("--lr", type=float, default=TrainingConfig().learning_rate)
-    p.add_argument("--quick", action="store_true", help="cap samples and epochs for a smoke run")
     p.add_argument("--validation", action="store_true", help="score on 10%% of train.csv, not test.csv")
     p.add_argument("--ablation", choices=ABLATIONS, default="none", help="mcil without one of its parts")
     p.add_argument("--clip-weights", type=Path, help="CLIP ViT-B/16 weights (audioclip preset)")
@@ -169,15 +184,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audio-projection", type=Path, help="optional P, 512x1024 (audioclip preset)")
     p.add_argument("--out", type=Path, help="where to write the JSON report (suite: a folder)")
     p.add_argument("--max-runs", type=int, help="suite: run at most this many pending runs, then aggregate")
-    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (args.data / "train.csv").exists():
-        print(f"error: --data {args.data}: no train.csv there", file=sys.stderr)
+    if data_missing(args.data):
         return 2
     if args.max_runs is not None and (not args.suite or args.max_runs < 0):
         print("error: --max-runs: a number >= 0, and only with --suite", file=sys.stderr)

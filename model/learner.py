@@ -18,7 +18,8 @@ projections of the backbone, and the fusion module. Trainable projections (``lit
 first task only and are frozen after it, like everything else a task creates.
 
 Strategies with per-task experts (``mcil``, ``moe-adapters``) also freeze each class's prototype
-once its task is learned; training then scores new examples against the stored old prototypes.
+once its task is learned; training then scores new examples against the stored old prototypes, and
+against pseudo-features of old classes drawn from their stored feature statistics (``model/replay.py``).
 
 Every input is validated before anything changes; a failure (bad input, cancellation) leaves the
 learner exactly as it was.
@@ -473,7 +474,7 @@ class Learner:
         """Cross-entropy of pseudo-features of old classes (model/replay.py) against every prototype,
         through the fusion module; ``None`` when nothing is replayed."""
         n = self.config.replayed_features
-        if n == 0 or not self.strategy.freezes_old_prototypes or len(self.class_statistics) == 0:
+        if n == 0 or len(self.class_statistics) == 0:  # statistics exist only for strategies that freeze
             return None
         v, a, has_v, has_a, labels = self.class_statistics.sample(n, generator)
         has_v, has_a = self._dropped_masks(has_v, has_a, generator)

@@ -32,27 +32,28 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from model.bench import QUICK_EPOCHS, QUICK_TRAIN_PER_CLASS, class_order, validation_split
+from model.bench import (
+    QUICK_EPOCHS,
+    QUICK_TRAIN_PER_CLASS,
+    add_run_arguments,
+    class_order,
+    data_missing,
+    validation_split,
+)
 from model.data import read_split
-from model.learner import EncodedBatch, Learner, LearnerConfig, TrainingConfig, create_learner
+from model.learner import Learner, LearnerConfig, TrainingConfig, create_learner
+from model.protocol import restrict
 from model.samples import PATHS
-
-
-def only_path(batch: EncodedBatch, path: str) -> EncodedBatch:
-    """The same inputs with one modality hidden (``visual``/``audio``) or both kept (``av``)."""
-    keep_image, keep_audio = path != "audio", path != "visual"
-    return EncodedBatch(batch.images, batch.audio, batch.has_image & keep_image, batch.has_audio & keep_audio,
-                        batch.labels)
 
 
 def without_task_experts(learner: Learner, task_key: str) -> Learner:
     """A copy of ``learner`` whose routers never pick ``task_key``'s image experts."""
-    copy_ = learner.clone()
-    for adapter in copy_.backbone.image.adapters:
+    muted = learner.clone()
+    for adapter in muted.backbone.image.adapters:
         if task_key in adapter.router.heads:
             with torch.no_grad():
                 adapter.router.heads[task_key].bias.fill_(-1e4)
-    return copy_
+    return muted
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -82,42 +83,32 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"classes": [first, second], "held_out": [len(old), len(new)],
                               "replayed_features": args.replayed_features, "paths": {}}
     for path in PATHS:
-        before = after_first.infer(only_path(old_batch, path))
-        after = learner.infer(only_path(old_batch, path))
+        before = after_first.infer(restrict(old_batch, path))
+        after = learner.infer(restrict(old_batch, path))
         cosine = F.cosine_similarity(before.fused, after.fused, dim=-1).mean()
         report["paths"][path] = {
             "old_after_t1": accuracy(before.logits, old_batch.labels),
             "old_after_t2": accuracy(after.logits, old_batch.labels),
             "old_within_old": accuracy(after.logits[:, :len(first)], old_batch.labels),
-            "new_after_t2": accuracy(learner.infer(only_path(new_batch, path)).logits, new_batch.labels),
+            "new_after_t2": accuracy(learner.infer(restrict(new_batch, path)).logits, new_batch.labels),
             "old_feature_cosine": float(cosine),
         }
-    masked = without_task_experts(learner, learner.task_keys[-1]).infer(only_path(old_batch, "visual"))
+    masked = without_task_experts(learner, learner.task_keys[-1]).infer(restrict(old_batch, "visual"))
     report["old_visual_new_experts_off"] = accuracy(masked.logits, old_batch.labels)
     return report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from model.backbone import preset_names
-    from model.strategies import STRATEGIES
-
     p = argparse.ArgumentParser(prog="python -m model.probe", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=Path("../shared/data/avmnist"), help="folder laid out like AV-MNIST")
-    p.add_argument("--preset", default="lite", choices=preset_names())
-    p.add_argument("--strategy", default="mcil", choices=sorted(STRATEGIES))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=TrainingConfig().epochs)
-    p.add_argument("--quick", action="store_true", help="cap samples and epochs for a smoke run")
+    add_run_arguments(p)
     p.add_argument("--replayed-features", type=int, default=LearnerConfig().replayed_features)
-    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)")
     p.add_argument("--out", type=Path, help="also write the report as JSON here")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (args.data / "train.csv").exists():
-        print(f"error: --data {args.data}: no train.csv there", file=sys.stderr)
+    if data_missing(args.data):
         return 2
     if args.replayed_features < 0:
         print(f"error: --replayed-features: must be >= 0, got {args.replayed_features}", file=sys.stderr)
