@@ -34,6 +34,7 @@ import torch
 
 from model.backbone import WeightFiles
 from model.data import read_split
+from model.fusion import FusionConfig
 from model.learner import LearnerConfig, TrainingConfig, create_learner
 from model.protocol import ContinualEvaluation
 
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     training = TrainingConfig(epochs=QUICK_EPOCHS if args.quick else args.epochs, batch_size=args.batch_size,
                               learning_rate=args.lr, seed=args.seed)
-    config = ablate(replace(LearnerConfig(), training=training), args.ablation)
+    config = ablate(LearnerConfig(training=training, fusion=FusionConfig(threshold=args.fusion_threshold)),
+                    args.ablation)
     weights = WeightFiles(clip=args.clip_weights, audioclip=args.audioclip_weights,
                           audio_projection=args.audio_projection)
     started = time.perf_counter()
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "steps": report.steps, "final_loss": report.final_loss,
             "trainable_parameters": report.trainable_parameters, "peak_rss_mib": round(peak_rss_mib(), 1),
             "accuracy_all_seen": {p: f["incremental_accuracy"][-1] for p, f in summary.items()},
+            "fused_share": evaluation.fused_share[-1] if evaluation.fused_share else None,
         })
         if not args.no_progress:
             acc = " ".join(f"{p}={v:.1f}" for p, v in per_task[-1]["accuracy_all_seen"].items())
@@ -149,7 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options every AV-MNIST command shares (benchmark, probe): data, preset, strategy, seed,
-    epochs, quick mode and threads."""
+    epochs, quick mode, threads and AAVFM's threshold."""
     from model.backbone import preset_names
     from model.strategies import STRATEGIES
 
@@ -160,6 +163,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=TrainingConfig().epochs)
     p.add_argument("--quick", action="store_true", help="cap samples and epochs for a smoke run")
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)")
+    p.add_argument("--fusion-threshold", type=float, default=FusionConfig().threshold,
+                   help="AAVFM's Pearson threshold th: pairs with r >= th take the fusion branch (mcil)")
 
 
 def data_missing(data: Path) -> bool:

@@ -41,6 +41,7 @@ from model.bench import (
     validation_split,
 )
 from model.data import read_split
+from model.fusion import FusionConfig
 from model.learner import Learner, LearnerConfig, TrainingConfig, create_learner
 from model.protocol import restrict
 from model.samples import PATHS
@@ -69,6 +70,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     train_samples, held_out = validation_split(train.samples, 0.1, args.seed)
     epochs = QUICK_EPOCHS if args.quick else args.epochs
     config = LearnerConfig(training=TrainingConfig(epochs=epochs, seed=args.seed),
+                           fusion=FusionConfig(threshold=args.fusion_threshold),
                            replayed_features=args.replayed_features)
     learner = create_learner(args.preset, args.strategy, config=config)
     learner.learn_task([s for s in train_samples if s.label in first], first)
@@ -81,7 +83,8 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     old_batch = learner.encode_inputs(old, labels=[names.index(s.label) for s in old])
     new_batch = learner.encode_inputs(new, labels=[names.index(s.label) for s in new])
     report: dict[str, Any] = {"classes": [first, second], "held_out": [len(old), len(new)],
-                              "replayed_features": args.replayed_features, "paths": {}}
+                              "replayed_features": args.replayed_features,
+                              "fusion_threshold": args.fusion_threshold, "paths": {}}
     for path in PATHS:
         before = after_first.infer(restrict(old_batch, path))
         after = learner.infer(restrict(old_batch, path))

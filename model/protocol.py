@@ -52,6 +52,9 @@ class ContinualEvaluation:
         self._feature_sums: list[list[float]] = []  # per task: sum of unit visual features
         self._feature_counts: list[int] = []
         self._encoded: dict[int, EncodedBatch] = {}
+        # After each task: the share of held-out pairs (all tasks so far) that AAVFM fused, not
+        # answered from one modality. Strategies with concatenation fusion fuse every pair (1.0).
+        self.fused_share: list[float] = []
 
     # -- helpers ------------------------------------------------------------------------------------
     def _encode(self, learner: Learner, samples: Sequence[LabeledSample], key: int | None) -> EncodedBatch:
@@ -64,11 +67,13 @@ class ContinualEvaluation:
 
     @staticmethod
     def _accuracy(learner: Learner, batch: EncodedBatch, truth: Sequence[str], path: str,
-                  extra_classes: Sequence[str] = ()) -> float:
+                  extra_classes: Sequence[str] = ()) -> tuple[float, int]:
+        """Accuracy in percent, and how many samples took the fusion branch (only ``av`` can)."""
         out = learner.infer(restrict(batch, path), extra_classes)
         names = learner.classes + list(extra_classes)
         predicted = [names[i] for i in out.logits.argmax(dim=-1).tolist()]
-        return 100.0 * sum(p == t for p, t in zip(predicted, truth)) / len(truth)
+        fused = int((out.fusion.path == PATHS.index("av")).sum())
+        return 100.0 * sum(p == t for p, t in zip(predicted, truth)) / len(truth), fused
 
     # -- the protocol -----------------------------------------------------------------------------
     def before_task(self, learner: Learner, class_names: Sequence[str], held_out: Sequence[LabeledSample]) -> None:
@@ -79,10 +84,10 @@ class ContinualEvaluation:
         batch = self._encode(learner, held_out, None)
         truth = [s.label for s in held_out]
         paths = available_paths(held_out)
-        self._z = {p: self._accuracy(learner, batch, truth, p, class_names) for p in paths}
+        self._z = {p: self._accuracy(learner, batch, truth, p, class_names)[0] for p in paths}
         if self.baseline is not None:
             everything = learner.classes + list(class_names)
-            self._b = {p: self._accuracy(self.baseline, batch, truth, p, everything) for p in paths}
+            self._b = {p: self._accuracy(self.baseline, batch, truth, p, everything)[0] for p in paths}
 
     def after_task(self, learner: Learner, held_out_by_task: Sequence[Sequence[LabeledSample]],
                    train_examples: Sequence[LabeledSample]) -> None:
@@ -94,8 +99,11 @@ class ContinualEvaluation:
             raise InvalidInputError("held_out_by_task", "every task needs at least one held-out sample")
         paths = available_paths([s for h in held_out_by_task for s in h])
         batches = [self._encode(learner, h, j) for j, h in enumerate(held_out_by_task)]
-        rows = {p: [self._accuracy(learner, b, [s.label for s in h], p) for b, h in zip(batches, held_out_by_task)]
-                for p in paths}
+        scored = {p: [self._accuracy(learner, b, [s.label for s in h], p) for b, h in zip(batches, held_out_by_task)]
+                  for p in paths}
+        rows = {p: [accuracy for accuracy, _ in row] for p, row in scored.items()}
+        if "av" in scored:
+            self.fused_share.append(sum(f for _, f in scored["av"]) / sum(len(h) for h in held_out_by_task))
         similarity = self._task_similarity(learner, train_examples)
         self.record.add_task(learner.tasks[-1], len(held_out_by_task[-1]), rows, z=self._z, b=self._b,
                              similarity=similarity)
