@@ -1,10 +1,12 @@
-"""MIFE experts: start as a no-op, route per sample, no noise at inference, freeze per task."""
+"""MIFE experts: start as a no-op, route per sample, no noise at inference, freeze per task, and
+task keys that tell tasks apart by their spread."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from model.experts import ExpertConfig, MixtureOfExperts, RouterConfig, lora_expert_factory
+from model.experts import ExpertConfig, MixtureOfExperts, RouterConfig, TaskKey, lora_expert_factory
 
 
 def make_moe(noise: float = 0.1) -> MixtureOfExperts:
@@ -53,3 +55,37 @@ def test_freeze_task_freezes_its_experts_and_head_only() -> None:
     moe.add_task("task2", 2)
     trainable = {n for n, p in moe.named_parameters() if p.requires_grad}
     assert trainable and all("task2" in n for n in trainable), trainable
+
+
+def two_tasks_one_dimension_apart(distance: str) -> tuple[TaskKey, TaskKey, torch.Tensor]:
+    """Keys of two tasks whose inputs differ only in dimension 0, where each task varies little;
+    and fresh inputs of the first task."""
+    torch.manual_seed(0)
+
+    def inputs(shift: float) -> torch.Tensor:
+        u = torch.randn(256, 64)
+        u[:, 0] = shift + 0.05 * torch.randn(256)
+        return u
+
+    first, second = TaskKey(64, distance), TaskKey(64, distance)
+    first.update(inputs(0.0))
+    second.update(inputs(0.5))
+    return first, second, inputs(0.0)
+
+
+def test_gaussian_task_distance_tells_close_tasks_apart() -> None:
+    first, second, u = two_tasks_one_dimension_apart("gaussian")
+    margin = second.distance(u) - first.distance(u)  # (B, 1): > 0 prefers the right task
+    assert (margin > 0).all()
+    assert margin.mean() > 0.5  # x task_prior (5): a clear preference in logits
+
+
+def test_euclidean_task_distance_ignores_spread() -> None:
+    first, second, u = two_tasks_one_dimension_apart("euclidean")
+    margin = second.distance(u) - first.distance(u)
+    assert margin.mean().abs() < 0.01  # 0.25 / 64 on average: the router barely sees it
+
+
+def test_task_distance_is_validated() -> None:
+    with pytest.raises(ValueError, match="task_distance"):
+        RouterConfig(task_distance="cosine")
