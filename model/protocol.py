@@ -149,7 +149,7 @@ class ContinualEvaluation:
     # -- persistence ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"record": self.record.to_dict(), "feature_sums": self._feature_sums,
-                "feature_counts": self._feature_counts}
+                "feature_counts": self._feature_counts, "fused_share": self.fused_share}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], baseline: Learner | None = None) -> "ContinualEvaluation":
@@ -157,6 +157,7 @@ class ContinualEvaluation:
         evaluation.record = ContinualRecord.from_dict(data["record"])
         evaluation._feature_sums = [list(map(float, s)) for s in data.get("feature_sums", [])]
         evaluation._feature_counts = [int(c) for c in data.get("feature_counts", [])]
+        evaluation.fused_share = [float(x) for x in data.get("fused_share", [])]
         return evaluation
 
 

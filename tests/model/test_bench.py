@@ -24,7 +24,7 @@ def test_class_order_is_a_seeded_split() -> None:
 def test_quick_benchmark_writes_the_full_report(avmnist: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     assert main(["--data", str(avmnist), "--preset", "tiny", "--strategy", "mcil", "--tasks", "5",
-                 "--quick", "--no-progress", "--out", str(out)]) == 0
+                 "--quick", "--no-progress", "--fusion-threshold", "1.0", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert len(report["class_order"]) == 5 and report["held_out_per_task"] == [20] * 5
     for path in ("av", "visual", "audio"):
@@ -35,6 +35,8 @@ def test_quick_benchmark_writes_the_full_report(avmnist: Path, tmp_path: Path) -
     assert len(report["per_task"]) == 5
     assert all(t["train_seconds"] > 0 and t["peak_rss_mib"] > 0 for t in report["per_task"])
     assert report["parameters"]["per_task"].keys() == {f"task{i}" for i in range(1, 6)}
+    assert report["learner_config"]["fusion"]["threshold"] == 1.0
+    assert [t["fused_share"] for t in report["per_task"]] == [0.0] * 5  # r = 1 never happens
 
 
 @pytest.mark.slow
