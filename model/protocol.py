@@ -22,6 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from model.errors import InvalidInputError
+from model.fusion import PATH_CODES
 from model.learner import EncodedBatch, Learner
 from model.metrics import ContinualRecord, clustering_nmi, task_similarity
 from model.samples import PATHS, LabeledSample
@@ -72,7 +73,7 @@ class ContinualEvaluation:
         out = learner.infer(restrict(batch, path), extra_classes)
         names = learner.classes + list(extra_classes)
         predicted = [names[i] for i in out.logits.argmax(dim=-1).tolist()]
-        fused = int((out.fusion.path == PATHS.index("av")).sum())
+        fused = int((out.fusion.path == PATH_CODES["av"]).sum())
         return 100.0 * sum(p == t for p, t in zip(predicted, truth)) / len(truth), fused
 
     # -- the protocol -----------------------------------------------------------------------------
