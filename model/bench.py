@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "build_seconds": round(build_seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
-        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
+        "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
                     "python": platform.python_version(), "torch": torch.__version__},
     }
 

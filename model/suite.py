@@ -80,6 +80,12 @@ def _group(results: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
     return [r for r in results if all(r.get(k) == v for k, v in match.items())]
 
 
+def _threads(result: dict[str, Any]) -> int:
+    """PyTorch threads a run used (files written before the field existed named it ``cpus``)."""
+    machine = result["machine"]
+    return machine.get("threads", machine["cpus"])
+
+
 def tables(results: list[dict[str, Any]]) -> str:
     """Markdown tables: per T and modality path, one row per strategy (mean ± sd over seeds)."""
     lines: list[str] = []
@@ -107,13 +113,16 @@ def tables(results: list[dict[str, Any]]) -> str:
     rows = []
     for s in STRATEGY_ORDER:
         group = _group(results, strategy=s, tasks=5, ablation="none")
-        if group:
-            per_task = [t["train_seconds"] for g in group for t in g["per_task"]]
-            peak = [g["peak_rss_mib"] for g in group]
-            rows.append(f"| {s} | {_mean_sd(per_task)} | {_mean_sd(peak)} | {group[0]['parameters']['learned_total']} |")
+        for threads in sorted({_threads(g) for g in group}):
+            runs = [g for g in group if _threads(g) == threads]
+            per_task = [t["train_seconds"] for g in runs for t in g["per_task"]]
+            peak = [g["peak_rss_mib"] for g in runs]
+            rows.append(f"| {s} | {threads} | {len(runs)} | {_mean_sd(per_task)} | {_mean_sd(peak)} "
+                        f"| {runs[0]['parameters']['learned_total']} |")
     if rows:
-        lines += ["### Cost (T = 5)", "", "| strategy | train seconds per task | peak RSS MiB | learned parameters |",
-                  "|---|---|---|---|", *rows, ""]
+        lines += ["### Cost (T = 5)", "",
+                  "| strategy | threads | runs | train seconds per task | peak RSS MiB | learned parameters |",
+                  "|---|---|---|---|---|---|", *rows, ""]
     orders = {(g["tasks"], g["seed"]): g["class_order"] for g in results}
     lines += ["### Class orders", ""] + [f"- T = {t}, seed {s}: {o}" for (t, s), o in sorted(orders.items())]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from model.bench import class_order, main
+from model.suite import tables
 
 
 def test_class_order_is_a_seeded_split() -> None:
@@ -37,6 +38,7 @@ def test_quick_benchmark_writes_the_full_report(avmnist: Path, tmp_path: Path) -
     assert report["parameters"]["per_task"].keys() == {f"task{i}" for i in range(1, 6)}
     assert report["learner_config"]["fusion"]["threshold"] == 1.0
     assert [t["fused_share"] for t in report["per_task"]] == [0.0] * 5  # r = 1 never happens
+    assert report["machine"]["threads"] >= 1 and report["machine"]["cpus"] >= 1
 
 
 @pytest.mark.slow
@@ -45,7 +47,9 @@ def test_suite_runs_at_most_max_runs_then_aggregates(avmnist: Path, tmp_path: Pa
             "--out", str(tmp_path)]
     assert main([*args, "--max-runs", "1"]) == 0
     assert [p.name for p in tmp_path.glob("tiny-*.json")] == ["tiny-zero-shot-T5-s0.json"]
-    assert "| zero-shot | 1 |" in (tmp_path / "tables.md").read_text()
+    table = (tmp_path / "tables.md").read_text()
+    assert "| zero-shot | 1 |" in table
+    assert "| zero-shot | 1 | 1 |" in table.split("### Cost")[1]  # one thread, one run
     assert (tmp_path / "forgetting_curve.png").stat().st_size > 0
     assert main([*args, "--max-runs", "0"]) == 0  # aggregate only: nothing new runs
     assert len(list(tmp_path.glob("tiny-*.json"))) == 1
@@ -53,3 +57,22 @@ def test_suite_runs_at_most_max_runs_then_aggregates(avmnist: Path, tmp_path: Pa
 
 def test_max_runs_only_with_the_suite(avmnist: Path) -> None:
     assert main(["--data", str(avmnist), "--max-runs", "1", "--out", "unused.json"]) == 2
+
+
+def _result(seed: int, threads: int, train_seconds: float) -> dict:
+    figures = dict(average_accuracy=50.0, last_accuracy=40.0, forgetting=10.0, bwt=-10.0, fwt=0.0, m1=1.0, m2=0.1)
+    return {"strategy": "mcil", "tasks": 5, "seed": seed, "ablation": "none", "figures": {"av": figures},
+            "class_order": [["a"]], "per_task": [{"train_seconds": train_seconds}], "peak_rss_mib": 100.0,
+            "parameters": {"learned_total": 7}, "machine": {"cpus": 2, "threads": threads}}
+
+
+def test_cost_table_keeps_runs_with_other_thread_counts_apart() -> None:
+    cost = tables([_result(0, 2, 90.0), _result(1, 1, 140.0), _result(2, 1, 150.0)]).split("### Cost")[1]
+    assert "| mcil | 1 | 2 | 145.00 ± 7.07 | 100.00 ± 0.00 | 7 |" in cost
+    assert "| mcil | 2 | 1 | 90.00 | 100.00 | 7 |" in cost
+
+
+def test_cost_table_reads_files_that_named_threads_cpus() -> None:
+    old = _result(0, 2, 90.0)
+    old["machine"] = {"cpus": 2}
+    assert "| mcil | 2 | 1 | 90.00 |" in tables([old])
