@@ -60,7 +60,8 @@ def test_max_runs_only_with_the_suite(avmnist: Path) -> None:
 
 
 def _result(seed: int, threads: int, train_seconds: float) -> dict:
-    figures = dict(average_accuracy=50.0, last_accuracy=40.0, forgetting=10.0, bwt=-10.0, fwt=0.0, m1=1.0, m2=0.1)
+    figures = {"average_accuracy": 50.0, "last_accuracy": 40.0, "forgetting": 10.0, "bwt": -10.0, "fwt": 0.0,
+               "m1": 1.0, "m2": 0.1}
     return {"strategy": "mcil", "tasks": 5, "seed": seed, "ablation": "none", "figures": {"av": figures},
             "class_order": [["a"]], "per_task": [{"train_seconds": train_seconds}], "peak_rss_mib": 100.0,
             "parameters": {"learned_total": 7}, "machine": {"cpus": 2, "threads": threads}}
