@@ -20,6 +20,7 @@ every tuning decision, so ``test.csv`` stays untouched until the reported run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -139,6 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "class_order": tasks,
         "held_out_per_task": [len(h) for h in held_out_by_task],
         "learner_config": config.to_dict(),
+        "backbone_config": dataclasses.asdict(learner.backbone.config),
         "figures": evaluation.record.summary(),
         "record": evaluation.record.to_dict(),
         "per_task": per_task,

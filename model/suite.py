@@ -7,6 +7,8 @@ in ``--out``; a run whose file exists is skipped, so an interrupted suite picks 
 Then it aggregates whatever runs exist into ``--out/tables.md`` (mean and standard deviation over
 seeds) and ``--out/forgetting_curve.png`` (accuracy on all seen classes after each task, T = 5).
 ``--max-runs N`` stops after N new runs (``--max-runs 0``: only aggregate what exists).
+Runs in one folder should share their settings: where they do not (say, files from before a default
+changed), the suite warns and ``tables.md`` opens with the settings that differ and the runs using each.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import copy
 import json
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +64,10 @@ def run_suite(args: argparse.Namespace) -> int:
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(out / run_name(r))  # a run counts as done only once its file is whole
     results = [json.loads(p.read_text()) for p in sorted(out.glob(f"{args.preset}-*.json"))]
-    (out / "tables.md").write_text(tables(results))
+    differences = setting_differences(results)
+    for line in differences:
+        print(f"warning: runs in {out} differ in a setting: {line}", file=sys.stderr)
+    (out / "tables.md").write_text(tables(results, differences))
     plot_forgetting_curve(results, out / "forgetting_curve.png")
     print(f"wrote {out / 'tables.md'} and {out / 'forgetting_curve.png'}", file=sys.stderr)
     return 0
@@ -80,15 +86,57 @@ def _group(results: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
     return [r for r in results if all(r.get(k) == v for k, v in match.items())]
 
 
+# Settings a run's tables may legitimately differ in: the seed, and what an ablation switches off.
+VARYING_SETTINGS = frozenset({"training.seed", "text_diversity", "fusion.kind", "loss.kind"})
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def setting_differences(results: list[dict[str, Any]]) -> list[str]:
+    """One line per setting in which the runs differ (beyond seed and ablation), naming which run
+    used which value, so a folder that mixes runs made with other settings is not averaged silently.
+    Reports written before runs recorded the backbone's settings get one line of their own."""
+    by_key: dict[str, dict[str, list[str]]] = {}
+    unrecorded: list[str] = []
+    for r in results:
+        name = run_name(r).removesuffix(".json")
+        settings = {**_flat(r["learner_config"]), "quick": r["quick"], "evaluated_on": r["evaluated_on"]}
+        if "backbone_config" in r:
+            settings.update(_flat(r["backbone_config"], "backbone."))
+        else:
+            unrecorded.append(name)
+        for key, value in settings.items():
+            if key not in VARYING_SETTINGS:
+                by_key.setdefault(key, {}).setdefault(json.dumps(value), []).append(name)
+    lines = []
+    for key, values in sorted(by_key.items()):
+        if len(values) > 1:
+            lines.append(f"`{key}`: " + "; ".join(f"{v} in {', '.join(names)}" for v, names in sorted(values.items())))
+    if unrecorded and len(unrecorded) < len(results):
+        lines.append(f"backbone settings not recorded in {', '.join(unrecorded)}")
+    return lines
+
+
 def _threads(result: dict[str, Any]) -> int:
     """PyTorch threads a run used (files written before the field existed named it ``cpus``)."""
     machine = result["machine"]
     return machine.get("threads", machine["cpus"])
 
 
-def tables(results: list[dict[str, Any]]) -> str:
+def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> str:
     """Markdown tables: per T and modality path, one row per strategy (mean ± sd over seeds)."""
     lines: list[str] = []
+    if differences:
+        lines += ["**These runs were not all made with the same settings:**", "",
+                  *[f"- {d}" for d in differences], ""]
     for t in TASK_COUNTS:
         for path in ("av", "visual", "audio"):
             rows = []

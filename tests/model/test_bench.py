@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from model.bench import class_order, main
-from model.suite import tables
+from model.suite import setting_differences, tables
 
 
 def test_class_order_is_a_seeded_split() -> None:
@@ -38,6 +38,7 @@ def test_quick_benchmark_writes_the_full_report(avmnist: Path, tmp_path: Path) -
     assert report["parameters"]["per_task"].keys() == {f"task{i}" for i in range(1, 6)}
     assert report["learner_config"]["fusion"]["threshold"] == 1.0
     assert [t["fused_share"] for t in report["per_task"]] == [0.0] * 5  # r = 1 never happens
+    assert report["backbone_config"]["router"]["task_distance"] == "gaussian"
     assert report["machine"]["threads"] >= 1 and report["machine"]["cpus"] >= 1
 
 
@@ -77,3 +78,33 @@ def test_cost_table_reads_files_that_named_threads_cpus() -> None:
     old = _result(0, 2, 90.0)
     old["machine"] = {"cpus": 2}
     assert "| mcil | 2 | 1 | 90.00 |" in tables([old])
+
+
+def _settings_result(seed: int, threshold: float, ablation: str = "none", **backbone: object) -> dict:
+    r = _result(seed, 1, 1.0)
+    r.update(ablation=ablation, preset="lite", quick=False, evaluated_on="test.csv",
+             learner_config={"training": {"seed": seed, "epochs": 5},
+                             "fusion": {"kind": "concat" if ablation == "no-aavfm" else "aavfm",
+                                        "threshold": threshold}})
+    if backbone:
+        r["backbone_config"] = {"router": backbone}
+    return r
+
+
+def test_setting_differences_ignore_seed_and_ablation_but_name_other_changes() -> None:
+    same = [_settings_result(0, -1.0), _settings_result(1, -1.0), _settings_result(0, -1.0, "no-aavfm")]
+    assert setting_differences(same) == []
+    mixed = [*same, _settings_result(2, 0.8)]
+    (line,) = setting_differences(mixed)
+    assert line.startswith("`fusion.threshold`: -1.0 in lite-mcil-T5-s0, lite-mcil-T5-s1, lite-mcil-no-aavfm-T5-s0")
+    assert line.endswith("; 0.8 in lite-mcil-T5-s2")
+    assert "not all made with the same settings" in tables(mixed, setting_differences(mixed))
+
+
+def test_setting_differences_compare_backbone_settings_where_recorded() -> None:
+    a = _settings_result(0, -1.0, task_distance="gaussian")
+    b = _settings_result(1, -1.0, task_distance="euclidean")
+    old = _settings_result(2, -1.0)
+    lines = setting_differences([a, b, old])
+    assert lines[0].startswith("`backbone.router.task_distance`: \"euclidean\" in lite-mcil-T5-s1")
+    assert lines[1] == "backbone settings not recorded in lite-mcil-T5-s2"
