@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from model.fusion import AAVFM, PATH_CODES, ConcatFusion, FusionConfig, pearson
 
@@ -74,3 +75,20 @@ def test_config_is_validated() -> None:
         FusionConfig(threshold=2.0)
     with pytest.raises(ValueError, match="strong_modality"):
         FusionConfig(strong_modality="loudest")  # type: ignore[arg-type]
+
+
+def test_unit_inputs_keep_the_attention_from_saturating_on_large_features() -> None:
+    """With feature norms like lite's (about 20 and 14), raw inputs leave sound out of the fused
+    feature: swapping the audio barely changes it. Unit inputs let it through."""
+    torch.manual_seed(0)
+    v = 20 * F.normalize(torch.randn(8, E), dim=-1)
+    a, other_a = (14 * F.normalize(torch.randn(8, E), dim=-1) for _ in range(2))
+
+    def audio_effect(config: FusionConfig) -> torch.Tensor:
+        module = AAVFM(E, config)
+        with torch.no_grad():
+            fused, swapped = module.fuse(v, a), module.fuse(v, other_a)
+        return (fused - swapped).norm(dim=-1) / fused.norm(dim=-1)  # per sample
+
+    assert audio_effect(FusionConfig(threshold=-1.0)).max() < 1e-4
+    assert audio_effect(FusionConfig(threshold=-1.0, unit_inputs=True)).min() > 0.1
