@@ -38,7 +38,7 @@ def test_both_branches_are_taken_in_one_batch() -> None:
 
 def test_fusion_branch_is_a_convex_mix_before_training() -> None:
     v = torch.randn(2, E)
-    fused = AAVFM(E, FusionConfig(threshold=-1.0)).fuse(v, v * 3)
+    fused = AAVFM(E, FusionConfig(threshold=-1.0, unit_inputs=False)).fuse(v, v * 3)
     # attention weights and modality weights are convex; the MLP starts at zero
     assert torch.allclose(fused, v * (0.5 * torch.softmax(torch.stack([v.pow(2).sum(1) * 0.5 / E ** 0.5,
                                                                           v.pow(2).sum(1) * 1.5 / E ** 0.5]), 0)
@@ -90,5 +90,5 @@ def test_unit_inputs_keep_the_attention_from_saturating_on_large_features() -> N
             fused, swapped = module.fuse(v, a), module.fuse(v, other_a)
         return (fused - swapped).norm(dim=-1) / fused.norm(dim=-1)  # per sample
 
-    assert audio_effect(FusionConfig(threshold=-1.0)).max() < 1e-4
-    assert audio_effect(FusionConfig(threshold=-1.0, unit_inputs=True)).min() > 0.1
+    assert audio_effect(FusionConfig(threshold=-1.0, unit_inputs=False)).max() < 1e-4
+    assert audio_effect(FusionConfig(threshold=-1.0)).min() > 0.1  # the default
