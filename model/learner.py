@@ -112,8 +112,15 @@ class LearnerConfig:
             raise ValueError(f"learner config: unknown field(s) {unknown}")
         for name, sub in (("training", TrainingConfig), ("fusion", FusionConfig), ("loss", LossConfig)):
             if name in data and isinstance(data[name], dict):
-                data[name] = sub(**data[name])
+                data[name] = sub(**{**SETTINGS_BEFORE_THEY_WERE_SAVED.get(name, {}), **data[name]})
         return cls(**data)
+
+
+# A saved version was trained with the behaviour of its time: a field it does not record is read as
+# what that behaviour was, not as today's default (which may have changed since).
+SETTINGS_BEFORE_THEY_WERE_SAVED: dict[str, dict[str, Any]] = {
+    "fusion": {"unit_inputs": False},  # AAVFM's cross-attention took raw features before the field existed
+}
 
 
 @dataclass(frozen=True)

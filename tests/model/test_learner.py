@@ -12,7 +12,7 @@ import torch
 
 from model.errors import CheckpointError, InvalidInputError, StateError
 from model.fusion import FusionConfig
-from model.learner import Learner, TrainingCancelled
+from model.learner import Learner, LearnerConfig, TrainingCancelled
 from model.samples import LabeledSample, Sample
 from tests.conftest import FAST
 
@@ -81,6 +81,14 @@ def _fresh(learner: Learner):
     from model.backbone import build_backbone
 
     return build_backbone(learner.preset)
+
+
+def test_a_saved_config_keeps_the_behaviour_it_was_trained_with() -> None:
+    saved_before_unit_inputs = {"fusion": {"kind": "aavfm", "threshold": -1.0}}
+    assert LearnerConfig.from_dict(saved_before_unit_inputs).fusion.unit_inputs is False
+    assert LearnerConfig().fusion.unit_inputs is True  # today's default, for new learners
+    round_trip = LearnerConfig.from_dict(LearnerConfig().to_dict())
+    assert round_trip == LearnerConfig()
 
 
 def test_load_rejects_a_partial_version(trained: Learner, tmp_path: Path) -> None:
