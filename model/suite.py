@@ -104,7 +104,7 @@ def setting_differences(results: list[dict[str, Any]]) -> list[str]:
     """One line per setting in which the runs differ (beyond seed and ablation), naming which run
     used which value, so a folder that mixes runs made with other settings is not averaged silently.
     Reports written before runs recorded the backbone's settings get one line of their own."""
-    by_key: dict[str, dict[str, list[str]]] = {}
+    recorded: list[tuple[str, dict[str, Any]]] = []
     unrecorded: list[str] = []
     for r in results:
         name = run_name(r).removesuffix(".json")
@@ -113,9 +113,18 @@ def setting_differences(results: list[dict[str, Any]]) -> list[str]:
             settings.update(_flat(r["backbone_config"], "backbone."))
         else:
             unrecorded.append(name)
-        for key, value in settings.items():
-            if key not in VARYING_SETTINGS:
-                by_key.setdefault(key, {}).setdefault(json.dumps(value), []).append(name)
+        recorded.append((name, settings))
+    keys = {k for _, settings in recorded for k in settings} - VARYING_SETTINGS
+    by_key: dict[str, dict[str, list[str]]] = {}
+    for name, settings in recorded:
+        for key in keys:
+            if key in settings:
+                value = json.dumps(settings[key])
+            elif key.startswith("backbone.") and name in unrecorded:
+                continue  # reported once below
+            else:
+                value = "(not recorded)"
+            by_key.setdefault(key, {}).setdefault(value, []).append(name)
     lines = []
     for key, values in sorted(by_key.items()):
         if len(values) > 1:

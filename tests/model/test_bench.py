@@ -99,6 +99,11 @@ def test_setting_differences_ignore_seed_and_ablation_but_name_other_changes() -
     assert line.startswith("`fusion.threshold`: -1.0 in lite-mcil-T5-s0, lite-mcil-T5-s1, lite-mcil-no-aavfm-T5-s0")
     assert line.endswith("; 0.8 in lite-mcil-T5-s2")
     assert "not all made with the same settings" in tables(mixed, setting_differences(mixed))
+    older = _settings_result(3, -1.0)
+    del older["learner_config"]["fusion"]["threshold"]  # made before the field existed
+    assert setting_differences([*same, older]) == [(
+        "`fusion.threshold`: (not recorded) in lite-mcil-T5-s3; -1.0 in lite-mcil-T5-s0, lite-mcil-T5-s1, "
+        "lite-mcil-no-aavfm-T5-s0")]
 
 
 def test_setting_differences_compare_backbone_settings_where_recorded() -> None:
