@@ -2,7 +2,8 @@
 
 A daemon learns a task (``server.runner: onnxruntime``: training itself always runs in PyTorch);
 then two daemons started on the same state folder, one per runner, serve that learned version and
-classify the same samples: the ranked classes are identical and the scores agree to float precision.
+classify the same samples: the ranked classes and paths are identical and the scores agree to float
+precision (see the tolerance below).
 """
 
 from __future__ import annotations
@@ -72,4 +73,6 @@ def test_daemon_answers_identically_on_onnxruntime(tiny_export: Path, tmp_path: 
         assert [c.name for c in h.classes] == [c.name for c in e.classes]
         assert h.path == e.path
         for ch, ce in zip(h.classes, e.classes):
-            assert ch.score == pytest.approx(ce.score, abs=1e-4)
+            # Scores are softmax(100 x cosine): a feature cosine that the runtimes round 1e-5 apart
+            # moves a score by up to 2.5e-4 (the features themselves agree to 1e-4, test_parity.py).
+            assert ch.score == pytest.approx(ce.score, abs=5e-4)
