@@ -74,6 +74,13 @@ class TrainingConfig:
             raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
 
 
+# A saved version was trained with the behaviour of its time: a field it does not record is read as
+# what that behaviour was, not as today's default (which may have changed since).
+SETTINGS_BEFORE_THEY_WERE_SAVED: dict[str, dict[str, Any]] = {
+    "fusion": {"unit_inputs": False},  # AAVFM's cross-attention took raw features before the field existed
+}
+
+
 @dataclass(frozen=True)
 class LearnerConfig:
     """Everything that shapes learning, besides the backbone preset and the strategy."""
@@ -114,13 +121,6 @@ class LearnerConfig:
             if name in data and isinstance(data[name], dict):
                 data[name] = sub(**{**SETTINGS_BEFORE_THEY_WERE_SAVED.get(name, {}), **data[name]})
         return cls(**data)
-
-
-# A saved version was trained with the behaviour of its time: a field it does not record is read as
-# what that behaviour was, not as today's default (which may have changed since).
-SETTINGS_BEFORE_THEY_WERE_SAVED: dict[str, dict[str, Any]] = {
-    "fusion": {"unit_inputs": False},  # AAVFM's cross-attention took raw features before the field existed
-}
 
 
 @dataclass(frozen=True)

@@ -104,27 +104,20 @@ def setting_differences(results: list[dict[str, Any]]) -> list[str]:
     """One line per setting in which the runs differ (beyond seed and ablation), naming which run
     used which value, so a folder that mixes runs made with other settings is not averaged silently.
     Reports written before runs recorded the backbone's settings get one line of their own."""
-    recorded: list[tuple[str, dict[str, Any]]] = []
-    unrecorded: list[str] = []
+    recorded: list[tuple[str, dict[str, Any], bool]] = []  # (run, settings, backbone recorded)
     for r in results:
-        name = run_name(r).removesuffix(".json")
         settings = {**_flat(r["learner_config"]), "quick": r["quick"], "evaluated_on": r["evaluated_on"]}
-        if "backbone_config" in r:
-            settings.update(_flat(r["backbone_config"], "backbone."))
-        else:
-            unrecorded.append(name)
-        recorded.append((name, settings))
-    keys = {k for _, settings in recorded for k in settings} - VARYING_SETTINGS
+        settings.update(_flat(r.get("backbone_config", {}), "backbone."))
+        recorded.append((run_name(r).removesuffix(".json"), settings, "backbone_config" in r))
+    keys = {k for _, settings, _ in recorded for k in settings} - VARYING_SETTINGS
     by_key: dict[str, dict[str, list[str]]] = {}
-    for name, settings in recorded:
+    for name, settings, has_backbone in recorded:
         for key in keys:
-            if key in settings:
-                value = json.dumps(settings[key])
-            elif key.startswith("backbone.") and name in unrecorded:
+            if key.startswith("backbone.") and not has_backbone:
                 continue  # reported once below
-            else:
-                value = "(not recorded)"
+            value = json.dumps(settings[key]) if key in settings else "(not recorded)"
             by_key.setdefault(key, {}).setdefault(value, []).append(name)
+    unrecorded = [name for name, _, has_backbone in recorded if not has_backbone]
     lines = []
     for key, values in sorted(by_key.items()):
         if len(values) > 1:
