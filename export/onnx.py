@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import onnx
 import torch
 
-import onnx
 from export.decompositions import decompose_unsupported
 from export.errors import ManifestError, SegmentExportError
 from export.manifest import PRECISIONS, Manifest, SegmentEntry, SegmentFile, TensorSpec, file_sha256

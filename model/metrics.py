@@ -210,7 +210,7 @@ def forgetting_at(a: AccuracyMatrix | Sequence[Sequence[float]], t: int) -> floa
     if t == 1:
         return 0.0
     now = a.rows[t - 1]
-    drops = [max(a.rows[l][j] for l in range(j, t - 1)) - now[j] for j in range(t - 1)]
+    drops = [max(a.rows[step][j] for step in range(j, t - 1)) - now[j] for j in range(t - 1)]
     return sum(drops) / (t - 1)
 
 

@@ -138,7 +138,9 @@ class ClassifyBatcher:
     def _answer(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         for p in batch:
-            self._observe(lambda: self._metrics["mcil_classify_queue_delay_seconds"].observe(started - p.enqueued))
+            delay = started - p.enqueued
+            # _observe calls the lambda at once, so it sees this iteration's delay.
+            self._observe(lambda: self._metrics["mcil_classify_queue_delay_seconds"].observe(delay))  # noqa: B023
         top_k = max(p.top_k for p in batch)
         samples = [s for p in batch for s in p.samples]
         try:

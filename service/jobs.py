@@ -249,7 +249,9 @@ class JobRunner:
         seen = job.revision
         while not job.ended and is_active():
             with self._changed:
-                self._changed.wait_for(lambda: self._jobs[job_id].revision != seen or self._closing, timeout=0.5)
+                # wait_for evaluates the predicate before it returns, never after this iteration.
+                self._changed.wait_for(
+                    lambda: self._jobs[job_id].revision != seen or self._closing, timeout=0.5)  # noqa: B023
                 job = self._jobs[job_id]
             if job.revision != seen:
                 seen = job.revision

@@ -171,8 +171,9 @@ def save_examples(path: Path, examples: Sequence["LabeledSample"]) -> None:
 
 
 def load_examples(path: Path) -> list["LabeledSample"]:
-    from model.samples import LabeledSample
     from safetensors import safe_open
+
+    from model.samples import LabeledSample
 
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata() or {}
