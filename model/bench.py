@@ -192,6 +192,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audio-projection", type=Path, help="optional P, 512x1024 (audioclip preset)")
     p.add_argument("--out", type=Path, help="where to write the JSON report (suite: a folder)")
     p.add_argument("--max-runs", type=int, help="suite: run at most this many pending runs, then aggregate")
+    p.add_argument("--workers", type=int, default=1,
+                   help="suite: runs at once, each in its own process with cpus/workers threads (default 1)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -202,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.max_runs is not None and (not args.suite or args.max_runs < 0):
         print("error: --max-runs: a number >= 0, and only with --suite", file=sys.stderr)
+        return 2
+    if args.workers < 1 or (args.workers > 1 and not args.suite):
+        print("error: --workers: a number >= 1, and more than 1 only with --suite", file=sys.stderr)
         return 2
     if args.suite:
         from model.suite import run_suite

@@ -7,6 +7,13 @@ in ``--out``; a run whose file exists is skipped, so an interrupted suite picks 
 Then it aggregates whatever runs exist into ``--out/tables.md`` (mean and standard deviation over
 seeds) and ``--out/forgetting_curve.png`` (accuracy on all seen classes after each task, T = 5).
 ``--max-runs N`` stops after N new runs (``--max-runs 0``: only aggregate what exists).
+
+Each run has a process of its own (so its peak-memory figure is its own, not the largest of the
+runs before it). ``--workers N`` runs N at once, each with ``cpus // N`` PyTorch threads unless
+``--threads`` says otherwise: on a 2-core machine, two one-thread runs train about 16% more per hour
+than one two-thread run (docs/benchmarks.md). A run that fails is reported at the end and leaves no
+file, so the next invocation retries it; the others still run.
+
 Runs in one folder should share their settings: where they do not (say, files from before a default
 changed), the suite warns and ``tables.md`` opens with the settings that differ and the runs using each.
 """
@@ -16,9 +23,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +55,6 @@ def run_name(r: dict[str, Any]) -> str:
 
 
 def run_suite(args: argparse.Namespace) -> int:
-    from model.bench import run
-
     out = Path(args.out or "results/avmnist")
     out.mkdir(parents=True, exist_ok=True)
     runs = plan(args.preset)
@@ -54,23 +62,61 @@ def run_suite(args: argparse.Namespace) -> int:
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}", file=sys.stderr)
     if args.max_runs is not None:
         todo = todo[:args.max_runs]
-    for r in tqdm(todo, desc="benchmark", unit="run"):
-        run_args = copy.copy(args)
-        run_args.strategy, run_args.tasks, run_args.seed, run_args.ablation = (
-            r["strategy"], r["tasks"], r["seed"], r["ablation"])
-        run_args.no_progress = True
-        result = run(run_args)
-        tmp = out / (run_name(r) + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(out / run_name(r))  # a run counts as done only once its file is whole
+    failed = _run_all(args, todo, out) if todo else []
     results = [json.loads(p.read_text()) for p in sorted(out.glob(f"{args.preset}-*.json"))]
     differences = setting_differences(results)
     for line in differences:
         print(f"warning: runs in {out} differ in a setting: {line}", file=sys.stderr)
     (out / "tables.md").write_text(tables(results, differences))
-    plot_forgetting_curve(results, out / "forgetting_curve.png")
-    print(f"wrote {out / 'tables.md'} and {out / 'forgetting_curve.png'}", file=sys.stderr)
-    return 0
+    print(f"wrote {out / 'tables.md'}", file=sys.stderr)
+    if plot_forgetting_curve(results, out / "forgetting_curve.png"):
+        print(f"wrote {out / 'forgetting_curve.png'}", file=sys.stderr)
+    else:
+        print("no T = 5 run yet: no forgetting curve", file=sys.stderr)
+    for name, error in failed:
+        print(f"error: run {name} failed ({error}); run the suite again to retry it", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _run_all(args: argparse.Namespace, todo: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
+    """Run ``todo`` ``args.workers`` at a time, a fresh process per run; returns the failed runs."""
+    workers = args.workers
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+    failed: list[tuple[str, str]] = []
+    context = multiprocessing.get_context("spawn")  # never fork a process that holds PyTorch threads
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(_run_one, _run_arguments(args, r, threads)): r for r in todo}
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), desc="benchmark", unit="run"):
+                name = run_name(futures[future])
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - one failed run must not cost the others
+                    failed.append((name, f"{type(exc).__name__}: {exc}"))
+                    continue
+                tmp = out / (name + ".tmp")
+                tmp.write_text(json.dumps(result, indent=2))
+                tmp.replace(out / name)  # a run counts as done only once its file is whole
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return failed
+
+
+def _run_arguments(args: argparse.Namespace, r: dict[str, Any], threads: int | None) -> argparse.Namespace:
+    run_args = copy.copy(args)
+    run_args.strategy, run_args.tasks, run_args.seed, run_args.ablation = (
+        r["strategy"], r["tasks"], r["seed"], r["ablation"])
+    run_args.threads = threads
+    run_args.no_progress = True
+    return run_args
+
+
+def _run_one(run_args: argparse.Namespace) -> dict[str, Any]:
+    """One run, in a worker process of its own."""
+    from model.bench import run
+
+    return run(run_args)
 
 
 def _mean_sd(values: list[float | None]) -> str:
@@ -178,8 +224,12 @@ def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> st
     return "\n".join(lines) + "\n"
 
 
-def plot_forgetting_curve(results: list[dict[str, Any]], path: Path, tasks: int = 5) -> None:
-    """Accuracy on all classes seen so far after each task, one line per strategy (mean over seeds)."""
+def plot_forgetting_curve(results: list[dict[str, Any]], path: Path, tasks: int = 5) -> bool:
+    """Accuracy on all classes seen so far after each task, one line per strategy (mean over seeds).
+
+    Writes nothing and returns False when no main-row run with ``tasks`` tasks exists yet."""
+    if not any(_group(results, strategy=s, tasks=tasks, ablation="none") for s in STRATEGY_ORDER):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,3 +253,4 @@ def plot_forgetting_curve(results: list[dict[str, Any]], path: Path, tasks: int 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return True

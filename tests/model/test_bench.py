@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -56,8 +57,36 @@ def test_suite_runs_at_most_max_runs_then_aggregates(avmnist: Path, tmp_path: Pa
     assert len(list(tmp_path.glob("tiny-*.json"))) == 1
 
 
+@pytest.mark.slow
+def test_suite_runs_two_at_a_time_with_a_share_of_the_cpus_each(avmnist: Path, tmp_path: Path) -> None:
+    args = ["--suite", "avmnist", "--data", str(avmnist), "--preset", "tiny", "--quick", "--out", str(tmp_path)]
+    assert main([*args, "--workers", "2", "--max-runs", "2"]) == 0
+    names = sorted(p.name for p in tmp_path.glob("tiny-*.json"))
+    assert names == ["tiny-finetune-T5-s0.json", "tiny-zero-shot-T5-s0.json"]
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert all(json.loads((tmp_path / n).read_text())["machine"]["threads"] == threads for n in names)
+    assert "| finetune | 1 |" in (tmp_path / "tables.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_failed_run_leaves_no_file_and_fails_the_suite(avmnist: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # epochs=0 is refused by the training config inside the run's own process.
+    args = ["--suite", "avmnist", "--data", str(avmnist), "--preset", "tiny", "--epochs", "0", "--threads", "1",
+            "--out", str(tmp_path), "--max-runs", "1"]
+    assert main(args) == 1
+    assert not list(tmp_path.glob("tiny-*.json*"))
+    assert not (tmp_path / "forgetting_curve.png").exists()  # nothing to plot yet
+    assert "run tiny-zero-shot-T5-s0.json failed (ValueError: epochs" in capsys.readouterr().err
+
+
 def test_max_runs_only_with_the_suite(avmnist: Path) -> None:
     assert main(["--data", str(avmnist), "--max-runs", "1", "--out", "unused.json"]) == 2
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_workers_at_least_one_and_several_only_with_the_suite(avmnist: Path, workers: str) -> None:
+    assert main(["--data", str(avmnist), "--workers", workers, "--out", "unused.json"]) == 2
 
 
 def _result(seed: int, threads: int, train_seconds: float) -> dict:
