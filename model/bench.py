@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "evaluated_on": "validation (10% of train.csv)" if args.validation else "test.csv",
         "class_order": tasks,
         "held_out_per_task": [len(h) for h in held_out_by_task],
-        "learner_config": config.to_dict(),
+        "learner_config": learner.config.to_dict(),  # in effect: concat strategies say so
         "backbone_config": dataclasses.asdict(learner.backbone.config),
         "figures": evaluation.record.summary(),
         "record": evaluation.record.to_dict(),

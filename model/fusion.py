@@ -68,6 +68,10 @@ class FusionConfig:
             raise ValueError(f"mlp_ratio: must be > 0, got {self.mlp_ratio}")
 
 
+# The fields only AAVFM reads; concatenation (``kind="concat"``) ignores them.
+AAVFM_ONLY_FIELDS = frozenset({"threshold", "strong_modality", "mlp_ratio", "unit_inputs"})
+
+
 @dataclass
 class FusionOutput:
     fused: torch.Tensor  # (B, E)

@@ -195,10 +195,13 @@ class Learner:
     def __init__(self, backbone: TriModalBackbone, strategy: Strategy, config: LearnerConfig, preset: str) -> None:
         self.backbone = backbone
         self.strategy = strategy
+        # The config in effect: strategies built on concatenation get it whatever the caller asked for,
+        # so what is saved and reported (``fusion.kind``) is what runs.
+        if strategy.fusion_kind != "aavfm":
+            config = replace(config, fusion=replace(config.fusion, kind="concat"))
         self.config = config
         self.preset = preset
-        fusion_config = config.fusion if strategy.fusion_kind == "aavfm" else replace(config.fusion, kind="concat")
-        self.fusion = build_fusion(backbone.embed_dim, fusion_config).eval()
+        self.fusion = build_fusion(backbone.embed_dim, config.fusion).eval()
         self._tasks: list[_Task] = []
         self.prototypes = torch.zeros(0, backbone.embed_dim)  # (C, E), unit rows
         self.class_statistics = ClassStatistics(backbone.embed_dim)  # feature replay (model/replay.py)

@@ -34,6 +34,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from model.fusion import AAVFM_ONLY_FIELDS
+from model.strategies import STRATEGIES
+
 STRATEGY_ORDER = ("zero-shot", "finetune", "lwf", "icarl", "moe-adapters", "mcil", "joint")
 TASK_COUNTS = (5, 3, 10)
 SEEDS = (0, 1, 2)
@@ -134,6 +137,7 @@ def _group(results: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
 
 # Settings a run's tables may legitimately differ in: the seed, and what an ablation switches off.
 VARYING_SETTINGS = frozenset({"training.seed", "text_diversity", "fusion.kind", "loss.kind"})
+_AAVFM_ONLY_KEYS = frozenset(f"fusion.{name}" for name in AAVFM_ONLY_FIELDS)
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -149,21 +153,25 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def setting_differences(results: list[dict[str, Any]]) -> list[str]:
     """One line per setting in which the runs differ (beyond seed and ablation), naming which run
     used which value, so a folder that mixes runs made with other settings is not averaged silently.
+    AAVFM's own settings are compared only among runs that use AAVFM.
     Reports written before runs recorded the backbone's settings get one line of their own."""
-    recorded: list[tuple[str, dict[str, Any], bool]] = []  # (run, settings, backbone recorded)
+    recorded: list[tuple[str, dict[str, Any], bool, bool]] = []  # (run, settings, backbone recorded, concat)
     for r in results:
         settings = {**_flat(r["learner_config"]), "quick": r["quick"], "evaluated_on": r["evaluated_on"]}
         settings.update(_flat(r.get("backbone_config", {}), "backbone."))
-        recorded.append((run_name(r).removesuffix(".json"), settings, "backbone_config" in r))
-    keys = {k for _, settings, _ in recorded for k in settings} - VARYING_SETTINGS
+        recorded.append((run_name(r).removesuffix(".json"), settings, "backbone_config" in r,
+                         _fusion_kind(r) == "concat"))
+    keys = {k for _, settings, _, _ in recorded for k in settings} - VARYING_SETTINGS
     by_key: dict[str, dict[str, list[str]]] = {}
-    for name, settings, has_backbone in recorded:
+    for name, settings, has_backbone, concat in recorded:
         for key in keys:
             if key.startswith("backbone.") and not has_backbone:
                 continue  # reported once below
+            if concat and key in _AAVFM_ONLY_KEYS:
+                continue  # AAVFM's settings do not reach a run that concatenates
             value = json.dumps(settings[key]) if key in settings else "(not recorded)"
             by_key.setdefault(key, {}).setdefault(value, []).append(name)
-    unrecorded = [name for name, _, has_backbone in recorded if not has_backbone]
+    unrecorded = [name for name, _, has_backbone, _ in recorded if not has_backbone]
     lines = []
     for key, values in sorted(by_key.items()):
         if len(values) > 1:
@@ -171,6 +179,15 @@ def setting_differences(results: list[dict[str, Any]]) -> list[str]:
     if unrecorded and len(unrecorded) < len(results):
         lines.append(f"backbone settings not recorded in {', '.join(unrecorded)}")
     return lines
+
+
+def _fusion_kind(result: dict[str, Any]) -> str:
+    """The fusion a run used. Reports written before they recorded the config in effect name the
+    requested ``fusion.kind`` ("aavfm") for strategies that always concatenate; the strategy decides."""
+    strategy = STRATEGIES.get(result.get("strategy", ""))
+    if strategy is not None and strategy.fusion_kind != "aavfm":
+        return "concat"
+    return result["learner_config"].get("fusion", {}).get("kind", "aavfm")
 
 
 def _threads(result: dict[str, Any]) -> int:

@@ -125,14 +125,25 @@ def test_setting_differences_ignore_seed_and_ablation_but_name_other_changes() -
     assert setting_differences(same) == []
     mixed = [*same, _settings_result(2, 0.8)]
     (line,) = setting_differences(mixed)
-    assert line.startswith("`fusion.threshold`: -1.0 in lite-mcil-T5-s0, lite-mcil-T5-s1, lite-mcil-no-aavfm-T5-s0")
-    assert line.endswith("; 0.8 in lite-mcil-T5-s2")
+    # the no-aavfm run concatenates, so AAVFM's threshold does not reach it
+    assert line == "`fusion.threshold`: -1.0 in lite-mcil-T5-s0, lite-mcil-T5-s1; 0.8 in lite-mcil-T5-s2"
     assert "not all made with the same settings" in tables(mixed, setting_differences(mixed))
     older = _settings_result(3, -1.0)
     del older["learner_config"]["fusion"]["threshold"]  # made before the field existed
     assert setting_differences([*same, older]) == [(
-        "`fusion.threshold`: (not recorded) in lite-mcil-T5-s3; -1.0 in lite-mcil-T5-s0, lite-mcil-T5-s1, "
-        "lite-mcil-no-aavfm-T5-s0")]
+        "`fusion.threshold`: (not recorded) in lite-mcil-T5-s3; -1.0 in lite-mcil-T5-s0, lite-mcil-T5-s1")]
+
+
+def test_setting_differences_skip_aavfm_settings_of_strategies_that_concatenate() -> None:
+    runs = []
+    for seed, unit_inputs in enumerate((True, False)):
+        r = _settings_result(seed, -1.0)
+        r["learner_config"]["fusion"]["unit_inputs"] = unit_inputs
+        runs.append(r)
+    assert setting_differences(runs) != []  # mcil runs AAVFM: the difference matters
+    for r in runs:
+        r["strategy"] = "finetune"  # reports of concatenating strategies once named kind "aavfm"
+    assert setting_differences(runs) == []
 
 
 def test_setting_differences_compare_backbone_settings_where_recorded() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from model.fusion import AAVFM, PATH_CODES, ConcatFusion, FusionConfig, pearson
+from model.fusion import AAVFM, AAVFM_ONLY_FIELDS, PATH_CODES, ConcatFusion, FusionConfig, pearson
 
 E = 8
 
@@ -92,3 +92,14 @@ def test_unit_inputs_keep_the_attention_from_saturating_on_large_features() -> N
 
     assert audio_effect(FusionConfig(threshold=-1.0, unit_inputs=False)).max() < 1e-4
     assert audio_effect(FusionConfig(threshold=-1.0)).min() > 0.1  # the default
+
+
+def test_concatenation_ignores_the_aavfm_only_settings() -> None:
+    assert AAVFM_ONLY_FIELDS <= set(FusionConfig.__dataclass_fields__) - {"kind"}
+    v, a = torch.randn(6, E) * 5, torch.randn(6, E)
+    torch.manual_seed(0)
+    plain = run(ConcatFusion(E, FusionConfig(kind="concat")), v, a)
+    torch.manual_seed(0)
+    other = FusionConfig(kind="concat", threshold=0.9, strong_modality="audio", mlp_ratio=4.0, unit_inputs=False)
+    changed = run(ConcatFusion(E, other), v, a)
+    assert torch.equal(plain.fused, changed.fused) and torch.equal(plain.path, changed.path)

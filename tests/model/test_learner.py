@@ -91,6 +91,15 @@ def test_a_saved_config_keeps_the_behaviour_it_was_trained_with() -> None:
     assert round_trip == LearnerConfig()
 
 
+def test_a_learner_records_the_fusion_it_runs(make_learner, tmp_path: Path) -> None:
+    asked = replace(FAST, fusion=FusionConfig(kind="aavfm", threshold=0.5))
+    concat = make_learner("finetune", config=asked)
+    assert concat.config.fusion.kind == "concat" and type(concat.fusion).__name__ == "ConcatFusion"
+    concat.save(tmp_path / "v")
+    assert Learner.load(tmp_path / "v").config.fusion.kind == "concat"
+    assert make_learner("mcil", config=asked).config.fusion == asked.fusion
+
+
 def test_load_rejects_a_partial_version(trained: Learner, tmp_path: Path) -> None:
     trained.save(tmp_path / "v")
     (tmp_path / "v" / "learned.safetensors").write_bytes(b"truncated")
