@@ -195,10 +195,8 @@ class Learner:
     def __init__(self, backbone: TriModalBackbone, strategy: Strategy, config: LearnerConfig, preset: str) -> None:
         self.backbone = backbone
         self.strategy = strategy
-        # The config in effect: strategies built on concatenation get it whatever the caller asked for,
-        # so what is saved and reported (``fusion.kind``) is what runs.
-        if strategy.fusion_kind != "aavfm":
-            config = replace(config, fusion=replace(config.fusion, kind="concat"))
+        # The config in effect, so that what is saved and reported (``fusion.kind``) is what runs.
+        config = replace(config, fusion=replace(config.fusion, kind=strategy.fusion_used(config.fusion.kind)))
         self.config = config
         self.preset = preset
         self.fusion = build_fusion(backbone.embed_dim, config.fusion).eval()

@@ -184,10 +184,9 @@ def setting_differences(results: list[dict[str, Any]]) -> list[str]:
 def _fusion_kind(result: dict[str, Any]) -> str:
     """The fusion a run used. Reports written before they recorded the config in effect name the
     requested ``fusion.kind`` ("aavfm") for strategies that always concatenate; the strategy decides."""
-    strategy = STRATEGIES.get(result.get("strategy", ""))
-    if strategy is not None and strategy.fusion_kind != "aavfm":
-        return "concat"
-    return result["learner_config"].get("fusion", {}).get("kind", "aavfm")
+    requested = result["learner_config"].get("fusion", {}).get("kind", "aavfm")
+    strategy = STRATEGIES.get(result["strategy"])
+    return strategy.fusion_used(requested) if strategy is not None else requested
 
 
 def _threads(result: dict[str, Any]) -> int:

@@ -32,6 +32,12 @@ class Strategy:
     keeps_training_data: ClassVar[bool] = False
     freezes_old_prototypes: ClassVar[bool] = False  # an old class keeps the prototype it was learned with
 
+    @classmethod
+    def fusion_used(cls, requested: str) -> str:
+        """The fusion kind this strategy runs when ``requested`` is configured: a strategy built on
+        AAVFM takes the request (the no-aavfm ablation asks for "concat"); the others always concatenate."""
+        return requested if cls.fusion_kind == "aavfm" else "concat"
+
     def before_task(self, learner: "Learner", task_key: str) -> None:
         """Called once the new task's inputs are validated and encoded, before the first step."""
 
