@@ -76,7 +76,7 @@ class TriModalBackbone(nn.Module):
         """Runs the frozen audio encoder on ``runner`` (``(B, S) -> (B, audio_dim)``); ``None``: PyTorch."""
         self.audio_runner = runner
 
-    def __deepcopy__(self, memo: dict) -> "TriModalBackbone":
+    def __deepcopy__(self, memo: dict[int, object]) -> "TriModalBackbone":
         # Copies share every frozen tensor and runner: only learned state is duplicated, so a copy
         # being trained costs the memory of its adapters, not of a second backbone.
         frozen = [t for m in (self.audio, *self.image.frozen_modules(), *self.text.frozen_modules())
@@ -90,18 +90,21 @@ class TriModalBackbone(nn.Module):
     # -- features ---------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` normalised images -> ``(B, E)``, through the image experts."""
-        return self.projections["image"](self.image(images))
+        embedding: torch.Tensor = self.projections["image"](self.image(images))
+        return embedding
 
     @torch.no_grad()
     def encode_audio_raw(self, waveforms: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` waveforms at ``sample_rate`` -> ``(B, audio_dim)``, the frozen encoder only."""
         if self.audio_runner is not None:
             return self.audio_runner(waveforms)
-        return self.audio(waveforms)
+        features: torch.Tensor = self.audio(waveforms)
+        return features
 
     def project_audio(self, audio_features: torch.Tensor) -> torch.Tensor:
         """``(B, audio_dim)`` -> ``(B, E)``: P, into the image space."""
-        return self.projections["audio"](audio_features)
+        embedding: torch.Tensor = self.projections["audio"](audio_features)
+        return embedding
 
     def encode_audio(self, waveforms: torch.Tensor) -> torch.Tensor:
         return self.project_audio(self.encode_audio_raw(waveforms))
@@ -109,7 +112,8 @@ class TriModalBackbone(nn.Module):
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Strings -> ``(B, E)``, through the text experts."""
         tokens = self.tokenizer(list(texts)).to(self._device())
-        return self.projections["text"](self.text(tokens))
+        embedding: torch.Tensor = self.projections["text"](self.text(tokens))
+        return embedding
 
     def _device(self) -> torch.device:
         return next(self.image.parameters()).device

@@ -39,6 +39,7 @@ from model.data import read_split
 from model.fusion import FusionConfig
 from model.learner import LearnerConfig, TrainingConfig, create_learner
 from model.protocol import ContinualEvaluation
+from model.samples import LabeledSample
 
 QUICK_TRAIN_PER_CLASS = 24
 QUICK_TEST_PER_CLASS = 10
@@ -67,7 +68,8 @@ def ablate(config: LearnerConfig, ablation: str) -> LearnerConfig:
     return config
 
 
-def validation_split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
+def validation_split(samples: list[LabeledSample], fraction: float,
+                     seed: int) -> tuple[list[LabeledSample], list[LabeledSample]]:
     """(train, validation): ``fraction`` of each class, chosen with ``seed``, becomes validation."""
     rng = np.random.default_rng(seed)
     by_class: dict[str, list[int]] = {}

@@ -71,7 +71,8 @@ class ConvExpert(nn.Module):
             h = F.avg_pool2d(h, kernel_size=self.stride, stride=self.stride, ceil_mode=True)  # (B, C_in, H', W')
         z = h.permute(0, 2, 3, 1)  # (B, H', W', C_in): a 1x1 convolution is a linear map per pixel
         z = F.gelu(self.down_b(self.down_a(z)))  # (B, H', W', m)
-        return (self.scale * self.up_b(self.up_a(z))).permute(0, 3, 1, 2)  # (B, C_out, H', W')
+        out: torch.Tensor = self.scale * self.up_b(self.up_a(z))  # (B, H', W', C_out)
+        return out.permute(0, 3, 1, 2)  # (B, C_out, H', W')
 
 
 def conv_expert_factory(shape: ConvBlockShape, config: ExpertConfig) -> ExpertFactory:

@@ -27,7 +27,7 @@ rank-``r`` product (LoRA), with the last factor zero-initialised so a new expert
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, cast
 
 import torch
 from torch import nn
@@ -96,7 +96,8 @@ class LoRAExpert(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         z = F.gelu(self.down_b(self.down_a(h)))  # (B, N, m)
-        return self.scale * self.up_b(self.up_a(z))  # (B, N, D)
+        out: torch.Tensor = self.scale * self.up_b(self.up_a(z))  # (B, N, D)
+        return out
 
 
 def lora_expert_factory(config: ExpertConfig) -> ExpertFactory:
@@ -126,6 +127,9 @@ class TaskKey(nn.Module):
     """
 
     EPS = 1e-4
+    mean: torch.Tensor
+    var: torch.Tensor
+    seen: torch.Tensor
 
     def __init__(self, width: int, distance: str = "gaussian", momentum: float = 0.9) -> None:
         super().__init__()
@@ -181,7 +185,7 @@ class Router(nn.Module):
         z = self.hidden(u)  # (B, hidden)
         logits = []
         for task, head in self.heads.items():
-            key = self.keys[task]
+            key = cast(TaskKey, self.keys[task])
             if self.training and head.weight.requires_grad:
                 key.update(u.detach())  # the task being learned tracks where its inputs are
             task_logits = head(z)  # (B, n_t)

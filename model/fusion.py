@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -48,10 +48,12 @@ from model.samples import PATHS
 
 PATH_CODES = {name: i for i, name in enumerate(PATHS)}  # av: 0, visual: 1, audio: 2
 
+FusionKind = Literal["aavfm", "concat"]
+
 
 @dataclass(frozen=True)
 class FusionConfig:
-    kind: Literal["aavfm", "concat"] = "aavfm"
+    kind: FusionKind = "aavfm"
     threshold: float = -1.0  # every pair fused; see the module docstring
     strong_modality: Literal["visual", "audio", "auto"] = "auto"
     mlp_ratio: float = 2.0
@@ -109,8 +111,9 @@ class AAVFM(nn.Module):
         self.modality_logits = nn.Parameter(torch.zeros(2))  # softmax -> (w_v, w_a)
         hidden = max(1, int(dim * config.mlp_ratio))
         self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        last = cast(nn.Linear, self.mlp[-1])
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def modality_weights(self) -> torch.Tensor:
         return self.modality_logits.softmax(dim=0)  # (2,)
@@ -123,7 +126,8 @@ class AAVFM(nn.Module):
         c = torch.stack([w[0] * v, w[1] * a], dim=1)  # (B, 2, E)
         attn = (v.unsqueeze(1) @ c.transpose(1, 2) / math.sqrt(self.dim)).softmax(dim=-1)  # (B, 1, 2)
         f_ca = (attn @ c).squeeze(1)  # (B, E)
-        return f_ca + self.mlp(f_ca)
+        fused: torch.Tensor = f_ca + self.mlp(f_ca)
+        return fused
 
     def forward(
         self,

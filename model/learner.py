@@ -33,7 +33,7 @@ import math
 import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -450,7 +450,7 @@ class Learner:
                     if replayed is not None:
                         loss = loss + replayed
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                     optimizer.step()
                     schedule.step()
@@ -515,10 +515,13 @@ class Learner:
 
     def _forward_in_chunks(self, batch: EncodedBatch, extra: torch.Tensor | None, scores: bool) -> ForwardOutput:
         outs = [self.forward(b, self.prototypes, extra, scores=scores) for b in self._batches(batch)]
-        fusion = FusionOutput(*(torch.cat([getattr(o.fusion, f) for o in outs]) for f in
-                                ("fused", "path", "correlation")))
-        return ForwardOutput(*(torch.cat([getattr(o, f) for o in outs]) for f in
-                               ("logits", "fused", "visual", "audio")), fusion)
+        def cat(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+            return torch.cat(list(tensors))
+
+        fusion = FusionOutput(cat(o.fusion.fused for o in outs), cat(o.fusion.path for o in outs),
+                              cat(o.fusion.correlation for o in outs))
+        return ForwardOutput(cat(o.logits for o in outs), cat(o.fused for o in outs),
+                             cat(o.visual for o in outs), cat(o.audio for o in outs), fusion)
 
     def predict(self, samples: Sequence[Sample], top_k: int = 5) -> list[Prediction]:
         """Top-k classes over everything learned so far, for each sample."""

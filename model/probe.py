@@ -27,9 +27,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from model.bench import (
@@ -50,10 +51,10 @@ from model.samples import PATHS
 def without_task_experts(learner: Learner, task_key: str) -> Learner:
     """A copy of ``learner`` whose routers never pick ``task_key``'s image experts."""
     muted = learner.clone()
-    for adapter in muted.backbone.image.adapters:
+    for adapter in muted.backbone.image.mixtures:
         if task_key in adapter.router.heads:
             with torch.no_grad():
-                adapter.router.heads[task_key].bias.fill_(-1e4)
+                cast(nn.Linear, adapter.router.heads[task_key]).bias.fill_(-1e4)
     return muted
 
 

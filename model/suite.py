@@ -192,7 +192,8 @@ def _fusion_kind(result: dict[str, Any]) -> str:
 def _threads(result: dict[str, Any]) -> int:
     """PyTorch threads a run used (files written before the field existed named it ``cpus``)."""
     machine = result["machine"]
-    return machine.get("threads", machine["cpus"])
+    threads: int = machine.get("threads", machine["cpus"])
+    return threads
 
 
 def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> str:

@@ -27,7 +27,8 @@ def class_image(class_index: int, rng: np.random.Generator, size: int = 32) -> n
     stripes = 0.5 + 0.5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period + phase)
     image = colour[None, None, :] * (0.4 + 0.6 * stripes[:, :, None])
     image += rng.normal(0, 20, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(image, 0, 255).astype(np.uint8)
+    return pixels
 
 
 def class_tone(class_index: int, rng: np.random.Generator, seconds: float = 0.5,

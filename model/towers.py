@@ -20,7 +20,7 @@ attention mask or token ids for text. Blocks must treat it as read-only.
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol, Sequence, TypeVar, cast
 
 import torch
 from torch import nn
@@ -54,7 +54,12 @@ class FrozenRunner(Protocol):
     def head(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor: ...
 
 
-def deepcopy_sharing(obj: object, memo: dict, shared: Iterable[object]) -> object:
+T = TypeVar("T")
+
+RunBlock = Callable[[int, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
+
+
+def deepcopy_sharing(obj: T, memo: dict[int, object], shared: Iterable[object]) -> T:
     """``copy.deepcopy`` of ``obj`` in which the objects in ``shared`` (and everything already in
     ``memo``) are referenced, not copied. For ``__deepcopy__`` of modules with frozen parts."""
     for item in shared:
@@ -86,7 +91,7 @@ class Tower(nn.Module):
     def __init__(
         self,
         stem: nn.Module,
-        blocks: list[nn.Module],
+        blocks: Sequence[nn.Module],
         head: nn.Module,
         *,
         adapter_width: int | list[int],
@@ -116,11 +121,11 @@ class Tower(nn.Module):
         """Runs the frozen pieces on ``runner`` whenever gradients are disabled (``None``: PyTorch)."""
         self.runner = runner
 
-    def __deepcopy__(self, memo: dict) -> "Tower":
+    def __deepcopy__(self, memo: dict[int, object]) -> "Tower":
         # A runner holds engine sessions: copies of a tower share it (the frozen parts never change).
         return deepcopy_sharing(self, memo, [self.runner])
 
-    def _pieces(self) -> tuple:
+    def _pieces(self) -> tuple[Stem, RunBlock, Head]:
         if self.runner is not None and not torch.is_grad_enabled():
             r = self.runner
             return r.stem, (lambda i, x, ctx: r.block(i, x, ctx)), r.head
@@ -137,7 +142,8 @@ class Tower(nn.Module):
             y, h = block(i, x, ctx)
             # A block without experts adds nothing (and h may differ in shape from y in a CNN).
             x = y + adapter(h) if adapter.n_experts else y
-        return head(x, ctx)
+        feature: torch.Tensor = head(x, ctx)
+        return feature
 
     def routing_weights(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         """Per-block gate weights ``(B, n_experts)`` for ``inputs`` (for inspection and tests)."""
@@ -152,14 +158,19 @@ class Tower(nn.Module):
         return gates
 
     # Expert bookkeeping, forwarded to every block's mixture.
+    @property
+    def mixtures(self) -> list[MixtureOfExperts]:
+        """``adapters`` with their type: one mixture of experts per block."""
+        return [cast(MixtureOfExperts, adapter) for adapter in self.adapters]
+
     def add_task_experts(self, task_key: str, n_experts: int) -> None:
-        for adapter in self.adapters:
+        for adapter in self.mixtures:
             adapter.add_task(task_key, n_experts)
 
     def freeze_task_experts(self, task_key: str) -> None:
-        for adapter in self.adapters:
+        for adapter in self.mixtures:
             adapter.freeze_task(task_key)
 
     @property
     def expert_tasks(self) -> list[str]:
-        return list(self.adapters[0].task_keys) if len(self.adapters) else []
+        return list(self.mixtures[0].task_keys) if len(self.adapters) else []

@@ -1,4 +1,4 @@
-"""The code passes the linter with the rules pinned in pyproject.toml ([tool.ruff.lint])."""
+"""The code passes the linter and the type checker with the settings pinned in pyproject.toml."""
 
 from __future__ import annotations
 
@@ -18,3 +18,13 @@ def test_ruff_finds_nothing() -> None:
         capture_output=True, text=True, cwd=ROOT, check=False,
     )
     assert result.returncode == 0, f"ruff check found problems:\n{result.stdout}{result.stderr}"
+
+
+def test_mypy_finds_nothing() -> None:
+    """``mypy --strict`` (the settings in pyproject.toml, [tool.mypy]) over the three packages."""
+    pytest.importorskip("mypy", reason="mypy is part of the test extra: pip install -e '.[test]'")
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "model", "service", "export"],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 0, f"mypy found problems:\n{result.stdout}{result.stderr}"

@@ -68,7 +68,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             # deprecation notice concerns writing new TorchScript and is silenced for this call only.
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning)
-                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+                archive = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+                return dict(archive.state_dict())
         except RuntimeError as exc:
             raise CheckpointError(source, "*", f"not a readable TorchScript archive: {exc}") from None
     try:

@@ -63,7 +63,8 @@ class ImageHead(nn.Module):
         self.proj = vit.proj
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
-        return self.ln_post(x[:, 0]) @ self.proj  # (B, E)
+        feature: torch.Tensor = self.ln_post(x[:, 0]) @ self.proj  # (B, E)
+        return feature
 
 
 class TextStem(nn.Module):
@@ -85,7 +86,8 @@ class TextHead(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
         pooled = text_global_pool(self.ln_final(x), ctx, pool_type="argmax")  # (B, D) at end-of-text
-        return pooled @ self.text_projection  # (B, E)
+        feature: torch.Tensor = pooled @ self.text_projection  # (B, E)
+        return feature
 
 
 def build_vision_transformer(cfg: VisionTowerConfig, embed_dim: int) -> VisionTransformer:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -33,6 +33,11 @@ from model.encoders.frozen import FrozenPiece
 from model.errors import CheckpointError
 from model.experts import ExpertConfig, RouterConfig
 from model.towers import Tower
+
+# timm's EfficientNet and its blocks, whose submodules are read by name (``conv_stem``, ``blocks``,
+# ``conv_pw``...); torch types every submodule attribute as ``Tensor | Module``, so these stay untyped.
+TimmEfficientNet = Any
+TimmBlock = Any
 
 Architecture = Literal["tf_efficientnet_lite0", "efficientnet_lite0"]
 ARCHITECTURES: tuple[str, ...] = ("tf_efficientnet_lite0", "efficientnet_lite0")
@@ -65,11 +70,11 @@ def build_architecture(architecture: Architecture = "tf_efficientnet_lite0") -> 
     return timm.create_model(architecture, pretrained=False, num_classes=1000)
 
 
-def _flat_blocks(net: nn.Module) -> list[nn.Module]:
+def _flat_blocks(net: TimmEfficientNet) -> list[TimmBlock]:
     return [block for stage in net.blocks for block in stage]
 
 
-def checkpoint_names(net: nn.Module) -> dict[str, str]:
+def checkpoint_names(net: TimmEfficientNet) -> dict[str, str]:
     """timm state-dict name -> the name the package's file uses for the same tensor."""
     block_names: dict[str, str] = {}  # "blocks.1.1.conv_pw" -> "_blocks.2._expand_conv"
     flat = 0
@@ -133,7 +138,7 @@ def load_efficientnet_lite0(
 
 # -- the tower ------------------------------------------------------------------------------------
 class EfficientNetStem(FrozenPiece):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: TimmEfficientNet) -> None:
         super().__init__()
         self.conv_stem = net.conv_stem
         self.bn1 = net.bn1  # batch norm + ReLU6
@@ -145,7 +150,7 @@ class EfficientNetStem(FrozenPiece):
 class EfficientNetBlock(FrozenPiece):
     """One inverted-residual block; ``h`` is its input, which the expert reads."""
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: TimmBlock) -> None:
         super().__init__()
         self.block = block
 
@@ -154,7 +159,7 @@ class EfficientNetBlock(FrozenPiece):
 
 
 class EfficientNetHead(FrozenPiece):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: TimmEfficientNet) -> None:
         super().__init__()
         self.conv_head = net.conv_head
         self.bn2 = net.bn2  # batch norm + ReLU6
@@ -164,14 +169,14 @@ class EfficientNetHead(FrozenPiece):
         return x.mean(dim=(2, 3))  # (B, 1280)
 
 
-def block_shape(block: nn.Module) -> ConvBlockShape:
+def block_shape(block: TimmBlock) -> ConvBlockShape:
     """Input channels, output channels and stride of one timm inverted-residual block."""
     first = block.conv_pw if hasattr(block, "conv_pwl") else block.conv_dw
     last = block.conv_pwl if hasattr(block, "conv_pwl") else block.conv_pw
     return ConvBlockShape(first.in_channels, last.out_channels, int(block.conv_dw.stride[0]))
 
 
-def image_tower(net: nn.Module, experts: ExpertConfig, router: RouterConfig) -> Tower:
+def image_tower(net: TimmEfficientNet, experts: ExpertConfig, router: RouterConfig) -> Tower:
     """Cuts a loaded EfficientNet-Lite0 into a :class:`Tower` with a conv expert slot per block."""
     blocks = _flat_blocks(net)
     shapes = [block_shape(b) for b in blocks]

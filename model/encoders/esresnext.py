@@ -41,6 +41,7 @@ free batch dimension.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -191,7 +192,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        result: torch.Tensor = self.relu(out + identity)
+        return result
 
 
 # Kernel sizes of the attention branches after stages 1-4 and after pooling (AudioCLIP's choice:
@@ -206,6 +208,8 @@ class ESResNeXtFBSP(nn.Module):
     and its grouped convolutions are ``groups * width_per_group * 2**i`` channels wide. With the
     defaults (64, 32, 4) this is ResNeXt-50 32x4d, as in AudioCLIP.
     """
+
+    window: torch.Tensor  # (win_length,) analysis window, a buffer
 
     def __init__(self, config: AudioEncoderConfig) -> None:
         super().__init__()
@@ -311,7 +315,7 @@ class ESResNeXtFBSP(nn.Module):
                 x = layer(x)
         pooled = F.adaptive_avg_pool2d(x, 1)  # (B, C, 1, 1)
         if self.config.attention:
-            pooled = pooled * self.att5(x, pooled.shape[-2:])
+            pooled = pooled * cast(Attention2d, self.att5)(x, pooled.shape[-2:])
         return pooled.flatten(1)  # (B, C)
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -325,4 +329,5 @@ class ESResNeXtFBSP(nn.Module):
                 f"{waveforms.shape[-1]} samples is shorter than one frame ({self.config.win_length})",
             )
         x = waveforms.to(self.fc.weight.dtype)
-        return self.fc(self.trunk(self.log_power_spectrogram(x)))  # (B, output_dim)
+        features: torch.Tensor = self.fc(self.trunk(self.log_power_spectrogram(x)))  # (B, output_dim)
+        return features

@@ -21,7 +21,7 @@ Where the tower is cut (see :class:`model.towers.Tower`); BERT is post-norm, eac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,11 @@ from model.encoders.frozen import FrozenPiece
 from model.errors import CheckpointError
 from model.experts import ExpertConfig, RouterConfig, lora_expert_factory
 from model.towers import Tower
+
+# A transformers ``BertModel`` and one of its layers, whose submodules are read by name
+# (``embeddings``, ``encoder.layer``, ``attention``...); torch types those as ``Tensor | Module``.
+HFBertModel = Any
+HFBertLayer = Any
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 # Saved by older transformers versions as a buffer; current BertModel recreates it (non-persistent).
@@ -59,7 +64,8 @@ def load_minilm(model_dir: Path | None = None) -> nn.Module:
     except (OSError, SafetensorError) as exc:
         raise CheckpointError(source, "<file>", f"cannot read safetensors: {exc}") from None
     load_state_strictly(net, state, source)
-    return net.eval()
+    net.train(False)  # eval mode
+    return net
 
 
 def load_state_strictly(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -87,7 +93,8 @@ class MiniLMTokenizer:
     """Strings -> token ids ``(B, L)``, padded with id 0 to the longest, at most 256 tokens."""
 
     def __init__(self, model_dir: Path | None = None) -> None:
-        from transformers import BertTokenizerFast
+        # transformers 5 exports this name lazily, which type checkers cannot see.
+        from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
         model_dir = package_model_dir() if model_dir is None else Path(model_dir)
         self._tokenizer = BertTokenizerFast.from_pretrained(str(model_dir), local_files_only=True)
@@ -98,11 +105,12 @@ class MiniLMTokenizer:
         encoded = self._tokenizer(
             list(texts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
         )
-        return encoded["input_ids"]  # (B, L)
+        ids: torch.Tensor = encoded["input_ids"]  # (B, L)
+        return ids
 
 
 class MiniLMStem(FrozenPiece):
-    def __init__(self, bert: nn.Module) -> None:
+    def __init__(self, bert: HFBertModel) -> None:
         super().__init__()
         self.embeddings = bert.embeddings
 
@@ -115,7 +123,7 @@ class MiniLMStem(FrozenPiece):
 class MiniLMBlock(FrozenPiece):
     """One BERT layer; ``h`` is the feed-forward sub-layer's input (the normalised attention output)."""
 
-    def __init__(self, layer: nn.Module) -> None:
+    def __init__(self, layer: HFBertLayer) -> None:
         super().__init__()
         self.layer = layer
 
@@ -137,7 +145,7 @@ class MeanPoolingHead(FrozenPiece):
         return F.normalize(pooled, dim=-1)
 
 
-def text_tower(bert: nn.Module, experts: ExpertConfig, router: RouterConfig) -> Tower:
+def text_tower(bert: HFBertModel, experts: ExpertConfig, router: RouterConfig) -> Tower:
     """Cuts a loaded MiniLM ``BertModel`` into a :class:`Tower` with a LoRA expert slot per layer."""
     width = bert.config.hidden_size
     return Tower(

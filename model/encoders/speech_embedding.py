@@ -103,7 +103,7 @@ class SpeechEmbedding(nn.Module):
     def output_dim(self) -> int:
         return POOLED_DIM
 
-    def __deepcopy__(self, memo: dict) -> "SpeechEmbedding":
+    def __deepcopy__(self, memo: dict[int, object]) -> "SpeechEmbedding":
         # Stateless and frozen: copies share the ONNX Runtime sessions.
         return self
 
@@ -113,8 +113,9 @@ class SpeechEmbedding(nn.Module):
     def log_mel(self, wave: np.ndarray) -> np.ndarray:
         """One clip ``(S,)`` in [-1, 1] -> ``(frames, 32)``, on openWakeWord's scale."""
         pcm = (wave * PCM_SCALE).astype(np.float32)[None]  # (1, S)
-        mel = self._melspectrogram.run(None, {self._mel_input: pcm})[0]  # (1, 1, frames, 32)
-        return mel[0, 0] / 10.0 + 2.0  # (frames, 32)
+        mel: np.ndarray = self._melspectrogram.run(None, {self._mel_input: pcm})[0]  # (1, 1, frames, 32)
+        scaled: np.ndarray = mel[0, 0] / 10.0 + 2.0  # (frames, 32)
+        return scaled
 
     @torch.no_grad()
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -128,11 +129,11 @@ class SpeechEmbedding(nn.Module):
         starts = np.arange(0, mels.shape[1] - WINDOW_FRAMES + 1, WINDOW_STEP)  # (W,) frame index
         batch = np.stack([mels[:, s : s + WINDOW_FRAMES] for s in starts], axis=1)  # (B, W, 76, 32)
         flat = batch.reshape(-1, WINDOW_FRAMES, MEL_BINS, 1).astype(np.float32)  # (B*W, 76, 32, 1)
-        emb = np.concatenate([  # (B*W, 1, 1, 96), in chunks: ONNX Runtime keeps its peak memory
+        chunks = np.concatenate([  # (B*W, 1, 1, 96), in chunks: ONNX Runtime keeps its peak memory
             self._embedding.run(None, {self._embedding_input: flat[i : i + WINDOWS_PER_RUN]})[0]
             for i in range(0, len(flat), WINDOWS_PER_RUN)
         ])
-        emb = torch.from_numpy(emb.reshape(len(waves), windows, EMBEDDING_DIM))  # (B, W, 96)
+        emb = torch.from_numpy(chunks.reshape(len(waves), windows, EMBEDDING_DIM))  # (B, W, 96)
         keep = torch.from_numpy(self._windows_with_signal(waves, windows))  # (B, W)
         mean = (emb * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)  # (B, 96)
         peak = emb.masked_fill(~keep[..., None], float("-inf")).amax(1)  # (B, 96)

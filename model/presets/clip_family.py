@@ -74,7 +74,7 @@ TINY_CONFIG = BackboneConfig(
 )
 
 
-def clip_tokenizer(context_length: int):
+def clip_tokenizer(context_length: int) -> functools.partial[torch.Tensor]:
     """open_clip's CLIP BPE tokenizer (vocabulary ships with the package): strings -> ``(B, L)`` ids."""
     return functools.partial(open_clip.tokenize, context_length=context_length)
 

@@ -21,19 +21,20 @@ import torch
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
+    from model.fusion import FusionKind
     from model.learner import EncodedBatch, ForwardOutput, Learner, TaskData
 
 
 class Strategy:
     name: ClassVar[str]
-    fusion_kind: ClassVar[str] = "concat"
+    fusion_kind: ClassVar[FusionKind] = "concat"
     trains: ClassVar[bool] = True
     keeps_exemplars: ClassVar[bool] = False
     keeps_training_data: ClassVar[bool] = False
     freezes_old_prototypes: ClassVar[bool] = False  # an old class keeps the prototype it was learned with
 
     @classmethod
-    def fusion_used(cls, requested: str) -> str:
+    def fusion_used(cls, requested: FusionKind) -> FusionKind:
         """The fusion kind this strategy runs when ``requested`` is configured: a strategy built on
         AAVFM takes the request (the no-aavfm ablation asks for "concat"); the others always concatenate."""
         return requested if cls.fusion_kind == "aavfm" else "concat"

@@ -59,7 +59,7 @@ class ICaRL(LwF):
         super().after_task(learner, task_key, data)
         fused = learner.fused_features(data).fused
         picked = []
-        for label in data.labels.unique().tolist():
+        for label in torch.unique(data.labels).tolist():
             rows = (data.labels == label).nonzero().flatten()
             picked.append(rows[herding(fused[rows], learner.config.exemplars_per_class)])
         new = data.select(torch.cat(picked))

@@ -10,17 +10,18 @@ the old ones (and a task of a single class still has something to learn against)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from model.strategies.base import Strategy
 
 if TYPE_CHECKING:
+    from model.fusion import FusionKind
     from model.learner import Learner, TaskData
 
 
 class MoEAdapters(Strategy):
     name = "moe-adapters"
-    fusion_kind = "concat"
+    fusion_kind: ClassVar[FusionKind] = "concat"
     freezes_old_prototypes = True
 
     def before_task(self, learner: "Learner", task_key: str) -> None:
