@@ -234,6 +234,8 @@ def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> st
                         f"| {runs[0]['parameters']['learned_total']} |")
     if rows:
         lines += ["### Cost (T = 5)", "",
+                  "Train seconds per task: mean ± sd over every task of every run in the row, pooled (so "
+                  "`joint`, whose tasks grow, spreads widely); peak RSS: over the runs.", "",
                   "| strategy | threads | runs | train seconds per task | peak RSS MiB | learned parameters |",
                   "|---|---|---|---|---|---|", *rows, ""]
     orders = {(g["tasks"], g["seed"]): g["class_order"] for g in results}
