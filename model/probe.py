@@ -26,8 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Iterable, cast
 
 import torch
 from torch import nn
@@ -45,17 +46,48 @@ from model.data import read_split
 from model.fusion import FusionConfig
 from model.learner import Learner, LearnerConfig, TrainingConfig, create_learner
 from model.protocol import restrict
-from model.samples import PATHS
+from model.samples import PATHS, LabeledSample
 
 
-def without_task_experts(learner: Learner, task_key: str) -> Learner:
-    """A copy of ``learner`` whose routers never pick ``task_key``'s image experts."""
+def mute_image_experts(learner: Learner, task_keys: Iterable[str]) -> Learner:
+    """A copy of ``learner`` whose image routers never pick the experts of ``task_keys``."""
     muted = learner.clone()
+    keys = set(task_keys)
     for adapter in muted.backbone.image.mixtures:
-        if task_key in adapter.router.heads:
-            with torch.no_grad():
-                cast(nn.Linear, adapter.router.heads[task_key]).bias.fill_(-1e4)
+        for key, head in adapter.router.heads.items():
+            if key in keys:
+                with torch.no_grad():
+                    cast(nn.Linear, head).bias.fill_(-1e4)
     return muted
+
+
+@dataclass
+class ProbeSetup:
+    """What a probe starts from: the class order, the samples to learn and to score, and an
+    untrained learner."""
+
+    order: list[list[str]]
+    train: list[LabeledSample]
+    held_out: list[LabeledSample]
+    learner: Learner
+
+
+def prepare(args: argparse.Namespace, tasks: int,
+            replayed_features: int = LearnerConfig().replayed_features) -> ProbeSetup:
+    """Sets threads and seed, reads ``train.csv`` and splits it 90/10 per class (``test.csv`` is never
+    read), orders the classes into ``tasks`` tasks as the benchmark does, and builds the learner.
+    Raises ValueError when the classes cannot be split into ``tasks`` tasks."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    train = read_split(args.data, "train", QUICK_TRAIN_PER_CLASS if args.quick else None)
+    order = class_order(train.class_names, tasks, args.seed)
+    train_samples, held_out = validation_split(train.samples, 0.1, args.seed)
+    epochs = QUICK_EPOCHS if args.quick else args.epochs
+    config = LearnerConfig(training=TrainingConfig(epochs=epochs, seed=args.seed),
+                           fusion=FusionConfig(threshold=args.fusion_threshold),
+                           replayed_features=replayed_features)
+    return ProbeSetup(order, train_samples, held_out, create_learner(args.preset, args.strategy, config=config))
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -63,17 +95,9 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def probe(args: argparse.Namespace) -> dict[str, Any]:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    train = read_split(args.data, "train", QUICK_TRAIN_PER_CLASS if args.quick else None)
-    first, second = class_order(train.class_names, 5, args.seed)[:2]
-    train_samples, held_out = validation_split(train.samples, 0.1, args.seed)
-    epochs = QUICK_EPOCHS if args.quick else args.epochs
-    config = LearnerConfig(training=TrainingConfig(epochs=epochs, seed=args.seed),
-                           fusion=FusionConfig(threshold=args.fusion_threshold),
-                           replayed_features=args.replayed_features)
-    learner = create_learner(args.preset, args.strategy, config=config)
+    setup = prepare(args, 5, args.replayed_features)
+    first, second = setup.order[:2]
+    train_samples, held_out, learner = setup.train, setup.held_out, setup.learner
     learner.learn_task([s for s in train_samples if s.label in first], first)
     after_first = learner.clone()
     learner.learn_task([s for s in train_samples if s.label in second], second)
@@ -97,7 +121,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
             "new_after_t2": accuracy(learner.infer(restrict(new_batch, path)).logits, new_batch.labels),
             "old_feature_cosine": float(cosine),
         }
-    masked = without_task_experts(learner, learner.task_keys[-1]).infer(restrict(old_batch, "visual"))
+    masked = mute_image_experts(learner, [learner.task_keys[-1]]).infer(restrict(old_batch, "visual"))
     report["old_visual_new_experts_off"] = accuracy(masked.logits, old_batch.labels)
     return report
 

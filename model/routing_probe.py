@@ -22,22 +22,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
-from torch import nn
 
-from model.bench import (
-    QUICK_EPOCHS,
-    QUICK_TRAIN_PER_CLASS,
-    add_run_arguments,
-    class_order,
-    data_missing,
-    validation_split,
-)
-from model.data import read_split
-from model.fusion import FusionConfig
-from model.learner import EncodedBatch, Learner, LearnerConfig, TrainingConfig, create_learner
+from model.bench import add_run_arguments, data_missing
+from model.learner import EncodedBatch, Learner
+from model.probe import ProbeSetup, accuracy, mute_image_experts, prepare
 from model.protocol import restrict
 from model.strategies import STRATEGIES
 from model.strategies.moe_adapters import MoEAdapters
@@ -47,13 +38,7 @@ PROBED_PATHS = ("av", "visual")  # the sound-only path never passes the image ex
 
 def only_task_experts(learner: Learner, task_key: str) -> Learner:
     """A copy of ``learner`` whose image routers pick only ``task_key``'s experts."""
-    routed = learner.clone()
-    for adapter in routed.backbone.image.mixtures:
-        for key, head in adapter.router.heads.items():
-            if key != task_key:
-                with torch.no_grad():
-                    cast(nn.Linear, head).bias.fill_(-1e4)
-    return routed
+    return mute_image_experts(learner, [key for key in learner.task_keys if key != task_key])
 
 
 def routed_tasks(learner: Learner, batch: EncodedBatch) -> torch.Tensor:
@@ -70,30 +55,20 @@ def routed_tasks(learner: Learner, batch: EncodedBatch) -> torch.Tensor:
     return mass.argmax(dim=-1)
 
 
-def accuracy(learner: Learner, batch: EncodedBatch, path: str) -> float:
-    logits = learner.infer(restrict(batch, path)).logits
-    return float((logits.argmax(dim=-1) == batch.labels).float().mean())
+def path_accuracy(learner: Learner, batch: EncodedBatch, path: str) -> float:
+    return accuracy(learner.infer(restrict(batch, path)).logits, batch.labels)
 
 
-def probe(args: argparse.Namespace) -> dict[str, Any]:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    train = read_split(args.data, "train", QUICK_TRAIN_PER_CLASS if args.quick else None)
-    order = class_order(train.class_names, args.tasks, args.seed)
-    train_samples, held_out = validation_split(train.samples, 0.1, args.seed)
-    epochs = QUICK_EPOCHS if args.quick else args.epochs
-    config = LearnerConfig(training=TrainingConfig(epochs=epochs, seed=args.seed),
-                           fusion=FusionConfig(threshold=args.fusion_threshold))
-    learner = create_learner(args.preset, args.strategy, config=config)
+def probe(args: argparse.Namespace, setup: ProbeSetup) -> dict[str, Any]:
+    learner, order = setup.learner, setup.order
     for names in order:
-        learner.learn_task([s for s in train_samples if s.label in names], names)
+        learner.learn_task([s for s in setup.train if s.label in names], names)
 
     classes = learner.classes
     report: dict[str, Any] = {"strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,
                               "class_order": order, "per_task": []}
     for index, (task_key, names) in enumerate(zip(learner.task_keys, order)):
-        samples = [s for s in held_out if s.label in names]
+        samples = [s for s in setup.held_out if s.label in names]
         batch = learner.encode_inputs(samples, labels=[classes.index(s.label) for s in samples])
         own = only_task_experts(learner, task_key)
         report["per_task"].append({
@@ -101,8 +76,8 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
             "classes": names,
             "held_out": len(samples),
             "routed_to_own_task": float((routed_tasks(learner, batch) == index).float().mean()),
-            "accuracy": {path: accuracy(learner, batch, path) for path in PROBED_PATHS},
-            "accuracy_own_experts_only": {path: accuracy(own, batch, path) for path in PROBED_PATHS},
+            "accuracy": {path: path_accuracy(learner, batch, path) for path in PROBED_PATHS},
+            "accuracy_own_experts_only": {path: path_accuracy(own, batch, path) for path in PROBED_PATHS},
         })
     return report
 
@@ -131,13 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --strategy {args.strategy}: keeps one set of experts for every task, so there is "
               "no routing between tasks to probe (use mcil or moe-adapters)", file=sys.stderr)
         return 2
+    if args.tasks < 2:
+        print(f"error: --tasks: must be at least 2 (routing between tasks), got {args.tasks}", file=sys.stderr)
+        return 2
     if data_missing(args.data):
         return 2
-    train_classes = read_split(args.data, "train", 1).class_names
-    if not 2 <= args.tasks <= len(train_classes):
-        print(f"error: --tasks: must lie in [2, {len(train_classes)}], got {args.tasks}", file=sys.stderr)
+    try:
+        setup = prepare(args, args.tasks)
+    except ValueError as exc:  # more tasks than the data has classes
+        print(f"error: --tasks {args.tasks}: {exc}", file=sys.stderr)
         return 2
-    report = probe(args)
+    report = probe(args, setup)
     print(summary(report))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
