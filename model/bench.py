@@ -37,7 +37,7 @@ import torch
 from model.backbone import WeightFiles
 from model.data import read_split
 from model.fusion import FusionConfig
-from model.learner import LearnerConfig, TrainingConfig, create_learner
+from model.learner import REPLAY_WEIGHTINGS, LearnerConfig, TrainingConfig, create_learner
 from model.protocol import ContinualEvaluation
 from model.samples import LabeledSample
 
@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     training = TrainingConfig(epochs=QUICK_EPOCHS if args.quick else args.epochs, batch_size=args.batch_size,
                               learning_rate=args.lr, seed=args.seed)
-    config = ablate(LearnerConfig(training=training, fusion=FusionConfig(threshold=args.fusion_threshold)),
-                    args.ablation)
+    config = ablate(LearnerConfig(training=training, fusion=FusionConfig(threshold=args.fusion_threshold),
+                                  replay_weighting=args.replay_weighting), args.ablation)
     weights = WeightFiles(clip=args.clip_weights, audioclip=args.audioclip_weights,
                           audio_projection=args.audio_projection)
     started = time.perf_counter()
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options every AV-MNIST command shares (benchmark, probe): data, preset, strategy, seed,
-    epochs, quick mode, threads and AAVFM's threshold."""
+    epochs, quick mode, threads, AAVFM's threshold and how replay is weighted."""
     from model.backbone import preset_names
     from model.strategies import STRATEGIES
 
@@ -170,6 +170,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)")
     p.add_argument("--fusion-threshold", type=float, default=FusionConfig().threshold,
                    help="AAVFM's Pearson threshold th: pairs with r >= th take the fusion branch (mcil)")
+    p.add_argument("--replay-weighting", choices=REPLAY_WEIGHTINGS, default=LearnerConfig().replay_weighting,
+                   help="mcil, moe-adapters: weigh the new examples' and the replayed features' losses by "
+                        "the classes each stands for (per-class), or alike (equal)")
 
 
 def data_missing(data: Path) -> bool:

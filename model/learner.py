@@ -20,6 +20,8 @@ first task only and are frozen after it, like everything else a task creates.
 Strategies with per-task experts (``mcil``, ``moe-adapters``) also freeze each class's prototype
 once its task is learned; training then scores new examples against the stored old prototypes, and
 against pseudo-features of old classes drawn from their stored feature statistics (``model/replay.py``).
+The two cross-entropies are weighted by how many classes each stands for (``replay_weighting``), so a
+task of one new class does not outweigh nine old ones.
 
 Every input is validated before anything changes; a failure (bad input, cancellation) leaves the
 learner exactly as it was.
@@ -77,8 +79,10 @@ class TrainingConfig:
 # A saved version was trained with the behaviour of its time: a field it does not record is read as
 # what that behaviour was, not as today's default (which may have changed since).
 SETTINGS_BEFORE_THEY_WERE_SAVED: dict[str, dict[str, Any]] = {
+    "learner": {"replay_weighting": "equal"},  # replay's loss was added at full weight before the field existed
     "fusion": {"unit_inputs": False},  # AAVFM's cross-attention took raw features before the field existed
 }
+REPLAY_WEIGHTINGS = ("per-class", "equal")
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,11 @@ class LearnerConfig:
     distillation_weight: float = 1.0
     modality_dropout: float = 0.3
     replayed_features: int = 32
+    replay_weighting: str = "per-class"
+    """How a step's two losses add up, for strategies that replay old classes' features.
+    ``"per-class"``: the new examples' loss and the replayed features' loss are weighted by the share
+    of classes each stands for (new classes vs old classes), so every class counts alike however
+    few a task brings. ``"equal"``: the two are summed at equal weight (before this setting)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.modality_dropout < 1.0:
@@ -106,13 +115,15 @@ class LearnerConfig:
             raise ValueError(f"distillation_weight: must be >= 0, got {self.distillation_weight}")
         if self.replayed_features < 0:
             raise ValueError(f"replayed_features: must be >= 0, got {self.replayed_features}")
+        if self.replay_weighting not in REPLAY_WEIGHTINGS:
+            raise ValueError(f"replay_weighting: one of {list(REPLAY_WEIGHTINGS)}, got {self.replay_weighting!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LearnerConfig":
-        data = dict(data)
+        data = {**SETTINGS_BEFORE_THEY_WERE_SAVED["learner"], **data}
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -448,7 +459,7 @@ class Learner:
                     loss = self.strategy.loss(self, batch, out)
                     replayed = self._replay_loss(prototypes, generator)
                     if replayed is not None:
-                        loss = loss + replayed
+                        loss = self._with_replay(loss, replayed, len(new_classes))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -460,6 +471,13 @@ class Learner:
         finally:
             self._set_training(False)
         return step, loss_value
+
+    def _with_replay(self, loss: torch.Tensor, replayed: torch.Tensor, n_new: int) -> torch.Tensor:
+        """The step's loss: the new examples' and the replayed features' (see ``replay_weighting``)."""
+        if self.config.replay_weighting == "equal":
+            return loss + replayed
+        n_old = len(self.classes)
+        return (n_new * loss + n_old * replayed) / (n_new + n_old)
 
     def _drop_modalities(self, batch: EncodedBatch, generator: torch.Generator) -> EncodedBatch:
         """Modality dropout: a sample with both inputs loses one of them with probability

@@ -86,7 +86,7 @@ def prepare(args: argparse.Namespace, tasks: int,
     epochs = QUICK_EPOCHS if args.quick else args.epochs
     config = LearnerConfig(training=TrainingConfig(epochs=epochs, seed=args.seed),
                            fusion=FusionConfig(threshold=args.fusion_threshold),
-                           replayed_features=replayed_features)
+                           replayed_features=replayed_features, replay_weighting=args.replay_weighting)
     return ProbeSetup(order, train_samples, held_out, create_learner(args.preset, args.strategy, config=config))
 
 
@@ -109,7 +109,8 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     new_batch = learner.encode_inputs(new, labels=[names.index(s.label) for s in new])
     report: dict[str, Any] = {"classes": [first, second], "held_out": [len(old), len(new)],
                               "replayed_features": args.replayed_features,
-                              "fusion_threshold": args.fusion_threshold, "paths": {}}
+                              "fusion_threshold": args.fusion_threshold,
+                              "replay_weighting": args.replay_weighting, "paths": {}}
     for path in PATHS:
         before = after_first.infer(restrict(old_batch, path))
         after = learner.infer(restrict(old_batch, path))

@@ -66,7 +66,7 @@ def probe(args: argparse.Namespace, setup: ProbeSetup) -> dict[str, Any]:
 
     classes = learner.classes
     report: dict[str, Any] = {"strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,
-                              "class_order": order, "per_task": []}
+                              "class_order": order, "learner_config": learner.config.to_dict(), "per_task": []}
     for index, (task_key, names) in enumerate(zip(learner.task_keys, order)):
         samples = [s for s in setup.held_out if s.label in names]
         batch = learner.encode_inputs(samples, labels=[classes.index(s.label) for s in samples])

@@ -35,6 +35,7 @@ from typing import Any
 from tqdm import tqdm
 
 from model.fusion import AAVFM_ONLY_FIELDS
+from model.learner import SETTINGS_BEFORE_THEY_WERE_SAVED
 from model.strategies import STRATEGIES
 
 STRATEGY_ORDER = ("zero-shot", "finetune", "lwf", "icarl", "moe-adapters", "mcil", "joint")
@@ -138,6 +139,8 @@ def _group(results: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
 # Settings a run's tables may legitimately differ in: the seed, and what an ablation switches off.
 VARYING_SETTINGS = frozenset({"training.seed", "text_diversity", "fusion.kind", "loss.kind"})
 _AAVFM_ONLY_KEYS = frozenset(f"fusion.{name}" for name in AAVFM_ONLY_FIELDS)
+# Feature replay's settings reach only the strategies that replay (those that freeze old prototypes).
+_REPLAY_ONLY_KEYS = frozenset({"replayed_features", "replay_weighting"})
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -153,25 +156,31 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def setting_differences(results: list[dict[str, Any]]) -> list[str]:
     """One line per setting in which the runs differ (beyond seed and ablation), naming which run
     used which value, so a folder that mixes runs made with other settings is not averaged silently.
-    AAVFM's own settings are compared only among runs that use AAVFM.
+    AAVFM's own settings are compared only among runs that use AAVFM, replay's only among runs that
+    replay; a setting a report predates reads as the behaviour of its time, as a saved learner's does.
     Reports written before runs recorded the backbone's settings get one line of their own."""
-    recorded: list[tuple[str, dict[str, Any], bool, bool]] = []  # (run, settings, backbone recorded, concat)
+    recorded: list[tuple[str, dict[str, Any], bool, bool, bool]] = []  # run, settings, backbone?, concat?, replays?
     for r in results:
-        settings = {**_flat(r["learner_config"]), "quick": r["quick"], "evaluated_on": r["evaluated_on"]}
+        learner = {**SETTINGS_BEFORE_THEY_WERE_SAVED["learner"], **r["learner_config"]}
+        settings = {**_flat(learner), "quick": r["quick"], "evaluated_on": r["evaluated_on"]}
         settings.update(_flat(r.get("backbone_config", {}), "backbone."))
+        strategy = STRATEGIES.get(r["strategy"])
+        replays = strategy is None or strategy.freezes_old_prototypes
         recorded.append((run_name(r).removesuffix(".json"), settings, "backbone_config" in r,
-                         _fusion_kind(r) == "concat"))
-    keys = {k for _, settings, _, _ in recorded for k in settings} - VARYING_SETTINGS
+                         _fusion_kind(r) == "concat", replays))
+    keys = {k for _, settings, _, _, _ in recorded for k in settings} - VARYING_SETTINGS
     by_key: dict[str, dict[str, list[str]]] = {}
-    for name, settings, has_backbone, concat in recorded:
+    for name, settings, has_backbone, concat, replays in recorded:
         for key in keys:
             if key.startswith("backbone.") and not has_backbone:
                 continue  # reported once below
             if concat and key in _AAVFM_ONLY_KEYS:
                 continue  # AAVFM's settings do not reach a run that concatenates
+            if not replays and key in _REPLAY_ONLY_KEYS:
+                continue  # nor replay's a run that does not replay
             value = json.dumps(settings[key]) if key in settings else "(not recorded)"
             by_key.setdefault(key, {}).setdefault(value, []).append(name)
-    unrecorded = [name for name, _, has_backbone, _ in recorded if not has_backbone]
+    unrecorded = [name for name, _, has_backbone, _, _ in recorded if not has_backbone]
     lines = []
     for key, values in sorted(by_key.items()):
         if len(values) > 1:

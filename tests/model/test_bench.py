@@ -146,6 +146,18 @@ def test_setting_differences_skip_aavfm_settings_of_strategies_that_concatenate(
     assert setting_differences(runs) == []
 
 
+def test_setting_differences_read_replay_weighting_as_of_the_report_and_only_where_replay_runs() -> None:
+    older, newer = _settings_result(0, -1.0), _settings_result(1, -1.0)
+    newer["learner_config"]["replay_weighting"] = "per-class"  # older predates the field: it ran "equal"
+    assert setting_differences([older, newer]) == [
+        '`replay_weighting`: "equal" in lite-mcil-T5-s0; "per-class" in lite-mcil-T5-s1']
+    older["learner_config"]["replay_weighting"] = "equal"
+    assert len(setting_differences([older, newer])) == 1  # recorded or not, the same behaviour
+    for r in (older, newer):
+        r["strategy"] = "icarl"  # keeps exemplars, replays no features: the setting does not reach it
+    assert setting_differences([older, newer]) == []
+
+
 def test_setting_differences_compare_backbone_settings_where_recorded() -> None:
     a = _settings_result(0, -1.0, task_distance="gaussian")
     b = _settings_result(1, -1.0, task_distance="euclidean")

@@ -171,3 +171,19 @@ def test_aavfm_fuses_when_correlation_passes_the_threshold(make_learner, two_tas
     learner = make_learner(config=config)
     learner.learn_task(two_tasks["train1"], ["red", "green"])
     assert {p.path for p in learner.predict(two_tasks["test1"][:5])} == {"av"}
+
+
+def test_replay_weighting_counts_every_class_alike(trained: Learner, make_learner) -> None:
+    """Two old classes (``trained``) and one new: the replayed loss stands for two classes of three."""
+    new, replayed = torch.tensor(2.0), torch.tensor(4.0)
+    assert len(trained.classes) == 2
+    assert float(trained._with_replay(new, replayed, 1)) == pytest.approx((1 * 2.0 + 2 * 4.0) / 3)
+    equal = make_learner("mcil", config=replace(FAST, replay_weighting="equal"))
+    assert float(equal._with_replay(new, replayed, 1)) == pytest.approx(6.0)
+
+
+def test_a_config_saved_before_replay_weighting_keeps_equal_weights() -> None:
+    assert LearnerConfig.from_dict({}).replay_weighting == "equal"
+    assert LearnerConfig().replay_weighting == "per-class"
+    with pytest.raises(ValueError, match="replay_weighting"):
+        LearnerConfig(replay_weighting="balanced")
