@@ -89,6 +89,7 @@ def export_onnx(
         if p not in PRECISIONS:
             raise ValueError(f"precisions: unknown {p!r}; choose from {PRECISIONS}")
     precisions = ["fp32", *sorted({p for p in precisions if p != "fp32"})]
+    backbone = _on_cpu(backbone)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     backbone = backbone.eval()
@@ -146,6 +147,7 @@ def ensure_exported(
     Returns the manifest and whether an export ran. The frozen segments never change when experts are
     added, so a manifest stays valid across learned tasks.
     """
+    backbone = _on_cpu(backbone)
     segments = backbone_segments(backbone)
     weights = [(s.name, s.weights_sha256()) for s in segments]
     try:
@@ -172,6 +174,12 @@ def ensure_exported(
     wanted = sorted(usable | set(precisions))
     log.info("exporting %s segments to %s", "+".join(sorted(set(precisions) - usable)), out_dir)
     return export_onnx(backbone, out_dir, precisions=wanted, segments=segments, reuse=keep), True
+
+
+def _on_cpu(backbone: TriModalBackbone) -> TriModalBackbone:
+    """Tracing and the checks against ONNX Runtime run on the CPU: a backbone served from a GPU is
+    exported from a CPU copy (the files and weight hashes are the same)."""
+    return backbone if backbone.device.type == "cpu" else backbone.copy_on("cpu")
 
 
 def _external_entry(seg: Segment, args: tuple[torch.Tensor, ...], out_dir: Path) -> SegmentEntry:

@@ -14,6 +14,10 @@ A runner replaces only the frozen pieces (:meth:`model.towers.Tower.set_runner`,
 :meth:`model.backbone.TriModalBackbone.set_audio_runner`), and only while gradients are disabled; the
 mixtures of experts, projections and fusion always run in PyTorch. Because the frozen pieces never
 change, adding experts for a new task leaves an attached runner valid.
+
+A segment's outputs come back on the device its inputs came from, so the learner may live on the GPU
+while a runner works on the CPU (``onnxruntime``) or the other way round; the copies cost time, and
+the fast pairing is a GPU runner with the learner on the same GPU (the daemon's ``server.device``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ class SegmentFn(Protocol):
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
 
 
+def _on(device: torch.device, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A segment's outputs on the caller's ``device`` (no copy where they already are)."""
+    return tuple(o.to(device) for o in outputs)
+
+
 class SegmentedTower:
     """A tower's frozen pieces on compiled segments (implements :class:`model.towers.FrozenRunner`)."""
 
@@ -56,16 +65,17 @@ class SegmentedTower:
         self.with_ctx = with_ctx
 
     def stem(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = self._stem(inputs)
+        out = _on(inputs.device, self._stem(inputs))
         return (out[0], out[1]) if self.with_ctx else (out[0], None)
 
     def block(self, index: int, x: torch.Tensor, ctx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        y, h = self._blocks[index](x, ctx) if self.with_ctx and ctx is not None else self._blocks[index](x)
+        out = self._blocks[index](x, ctx) if self.with_ctx and ctx is not None else self._blocks[index](x)
+        y, h = _on(x.device, out)
         return y, h
 
     def head(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
         out = self._head(x, ctx) if self.with_ctx and ctx is not None else self._head(x)
-        return out[0]
+        return out[0].to(x.device)
 
 
 class SegmentedAudio:
@@ -75,7 +85,7 @@ class SegmentedAudio:
         self._encoder = encoder
 
     def __call__(self, waveforms: torch.Tensor) -> torch.Tensor:
-        return self._encoder(waveforms)[0]
+        return self._encoder(waveforms)[0].to(waveforms.device)
 
 
 def install_segments(backbone: TriModalBackbone, manifest: Manifest, open_segment: Callable[[SegmentEntry], SegmentFn]) -> None:

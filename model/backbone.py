@@ -16,6 +16,7 @@ a clear :class:`~model.errors.InvalidInputError` for anything malformed.
 
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,17 @@ class TriModalBackbone(nn.Module):
                   for t in (*m.parameters(), *m.buffers())]
         return deepcopy_sharing(self, memo, [*frozen, self.audio_runner, self.tokenizer])
 
+    def copy_on(self, device: torch.device | str) -> "TriModalBackbone":
+        """A copy with every tensor, frozen ones too, on ``device`` (runners and tokenizer shared).
+
+        ``copy.deepcopy(backbone).to(device)`` would move the frozen tensors that the copy shares
+        with this backbone; this moves nothing of this one."""
+        memo: dict[int, object] = {}
+        for t in (*self.parameters(), *self.buffers()):
+            moved = t.detach().to(device)
+            memo[id(t)] = nn.Parameter(moved, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else moved
+        return copy.deepcopy(self, memo)
+
     @property
     def embed_dim(self) -> int:
         return self.config.embed_dim
@@ -111,11 +123,13 @@ class TriModalBackbone(nn.Module):
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Strings -> ``(B, E)``, through the text experts."""
-        tokens = self.tokenizer(list(texts)).to(self._device())
+        tokens = self.tokenizer(list(texts)).to(self.device)
         embedding: torch.Tensor = self.projections["text"](self.text(tokens))
         return embedding
 
-    def _device(self) -> torch.device:
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone's parameters are (and so where it computes)."""
         return next(self.image.parameters()).device
 
     # -- learned state ----------------------------------------------------------------------------

@@ -13,6 +13,8 @@ memory per task, and the trainable parameter counts.
 ``--validation`` scores on 10% of ``train.csv`` (per class, seeded) instead of ``test.csv``: use it for
 every tuning decision, so ``test.csv`` stays untouched until the reported run.
 ``--ablation`` switches off one part of ``mcil`` (text diversity, AAVFM, or the MCIL loss).
+``--device`` says where the learner trains and is scored (default ``auto``: the GPU where PyTorch
+sees one, else the CPU); the report records it, and the peak GPU memory per task on a GPU.
 
 ``python -m model.bench --suite avmnist`` runs the whole benchmark table instead (model/suite.py).
 """
@@ -36,6 +38,8 @@ import torch
 
 from model.backbone import WeightFiles
 from model.data import read_split
+from model.device import describe_device, resolve_device
+from model.errors import InvalidInputError
 from model.fusion import FusionConfig
 from model.learner import REPLAY_WEIGHTINGS, LearnerConfig, TrainingConfig, create_learner
 from model.protocol import ContinualEvaluation
@@ -86,6 +90,13 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_gpu_mib(device: torch.device) -> float | None:
+    """Peak GPU memory PyTorch has allocated in this process so far; ``None`` on the CPU."""
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,8 +116,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   replay_weighting=args.replay_weighting), args.ablation)
     weights = WeightFiles(clip=args.clip_weights, audioclip=args.audioclip_weights,
                           audio_projection=args.audio_projection)
+    device = resolve_device(args.device, "--device")
     started = time.perf_counter()
-    learner = create_learner(args.preset, args.strategy, config=config, weights=weights)
+    learner = create_learner(args.preset, args.strategy, config=config, weights=weights, device=device)
     build_seconds = time.perf_counter() - started
     evaluation = ContinualEvaluation(baseline=learner.clone(), seed=args.seed)
 
@@ -128,6 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),
             "steps": report.steps, "final_loss": report.final_loss,
             "trainable_parameters": report.trainable_parameters, "peak_rss_mib": round(peak_rss_mib(), 1),
+            "peak_gpu_mib": peak_gpu_mib(device),
             "accuracy_all_seen": {p: f["incremental_accuracy"][-1] for p, f in summary.items()},
             "fused_share": evaluation.fused_share[-1] if evaluation.fused_share else None,
         })
@@ -150,8 +163,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "build_seconds": round(build_seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_gpu_mib": peak_gpu_mib(device),
         "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__},
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "device": describe_device(device)},
     }
 
 
@@ -192,6 +207,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=TrainingConfig().learning_rate)
     p.add_argument("--validation", action="store_true", help="score on 10%% of train.csv, not test.csv")
     p.add_argument("--ablation", choices=ABLATIONS, default="none", help="mcil without one of its parts")
+    p.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU where PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--clip-weights", type=Path, help="CLIP ViT-B/16 weights (audioclip preset)")
     p.add_argument("--audioclip-weights", type=Path, help="AudioCLIP checkpoint (audioclip preset)")
     p.add_argument("--audio-projection", type=Path, help="optional P, 512x1024 (audioclip preset)")
@@ -212,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.workers < 1 or (args.workers > 1 and not args.suite):
         print("error: --workers: a number >= 1, and more than 1 only with --suite", file=sys.stderr)
+        return 2
+    try:
+        resolve_device(args.device, "--device")
+    except InvalidInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.suite:
         from model.suite import run_suite

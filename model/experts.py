@@ -177,8 +177,10 @@ class Router(nn.Module):
         self.keys = nn.ModuleDict()
 
     def add_task(self, task_key: str, n_experts: int) -> None:
-        self.heads[task_key] = nn.Linear(self.config.hidden, n_experts)
-        self.keys[task_key] = TaskKey(self.norm.normalized_shape[0], self.config.task_distance)
+        # Initialised on the CPU (the same random draws wherever the router lives), then moved to it.
+        device = self.norm.weight.device
+        self.heads[task_key] = nn.Linear(self.config.hidden, n_experts).to(device)
+        self.keys[task_key] = TaskKey(self.norm.normalized_shape[0], self.config.task_distance).to(device)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         u = self.norm(pooled)  # (B, width)
@@ -219,8 +221,9 @@ class MixtureOfExperts(nn.Module):
         if not self.task_keys:
             self.router.norm.requires_grad_(True)
             self.router.hidden.requires_grad_(True)
-        for i in range(n_experts):
-            self.experts[f"{task_key}_{i}"] = self.expert_factory(self.width)
+        device = self.router.norm.weight.device
+        for i in range(n_experts):  # initialised on the CPU, then moved to where the mixture lives
+            self.experts[f"{task_key}_{i}"] = self.expert_factory(self.width).to(device)
         self.router.add_task(task_key, n_experts)
         self.task_keys.append(task_key)
 

@@ -25,6 +25,12 @@ task of one new class does not outweigh nine old ones.
 
 Every input is validated before anything changes; a failure (bad input, cancellation) leaves the
 learner exactly as it was.
+
+Devices: a learner runs where its backbone's parameters are (``learner.device``). Build it there
+(``create_learner(..., device="cuda")``) or move it with :meth:`Learner.to`; new experts, prototypes,
+encoded inputs and saved versions follow. Random draws (shuffling, modality dropout, replayed
+features, new experts' initial weights) are made on the CPU, so a learner on a GPU is trained on the
+same batches and from the same initial weights as one on the CPU. Saved files hold CPU tensors.
 """
 
 from __future__ import annotations
@@ -172,6 +178,10 @@ class EncodedBatch:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def to(self, device: torch.device) -> "EncodedBatch":
+        return EncodedBatch(*(getattr(self, f).to(device) for f in
+                              ("images", "audio", "has_image", "has_audio", "labels")))
+
     def select(self, index: torch.Tensor) -> "EncodedBatch":
         return EncodedBatch(self.images[index], self.audio[index], self.has_image[index], self.has_audio[index],
                             self.labels[index])
@@ -210,11 +220,27 @@ class Learner:
         config = replace(config, fusion=replace(config.fusion, kind=strategy.fusion_used(config.fusion.kind)))
         self.config = config
         self.preset = preset
-        self.fusion = build_fusion(backbone.embed_dim, config.fusion).eval()
+        self.fusion = build_fusion(backbone.embed_dim, config.fusion).eval().to(backbone.device)
         self._tasks: list[_Task] = []
-        self.prototypes = torch.zeros(0, backbone.embed_dim)  # (C, E), unit rows
-        self.class_statistics = ClassStatistics(backbone.embed_dim)  # feature replay (model/replay.py)
+        self.prototypes = torch.zeros(0, backbone.embed_dim, device=backbone.device)  # (C, E), unit rows
+        # Feature replay (model/replay.py); small, so kept and sampled on the CPU whatever the device.
+        self.class_statistics = ClassStatistics(backbone.embed_dim)
         self.templates: tuple[str, ...] = TEMPLATES if config.text_diversity else (TEMPLATES[0],)
+
+    # -- where it runs ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the learner computes: its backbone's device."""
+        return self.backbone.device
+
+    def to(self, device: torch.device | str) -> "Learner":
+        """Moves the backbone, fusion module, prototypes and strategy state to ``device``; returns self."""
+        device = torch.device(device)
+        self.backbone.to(device)
+        self.fusion.to(device)
+        self.prototypes = self.prototypes.to(device)
+        self.strategy.to(device)
+        return self
 
     # -- what the learner knows ---------------------------------------------------------------------
     @property
@@ -299,19 +325,19 @@ class Learner:
             for start in range(0, len(rows), ENCODE_CHUNK):
                 chunk = rows[start:start + ENCODE_CHUNK]
                 waves = b.prepare_audio([samples[i].audio for i in chunk], [samples[i].sample_rate for i in chunk])
-                audio[chunk] = b.encode_audio_raw(waves)
+                audio[chunk] = b.encode_audio_raw(waves.to(self.device)).cpu()
         label_tensor = torch.full((n,), -1, dtype=torch.long) if labels is None else torch.tensor(labels)
-        return EncodedBatch(images, audio, has_image, has_audio, label_tensor)
+        return EncodedBatch(images, audio, has_image, has_audio, label_tensor).to(self.device)
 
     # -- forward --------------------------------------------------------------------------------------
     def unimodal_features(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """``(v, a)``, each ``(B, E)``: image through the experts, audio through P; zeros where missing."""
         n, e = len(batch), self.backbone.embed_dim
-        v = torch.zeros(n, e)
+        v = torch.zeros(n, e, device=self.device)
         rows = batch.has_image.nonzero().flatten()
         if len(rows):
             v = v.index_copy(0, rows, self.backbone.encode_image(batch.images[rows]))
-        a = torch.zeros(n, e)
+        a = torch.zeros(n, e, device=self.device)
         rows = batch.has_audio.nonzero().flatten()
         if len(rows):
             a = a.index_copy(0, rows, self.backbone.project_audio(batch.audio[rows]))
@@ -419,9 +445,9 @@ class Learner:
     def _record_class_statistics(self, data: EncodedBatch, n_classes: int) -> None:
         """Feature statistics of the task just learned, for replay while later tasks train."""
         out = self.fused_features(data)
-        self.class_statistics.add_classes({"visual": out.visual, "audio": out.audio},
-                                          {"visual": data.has_image, "audio": data.has_audio},
-                                          data.labels, n_classes)
+        self.class_statistics.add_classes({"visual": out.visual.cpu(), "audio": out.audio.cpu()},
+                                          {"visual": data.has_image.cpu(), "audio": data.has_audio.cpu()},
+                                          data.labels.cpu(), n_classes)
 
     def _train(self, data: EncodedBatch, new_classes: list[str], report: Callable[[TrainingProgress], None],
                should_stop: Callable[[], bool] | None) -> tuple[int, float | None]:
@@ -490,7 +516,7 @@ class Learner:
         p = self.config.modality_dropout
         if p == 0:
             return has_image, has_audio
-        u = torch.rand(len(has_image), generator=generator)
+        u = torch.rand(len(has_image), generator=generator).to(has_image.device)  # drawn on the CPU
         both = has_image & has_audio
         drop_image = both & (u < p / 2)
         drop_audio = both & (u >= p / 2) & (u < p)
@@ -502,7 +528,7 @@ class Learner:
         n = self.config.replayed_features
         if n == 0 or len(self.class_statistics) == 0:  # statistics exist only for strategies that freeze
             return None
-        v, a, has_v, has_a, labels = self.class_statistics.sample(n, generator)
+        v, a, has_v, has_a, labels = (t.to(self.device) for t in self.class_statistics.sample(n, generator))
         has_v, has_a = self._dropped_masks(has_v, has_a, generator)
         fusion = self.fusion(v, a, has_v, has_a, prototypes, self.logit_scale)
         logits = self.logit_scale * F.normalize(fusion.fused, dim=-1) @ prototypes.T
@@ -565,7 +591,7 @@ class Learner:
     def learned_tensors(self) -> dict[str, torch.Tensor]:
         state = {f"backbone.{k}": v for k, v in self.backbone.learned_state().items()}
         state.update({f"fusion.{k}": v for k, v in self.fusion.state_dict().items()})
-        return {k: v.detach().contiguous().clone() for k, v in state.items()}
+        return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
 
     def save(self, directory: Path) -> None:
         """Writes ``learner.json``, ``learned.safetensors``, ``prototypes.safetensors`` (and
@@ -580,13 +606,14 @@ class Learner:
             "tasks": [{"key": t.key, "classes": t.classes} for t in self._tasks],
         }
         save_file(self.learned_tensors(), str(directory / "learned.safetensors"))
-        prototypes = {"prototypes": self.prototypes.contiguous()}
+        prototypes = {"prototypes": self.prototypes.cpu().contiguous()}
         if self.strategy.freezes_old_prototypes:
             prototypes.update(self.class_statistics.state_dict())
         save_file(prototypes, str(directory / "prototypes.safetensors"))
         strategy_state = self.strategy.state_dict()
         if strategy_state:
-            save_file({k: v.contiguous() for k, v in strategy_state.items()}, str(directory / "exemplars.safetensors"))
+            save_file({k: v.cpu().contiguous() for k, v in strategy_state.items()},
+                      str(directory / "exemplars.safetensors"))
         (directory / "learner.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
@@ -625,7 +652,7 @@ class Learner:
         except (RuntimeError, ValueError) as exc:
             raise CheckpointError(str(directory / "learned.safetensors"), "state", str(exc)) from None
         saved_prototypes = _read_safetensors(directory / "prototypes.safetensors")
-        learner.prototypes = saved_prototypes.get("prototypes", torch.zeros(0))
+        learner.prototypes = saved_prototypes.get("prototypes", torch.zeros(0)).to(learner.device)
         if learner.prototypes.shape != (len(learner.classes), backbone.embed_dim):
             raise CheckpointError(str(directory / "prototypes.safetensors"), "prototypes",
                                   f"shape {tuple(learner.prototypes.shape)} does not match "
@@ -637,6 +664,7 @@ class Learner:
                 raise CheckpointError(str(directory / "prototypes.safetensors"), "class statistics", str(exc)) from None
         if learner.strategy.keeps_exemplars and meta["tasks"]:
             learner.strategy.load_state_dict(_read_safetensors(directory / "exemplars.safetensors"))
+            learner.strategy.to(learner.device)
         return learner
 
 
@@ -656,11 +684,15 @@ def create_learner(
     backbone: TriModalBackbone | None = None,
     config: LearnerConfig | None = None,
     weights: WeightFiles | None = None,
+    device: torch.device | str | None = None,
 ) -> Learner:
-    """Builds a fresh learner (no classes yet) for ``preset`` and ``strategy``."""
+    """Builds a fresh learner (no classes yet) for ``preset`` and ``strategy``, on ``device``
+    (``None``: where ``backbone`` is, or the CPU for a backbone built here)."""
     from model.strategies import create_strategy
 
     strat = create_strategy(strategy)
     if backbone is None:
         backbone = build_backbone(preset, weights)
+    if device is not None:
+        backbone.to(torch.device(device))
     return Learner(backbone, strat, config or LearnerConfig(), preset)

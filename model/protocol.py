@@ -124,7 +124,7 @@ class ContinualEvaluation:
             self._feature_counts.append(0)
         if len(learner.tasks) < 2:
             return 0.0
-        protos = learner.prototypes.numpy()
+        protos = learner.prototypes.cpu().numpy()
         n_new = len(learner.tasks[-1])
         s_sem = _cosine(protos[-n_new:].mean(axis=0), protos[:-n_new].mean(axis=0))
         sums = np.array(self._feature_sums)
@@ -141,7 +141,7 @@ class ContinualEvaluation:
             return
         out = learner.fused_features(everything)
         k = len(learner.classes)
-        fused, visual, audio = (F.normalize(x, dim=-1).numpy() for x in (out.fused, out.visual, out.audio))
+        fused, visual, audio = (F.normalize(x, dim=-1).cpu().numpy() for x in (out.fused, out.visual, out.audio))
         if len(fused) < k:
             return
         self.record.nmi_fv = clustering_nmi(fused, visual, k, seed=self.record.seed)

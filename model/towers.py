@@ -64,7 +64,7 @@ def deepcopy_sharing(obj: T, memo: dict[int, object], shared: Iterable[object]) 
     ``memo``) are referenced, not copied. For ``__deepcopy__`` of modules with frozen parts."""
     for item in shared:
         if item is not None:
-            memo[id(item)] = item
+            memo.setdefault(id(item), item)
     clone = obj.__class__.__new__(obj.__class__)
     memo[id(obj)] = clone
     for key, value in obj.__dict__.items():

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Prometheus /metrics address, or 'none' (server.metrics_listen)")
         p.add_argument("--state-dir", metavar="DIR", help="versions, held-out examples, jobs (server.state_dir)")
         p.add_argument("--preset", metavar="NAME", help="backbone preset: lite, tiny, audioclip (server.preset)")
+        p.add_argument("--device", metavar="DEVICE",
+                       help="where the learner runs: auto, cpu, cuda or cuda:N (server.device)")
         p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (server.log_level)")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="set any configuration field; repeatable")
@@ -48,7 +50,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {}
     for flag, key in (("listen", "server.listen"), ("metrics_listen", "server.metrics_listen"),
                       ("state_dir", "server.state_dir"), ("preset", "server.preset"),
-                      ("log_level", "server.log_level")):
+                      ("device", "server.device"), ("log_level", "server.log_level")):
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = value

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from model.device import check_device_name
+from model.errors import InvalidInputError
 from service.errors import ConfigError
 
 RUNNERS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime", "pytorch")
@@ -52,6 +54,7 @@ class ServerConfig:
     state_dir: Path = field(default_factory=_default_state_dir)
     preset: str = "lite"
     strategy: str = "mcil"
+    device: str = "auto"  # where the learner trains and serves: auto (a CUDA GPU if PyTorch sees one), cpu, cuda[:N]
     runner: str = "pytorch"  # where the frozen backbone runs (RUNNERS); others need export.runners
     runner_fallback: bool = True  # a runner that cannot run here falls back to the next in RUNNERS
     runner_precision: str = "fp32"  # fp32 | fp16 (fp16 for GPU runners)
@@ -66,6 +69,10 @@ class ServerConfig:
             parse_address("server.metrics_listen", self.metrics_listen)
         if not self.preset:
             raise ConfigError("server.preset", "must not be empty")
+        try:
+            check_device_name(self.device, "server.device")
+        except InvalidInputError as exc:
+            raise ConfigError(exc.field, exc.problem) from None
         if self.runner not in RUNNERS:
             raise ConfigError("server.runner", f"must be one of {', '.join(RUNNERS)}, got {self.runner!r}")
         if self.runner_precision not in ("fp32", "fp16"):

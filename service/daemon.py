@@ -30,6 +30,8 @@ from service.store import CorruptVersion, StateStore, VersionMeta
 from service.uploads import UploadRules
 
 if TYPE_CHECKING:
+    import torch
+
     from model.backbone import TriModalBackbone
     from model.learner import Learner
     from model.samples import LabeledSample, Sample
@@ -92,25 +94,50 @@ class Daemon:
         self.preset = config.server.preset
         self.strategy = config.server.strategy
         self.runner = config.server.runner  # the runner in use (after any fallback)
+        self.device: torch.device | None = None  # where the learner computes, once open
 
     # -- life cycle ----------------------------------------------------------------------------------
     def _build_backbone(self, preset: str) -> "TriModalBackbone":
-        """The configured preset, untrained; unknown presets, strategies or bad weights are ConfigErrors."""
+        """The configured preset, untrained, on ``server.device``; unknown presets, strategies, bad
+        weights or a device this machine lacks are ConfigErrors."""
         from model.backbone import WeightFiles, build_backbone
 
+        device = self.device or self._device()
         w = self.config.weights
         try:
-            return build_backbone(preset, WeightFiles(clip=w.clip, audioclip=w.audioclip,
-                                                      audio_projection=w.audio_projection))
+            backbone = build_backbone(preset, WeightFiles(clip=w.clip, audioclip=w.audioclip,
+                                                          audio_projection=w.audio_projection))
         except (ValueError, FileNotFoundError) as exc:
             field = "server.preset" if "preset" in str(exc).split(":", 1)[0] else "weights"
             raise ConfigError(field, str(exc)) from None
+        return backbone.to(device)
+
+    def _device(self) -> "torch.device":
+        """``server.device`` on this machine. A backbone handed to the constructor fixes the device:
+        ``auto`` takes its device, and any other setting must name that same device."""
+        from model.device import resolve_device
+        from model.errors import InvalidInputError
+
+        try:
+            device = resolve_device(self.config.server.device, "server.device")
+        except InvalidInputError as exc:
+            raise ConfigError(exc.field, exc.problem) from None
+        if self._backbone is not None:
+            given = self._backbone.device
+            if self.config.server.device != "auto" and given != device:
+                raise ConfigError("server.device", f"{device} configured, but the backbone given is on {given}")
+            device = given
+        return device
 
     def open(self) -> None:
         from model.strategies import STRATEGIES
 
         if self.strategy not in STRATEGIES:
             raise ConfigError("server.strategy", f"unknown {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
+        from model.device import describe_device
+
+        self.device = self._device()  # before anything else: a GPU asked for but missing stops start-up
+        log.info("learner device: %s", describe_device(self.device))
         if getattr(STRATEGIES[self.strategy], "keeps_training_data", False):
             raise ConfigError("server.strategy", f"{self.strategy!r} keeps all training data in memory; it is for "
                               "benchmarks only and the daemon does not serve it")

@@ -61,6 +61,9 @@ class Strategy:
             prototypes = torch.cat([prototypes, extra_prototypes])
         return learner.logit_scale * F.normalize(fused, dim=-1) @ prototypes.T
 
+    def to(self, device: torch.device) -> None:
+        """Moves whatever tensors the strategy keeps (exemplars, class means) to ``device``."""
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
 

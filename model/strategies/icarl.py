@@ -70,7 +70,7 @@ class ICaRL(LwF):
         assert self.memory is not None
         fused = F.normalize(learner.fused_features(self.memory).fused, dim=-1)
         n = len(learner.classes)
-        means = torch.zeros(n, fused.shape[1])
+        means = torch.zeros(n, fused.shape[1], device=fused.device)
         means.index_add_(0, self.memory.labels, fused)
         self.class_means = F.normalize(means, dim=-1)  # (C, E)
 
@@ -79,6 +79,11 @@ class ICaRL(LwF):
         if extra_prototypes is not None:  # classes with no exemplars yet: their text prototypes
             means = torch.cat([means, extra_prototypes])
         return learner.logit_scale * F.normalize(fused, dim=-1) @ means.T
+
+    def to(self, device: torch.device) -> None:
+        if self.memory is not None:
+            self.memory = self.memory.to(device)
+        self.class_means = self.class_means.to(device)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.memory is None:

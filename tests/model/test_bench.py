@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from model.bench import class_order, main
 from model.suite import setting_differences, tables
@@ -41,6 +42,9 @@ def test_quick_benchmark_writes_the_full_report(avmnist: Path, tmp_path: Path) -
     assert [t["fused_share"] for t in report["per_task"]] == [0.0] * 5  # r = 1 never happens
     assert report["backbone_config"]["router"]["task_distance"] == "gaussian"
     assert report["machine"]["threads"] >= 1 and report["machine"]["cpus"] >= 1
+    on_gpu = torch.cuda.is_available()  # --device defaults to auto
+    assert report["machine"]["device"].startswith("cuda:0 (" if on_gpu else "cpu")
+    assert (report["peak_gpu_mib"] is not None) == on_gpu
 
 
 @pytest.mark.slow
@@ -82,6 +86,13 @@ def test_a_failed_run_leaves_no_file_and_fails_the_suite(avmnist: Path, tmp_path
 
 def test_max_runs_only_with_the_suite(avmnist: Path) -> None:
     assert main(["--data", str(avmnist), "--max-runs", "1", "--out", "unused.json"]) == 2
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"] + ([] if torch.cuda.is_available() else ["cuda"]))
+def test_a_device_that_is_not_a_device_here_is_refused(avmnist: Path, device: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(avmnist), "--device", device, "--out", "unused.json"]) == 2
+    assert "--device" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])

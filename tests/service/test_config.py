@@ -46,6 +46,7 @@ def test_json_and_toml_files(tmp_path: Path) -> None:
         ({"server.listen": "nohost"}, "server.listen"),
         ({"server.listen": "127.0.0.1:99999"}, "server.listen"),
         ({"server.runner": "magic"}, "server.runner"),
+        ({"server.device": "gpu"}, "server.device"),
         ({"learning.epochs": "many"}, "learning.epochs"),
         ({"learning.held_out_fraction": "1.5"}, "learning.held_out_fraction"),
         ({"learning.min_examples_per_class": "1"}, "learning.min_examples_per_class"),

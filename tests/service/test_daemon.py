@@ -12,6 +12,7 @@ from typing import Callable
 import grpc
 import numpy as np
 import pytest
+import torch
 
 from service._proto import mcil_pb2
 from service.client import Client, learn_requests, sample_from_arrays
@@ -359,3 +360,44 @@ def test_start_up_errors_name_the_setting(start_daemon: Callable[..., Running], 
     with pytest.raises(ConfigError) as err:  # a state directory made with another preset
         create_server(make_config(tmp_path / "c", server__preset="lite"))
     assert err.value.field == "server.preset" and "tiny" in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_asking_for_a_gpu_that_is_not_there_stops_start_up(tmp_path: Path) -> None:
+    from service.errors import ConfigError
+    from service.server import create_server
+
+    with pytest.raises(ConfigError) as err:
+        create_server(make_config(tmp_path, server__device="cuda"))
+    assert err.value.field == "server.device" and "no CUDA GPU" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # stopped before the state directory was touched
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here (runs on a GPU host)")
+@pytest.mark.parametrize("runner", ["pytorch", "onnxruntime"])
+def test_a_daemon_on_the_gpu_learns_serves_and_restarts(tmp_path: Path, runner: str) -> None:
+    # The daemon builds its own backbone on the GPU; with the onnxruntime runner the frozen segments
+    # run on the CPU and hand their outputs back to the GPU learner.
+    from service.server import create_server
+
+    config = make_config(tmp_path / "state", server__device="cuda", server__runner=runner,
+                         server__runner_fallback="false", server__runner_artifacts_dir=str(tmp_path / "artifacts"))
+    server, port = create_server(config)
+    d = Running(server, port, config)
+    try:
+        assert d.server.daemon.device is not None and d.server.daemon.device.type == "cuda"
+        assert _learn(d.client, ["red", "green"], first_index=0).state == SUCCEEDED
+        assert _learn(d.client, ["blue", "yellow"], first_index=2).state == SUCCEEDED
+        before = d.client.classify(_probe())
+        assert [r.path for r in before.results][-2:] == [mcil_pb2.MODALITY_PATH_VISUAL, mcil_pb2.MODALITY_PATH_AUDIO]
+        assert {c.name for c in before.results[0].classes} <= {"red", "green", "blue", "yellow"}
+    finally:
+        d.stop()
+    server, port = create_server(config)  # the saved version loads back onto the GPU
+    d = Running(server, port, config)
+    try:
+        after = d.client.classify(_probe())
+        assert [[c.name for c in r.classes] for r in after.results] == \
+            [[c.name for c in r.classes] for r in before.results]
+    finally:
+        d.stop()
