@@ -93,7 +93,7 @@ def job_message(job: "Job") -> mcil_pb2.Job:
         class_names=list(job.class_names), epoch=job.epoch, epochs=job.epochs, step=job.step, steps=job.steps,
         base_version=job.base_version, committed_version=job.committed_version, message=job.message,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-        train_examples=job.train_examples, held_out_examples=job.held_out_examples,
+        train_examples=job.train_examples, held_out_examples=job.held_out_examples, warnings=list(job.warnings),
     )
     if job.loss is not None:
         msg.loss = job.loss

@@ -171,6 +171,8 @@ def _follow(client: "Client", job_id: str, quiet: bool) -> int:
     final = None
     last_phase = None
     for job in client.watch(job_id):
+        if final is None:  # the daemon's warnings come with the job, before training starts
+            _print_warnings(job)
         final = job
         if job.phase == mcil_pb2.JOB_PHASE_TRAINING and job.steps:
             if bar is None:
@@ -243,8 +245,14 @@ def cmd_job(args: argparse.Namespace) -> int:
     print(f"job {job.job_id}: {_state(job.state)} ({_phase(job.phase)}), classes {', '.join(job.class_names)}")
     if job.message:
         print(f"  {job.message}")
+    _print_warnings(job)
     _print_metrics(job.metrics)
     return 0
+
+
+def _print_warnings(job: Any) -> None:
+    for warning in job.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_make_samples(args: argparse.Namespace) -> int:

@@ -72,6 +72,7 @@ class Job:
     finished_at: float = 0.0
     train_examples: int = 0
     held_out_examples: int = 0
+    warnings: tuple[str, ...] = ()
     revision: int = 0
 
     @property
@@ -82,6 +83,7 @@ class Job:
         data = asdict(self)
         data["class_names"] = list(self.class_names)
         data["held_out_per_task"] = list(self.held_out_per_task)
+        data["warnings"] = list(self.warnings)
         data["figures"] = {k: dict(v) for k, v in self.figures.items()}
         return data
 
@@ -91,7 +93,21 @@ class Job:
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["class_names"] = tuple(kwargs.get("class_names", ()))
         kwargs["held_out_per_task"] = tuple(kwargs.get("held_out_per_task", ()))
+        kwargs["warnings"] = tuple(kwargs.get("warnings", ()))  # jobs written before warnings existed have none
         return cls(**kwargs)
+
+
+ONE_CLASS_FIRST_TASK = (
+    "the first task teaches a single class: with no other class to tell it from, training has nothing "
+    "to separate (the cross-entropy over one class is zero), and such a class is later recognised "
+    "poorly (docs/benchmarks.md, T = 10); teach at least two classes in the first task"
+)
+
+
+def task_warnings(class_names: Sequence[str], known_classes: Sequence[str], pending_classes: Sequence[str]) -> tuple[str, ...]:
+    """What a new job should be told, given the classes already served and those of unfinished jobs."""
+    first_task = not known_classes and not pending_classes
+    return (ONE_CLASS_FIRST_TASK,) if first_task and len(class_names) == 1 else ()
 
 
 @dataclass(frozen=True)
@@ -212,7 +228,10 @@ class JobRunner:
                 created_at=time.time(),
                 train_examples=len(upload.train),
                 held_out_examples=len(upload.held_out),
+                warnings=task_warnings(upload.class_names, known_classes, pending),
             )
+            for warning in job.warnings:
+                log.warning("job %s: %s", job.job_id, warning)
             self._jobs[job.job_id] = job
             self._uploads[job.job_id] = upload
             self._by_request[upload.request_id] = job.job_id

@@ -213,7 +213,7 @@ class JobMetrics(_message.Message):
     def __init__(self, paths: _Optional[_Mapping[str, PathFigures]] = ..., tasks: _Optional[int] = ..., held_out_per_task: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "request_id", "state", "phase", "class_names", "epoch", "epochs", "step", "steps", "loss", "eta_seconds", "base_version", "committed_version", "metrics", "message", "created_at", "started_at", "finished_at", "train_examples", "held_out_examples")
+    __slots__ = ("job_id", "request_id", "state", "phase", "class_names", "epoch", "epochs", "step", "steps", "loss", "eta_seconds", "base_version", "committed_version", "metrics", "message", "created_at", "started_at", "finished_at", "train_examples", "held_out_examples", "warnings")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +234,7 @@ class Job(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     TRAIN_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     HELD_OUT_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     request_id: str
     state: JobState
@@ -254,7 +255,8 @@ class Job(_message.Message):
     finished_at: float
     train_examples: int
     held_out_examples: int
-    def __init__(self, job_id: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., class_names: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., base_version: _Optional[int] = ..., committed_version: _Optional[int] = ..., metrics: _Optional[_Union[JobMetrics, _Mapping]] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., train_examples: _Optional[int] = ..., held_out_examples: _Optional[int] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., class_names: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., base_version: _Optional[int] = ..., committed_version: _Optional[int] = ..., metrics: _Optional[_Union[JobMetrics, _Mapping]] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., train_examples: _Optional[int] = ..., held_out_examples: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListClassesRequest(_message.Message):
     __slots__ = ()

@@ -36,6 +36,7 @@ def test_quick_start(start_daemon: Callable[..., Running], tmp_path: Path,
     assert "succeeded" in out and "serving version 1" in out
     out = learn("blue")
     assert "serving version 2" in out
+    assert "warning" not in capsys.readouterr().err  # one class, but not the first task
 
     assert main([*target, "classify", str(samples / "test" / "blue.png"), str(samples / "test" / "blue.wav")]) == 0
     out = capsys.readouterr().out
@@ -58,3 +59,19 @@ def test_quick_start(start_daemon: Callable[..., Running], tmp_path: Path,
     assert main([*target, "rollback", "7"]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
     assert main([*target, "learn", "--class", "x", "--images", str(tmp_path / "nowhere")]) == 2
+
+
+def test_learn_warns_when_the_first_task_has_one_class(start_daemon: Callable[..., Running], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    samples = tmp_path / "samples"
+    assert main(["make-samples", str(samples), "--per-class", "6"]) == 0
+    d = start_daemon(make_config(tmp_path / "state"))
+    capsys.readouterr()
+    assert main(["--target", d.target, "learn", "--quiet", "--class", "red", "--images", str(samples / "red" / "images"),
+                 "--audio", str(samples / "red" / "audio")]) == 0
+    captured = capsys.readouterr()
+    assert "serving version 1" in captured.out  # accepted and learned all the same
+    assert "warning: the first task teaches a single class" in captured.err
+    job_id = captured.out.split()[1].rstrip(":")
+    assert main(["--target", d.target, "job", job_id]) == 0
+    assert "teach at least two classes in the first task" in capsys.readouterr().err

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from service.errors import InvalidRequest, ResourceExhausted
-from service.jobs import INTERRUPTED, Job, JobContext, JobRunner, TrainingOutcome, Upload
+from service.jobs import (
+    INTERRUPTED,
+    ONE_CLASS_FIRST_TASK,
+    Job,
+    JobContext,
+    JobRunner,
+    TrainingOutcome,
+    Upload,
+    task_warnings,
+)
 from service.metrics import ServiceMetrics
 from service.store import StateStore
 
@@ -67,3 +76,32 @@ def test_queue_bound_cancel_and_idempotency(store: StateStore) -> None:
     final = list(runner.watch(first.job_id, lambda: True))[-1]
     assert final.state == "succeeded" and final.committed_version == 1 and final.held_out_per_task == (2,)
     runner.close(timeout=10)
+
+
+def test_a_first_task_of_one_class_is_accepted_with_a_warning(store: StateStore) -> None:
+    release = threading.Event()
+
+    def train(job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
+        release.wait(30)
+        return TrainingOutcome("succeeded", {}, (), committed_version=1)
+
+    runner = JobRunner(store, ServiceMetrics(), train, max_queued=4)
+    runner.start()
+    try:
+        first, _ = runner.submit(_upload("r1", ("a",)), known_classes=[])
+        assert first.warnings == (ONE_CLASS_FIRST_TASK,)
+        assert [d["warnings"] for d in store.read_jobs()] == [[ONE_CLASS_FIRST_TASK]]  # kept with the job
+        behind, _ = runner.submit(_upload("r2", ("b",)), known_classes=[])  # learns on top of "a"
+        assert behind.warnings == ()
+        later, _ = runner.submit(_upload("r3", ("c",)), known_classes=["x", "y"])
+        assert later.warnings == ()
+    finally:
+        release.set()
+        runner.close(timeout=10)
+    assert task_warnings(("a", "b"), [], []) == ()  # a first task of two classes: nothing to say
+
+
+def test_jobs_written_before_warnings_existed_read_with_none() -> None:
+    data = Job(job_id="j", request_id="r", digest="", class_names=("x",)).to_dict()
+    del data["warnings"]
+    assert Job.from_dict(data).warnings == ()
