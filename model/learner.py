@@ -234,7 +234,11 @@ class Learner:
         return self.backbone.device
 
     def to(self, device: torch.device | str) -> "Learner":
-        """Moves the backbone, fusion module, prototypes and strategy state to ``device``; returns self."""
+        """Moves the backbone, fusion module, prototypes and strategy state to ``device``; returns self.
+
+        The frozen tensors are shared with every :meth:`clone` (and with a backbone this learner was
+        copied from), so they move for those too: move a learner before cloning it, or build it on
+        its device (``create_learner(..., device=...)``, ``backbone.copy_on(device)``)."""
         device = torch.device(device)
         self.backbone.to(device)
         self.fusion.to(device)
@@ -677,6 +681,14 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(str(path.parent), path.name, f"corrupt: {exc}") from None
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` name the same GPU when GPU 0 is the current one."""
+    def index(d: torch.device) -> int | None:
+        return torch.cuda.current_device() if d.type == "cuda" and d.index is None else d.index
+
+    return a.type == b.type and index(a) == index(b)
+
+
 def create_learner(
     preset: str = "lite",
     strategy: str = "mcil",
@@ -687,12 +699,15 @@ def create_learner(
     device: torch.device | str | None = None,
 ) -> Learner:
     """Builds a fresh learner (no classes yet) for ``preset`` and ``strategy``, on ``device``
-    (``None``: where ``backbone`` is, or the CPU for a backbone built here)."""
+    (``None``: where ``backbone`` is, or the CPU for a backbone built here). A given ``backbone`` on
+    another device is copied there, not moved."""
     from model.strategies import create_strategy
 
     strat = create_strategy(strategy)
     if backbone is None:
         backbone = build_backbone(preset, weights)
-    if device is not None:
-        backbone.to(torch.device(device))
+        if device is not None:
+            backbone.to(torch.device(device))
+    elif device is not None and not _same_device(backbone.device, torch.device(device)):
+        backbone = backbone.copy_on(device)  # the caller's backbone stays where it is
     return Learner(backbone, strat, config or LearnerConfig(), preset)

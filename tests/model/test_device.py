@@ -89,6 +89,14 @@ def test_a_copy_on_another_device_moves_nothing_of_the_original() -> None:
         [n for n, p in backbone.named_parameters() if p.requires_grad]
 
 
+def test_a_learner_built_on_another_device_leaves_the_given_backbone_where_it_is() -> None:
+    backbone = build_backbone("tiny")
+    learner = create_learner("tiny", "mcil", backbone=backbone, device="meta")
+    assert learner.device.type == "meta" and learner.prototypes.device.type == "meta"
+    assert next(learner.fusion.parameters()).device.type == "meta"
+    assert backbone.device.type == "cpu"
+
+
 @needs_cuda
 @pytest.mark.parametrize("strategy", ["mcil", "icarl"])
 def test_a_learner_on_the_gpu_learns_like_one_on_the_cpu(strategy: str, two_tasks, tmp_path: Path,
