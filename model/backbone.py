@@ -91,7 +91,7 @@ class TriModalBackbone(nn.Module):
         with this backbone; this moves nothing of this one."""
         memo: dict[int, object] = {}
         for t in (*self.parameters(), *self.buffers()):
-            moved = t.detach().to(device)
+            moved = t.detach().to(device, copy=True)
             memo[id(t)] = nn.Parameter(moved, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else moved
         return copy.deepcopy(self, memo)
 

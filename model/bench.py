@@ -91,7 +91,7 @@ def peak_rss_mib() -> float:
 
 
 def peak_gpu_mib(device: torch.device) -> float | None:
-    """Peak GPU memory PyTorch has allocated in this process so far; ``None`` on the CPU."""
+    """Peak GPU memory PyTorch has allocated since its peak was last reset; ``None`` on the CPU."""
     if device.type != "cuda":
         return None
     return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         held_out = [s for s in test_samples if s.label in names]
         held_out_by_task.append(held_out)
         evaluation.before_task(learner, names, held_out)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)  # each task's own peak
         tick = time.perf_counter()
         report = learner.learn_task(examples, names)
         train_seconds = time.perf_counter() - tick
@@ -163,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "build_seconds": round(build_seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
-        "peak_gpu_mib": peak_gpu_mib(device),
+        "peak_gpu_mib": max((t["peak_gpu_mib"] for t in per_task), default=None) if device.type == "cuda" else None,
         "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "device": describe_device(device)},

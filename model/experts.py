@@ -243,7 +243,9 @@ class MixtureOfExperts(nn.Module):
         """Sparse per-sample gate weights ``(B, E)``; each row sums to 1 over its top-k experts."""
         logits = self.router(pool_for_routing(h))  # (B, E)
         if self.training and self.router.config.train_noise > 0:
-            logits = logits + torch.randn_like(logits) * self.router.config.train_noise
+            # Drawn on the CPU (the same draws wherever the router lives), then moved to it.
+            noise = torch.randn(logits.shape, dtype=logits.dtype).to(logits.device)
+            logits = logits + noise * self.router.config.train_noise
         k = min(self.router.config.top_k, logits.shape[-1])
         top_vals, top_idx = logits.topk(k, dim=-1)  # (B, k)
         return torch.zeros_like(logits).scatter(-1, top_idx, top_vals.softmax(dim=-1))

@@ -28,9 +28,10 @@ learner exactly as it was.
 
 Devices: a learner runs where its backbone's parameters are (``learner.device``). Build it there
 (``create_learner(..., device="cuda")``) or move it with :meth:`Learner.to`; new experts, prototypes,
-encoded inputs and saved versions follow. Random draws (shuffling, modality dropout, replayed
-features, new experts' initial weights) are made on the CPU, so a learner on a GPU is trained on the
-same batches and from the same initial weights as one on the CPU. Saved files hold CPU tensors.
+encoded inputs and saved versions follow. Random draws (shuffling, modality dropout, router noise,
+replayed features, new experts' initial weights) are made on the CPU, so a learner on a GPU is
+trained on the same batches and from the same initial weights as one on the CPU (its results drift
+by floating-point order only). Saved files hold CPU tensors.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def routed_tasks(learner: Learner, batch: EncodedBatch) -> torch.Tensor:
     """Per image, the index of the task whose experts get the most gate weight over all blocks: ``(B,)``."""
     tower = learner.backbone.image
     keys = learner.task_keys
-    mass = torch.zeros(len(batch), len(keys))
+    mass = torch.zeros(len(batch), len(keys), device=batch.images.device)
     with torch.no_grad():
         gates = tower.routing_weights(batch.images)  # per block (B, E), experts in the order added
     for adapter, g in zip(tower.mixtures, gates):

@@ -138,6 +138,10 @@ class Daemon:
 
         self.device = self._device()  # before anything else: a GPU asked for but missing stops start-up
         log.info("learner device: %s", describe_device(self.device))
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.set_device(self.device)  # GPU runners open their sessions on the current GPU
         if getattr(STRATEGIES[self.strategy], "keeps_training_data", False):
             raise ConfigError("server.strategy", f"{self.strategy!r} keeps all training data in memory; it is for "
                               "benchmarks only and the daemon does not serve it")

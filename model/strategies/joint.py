@@ -30,5 +30,9 @@ class Joint(SharedExpertMixin, Strategy):
     def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
         self.seen = self.training_data(learner, data)
 
+    def to(self, device: torch.device) -> None:
+        if self.seen is not None:
+            self.seen = self.seen.to(device)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}  # the training data is not part of a saved model version

@@ -3,6 +3,7 @@ predicts and saves like one on the CPU (those tests run only where PyTorch sees 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -97,12 +98,27 @@ def test_a_learner_built_on_another_device_leaves_the_given_backbone_where_it_is
     assert backbone.device.type == "cpu"
 
 
+@pytest.mark.parametrize("strategy", ["mcil", "icarl", "joint", "lwf"])
+def test_moving_a_learner_moves_everything_it_keeps(strategy: str, two_tasks) -> None:
+    # "meta" stands in for a GPU: every tensor the learner and its strategy keep must follow.
+    learner = create_learner("tiny", strategy, backbone=build_backbone("tiny"),
+                             config=replace(FAST, training=replace(FAST.training, epochs=1)))
+    learner.learn_task(two_tasks["train1"][:8], ["red", "green"])
+    learner.to("meta")
+    kept = [*learner.backbone.parameters(), *learner.backbone.buffers(), *learner.fusion.parameters(),
+            learner.prototypes, *learner.strategy.state_dict().values()]
+    seen = getattr(learner.strategy, "seen", None)  # joint keeps its training data in memory
+    kept += [] if seen is None else [seen.images, seen.audio, seen.labels]
+    assert {t.device.type for t in kept} == {"meta"}
+
+
 @needs_cuda
 @pytest.mark.parametrize("strategy", ["mcil", "icarl"])
 def test_a_learner_on_the_gpu_learns_like_one_on_the_cpu(strategy: str, two_tasks, tmp_path: Path,
                                                          full_float32: None) -> None:
-    # Same seeds, same CPU-drawn batches, dropout masks, replayed features and initial weights: the
-    # two differ only by the order of floating-point sums, over two tasks of training.
+    # Same seeds, and the same CPU-drawn batches, dropout masks, router noise, replayed features and
+    # initial weights: the two differ by the order of floating-point sums (and the kernels that do
+    # them), compounded over two tasks of training.
     cpu = _learn_two_tasks(strategy, "cpu", two_tasks)
     gpu = _learn_two_tasks(strategy, "cuda", two_tasks)
     assert gpu.device.type == "cuda"

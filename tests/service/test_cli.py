@@ -24,19 +24,19 @@ def test_quick_start(start_daemon: Callable[..., Running], tmp_path: Path,
     target = ["--target", d.target]
     capsys.readouterr()
 
-    def learn(*names: str) -> str:
+    def learn(*names: str) -> pytest.CaptureResult[str]:
         args = [*target, "learn", "--quiet"]
         for name in names:
             args += ["--class", name, "--images", str(samples / name / "images"),
                      "--audio", str(samples / name / "audio")]
         assert main(args) == 0
-        return capsys.readouterr().out
+        return capsys.readouterr()
 
-    out = learn("red", "green")
+    out = learn("red", "green").out
     assert "succeeded" in out and "serving version 1" in out
-    out = learn("blue")
-    assert "serving version 2" in out
-    assert "warning" not in capsys.readouterr().err  # one class, but not the first task
+    second = learn("blue")
+    assert "serving version 2" in second.out
+    assert "warning" not in second.err  # one class, but not the first task
 
     assert main([*target, "classify", str(samples / "test" / "blue.png"), str(samples / "test" / "blue.wav")]) == 0
     out = capsys.readouterr().out

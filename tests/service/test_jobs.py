@@ -99,6 +99,8 @@ def test_a_first_task_of_one_class_is_accepted_with_a_warning(store: StateStore)
         release.set()
         runner.close(timeout=10)
     assert task_warnings(("a", "b"), [], []) == ()  # a first task of two classes: nothing to say
+    assert task_warnings(("c",), ["x", "y"], []) == ()  # classes already served: not the first task
+    assert task_warnings(("c",), [], []) == (ONE_CLASS_FIRST_TASK,)
 
 
 def test_jobs_written_before_warnings_existed_read_with_none() -> None:
