@@ -48,6 +48,16 @@ def resolve_device(name: str, field: str = "device") -> "torch.device":
     return torch.device("cuda", index)
 
 
+def same_device(a: "torch.device", b: "torch.device") -> bool:
+    """Whether ``a`` and ``b`` are one device (``cuda`` is the current GPU, as ``cuda:N`` names it)."""
+    import torch
+
+    def index(d: "torch.device") -> int | None:
+        return torch.cuda.current_device() if d.type == "cuda" and d.index is None else d.index
+
+    return a.type == b.type and index(a) == index(b)
+
+
 def describe_device(device: "torch.device") -> str:
     """``cpu``, or ``cuda:0 (NVIDIA H200)``: for logs and reports."""
     import torch

@@ -50,6 +50,7 @@ from torch.nn import functional as F
 
 from model.audio import check_waveform
 from model.backbone import TriModalBackbone, WeightFiles, build_backbone
+from model.device import same_device
 from model.errors import CheckpointError, InvalidInputError, ModelError, StateError
 from model.fusion import FusionConfig, FusionOutput, build_fusion
 from model.images import image_to_tensor
@@ -166,6 +167,9 @@ class TrainingCancelled(ModelError):
     """``should_stop()`` asked the learner to stop; its state is as before the task."""
 
 
+_BATCH_FIELDS = ("images", "audio", "has_image", "has_audio", "labels")
+
+
 @dataclass
 class EncodedBatch:
     """Model-ready inputs: images, frozen audio features, masks and (for training) labels."""
@@ -180,8 +184,7 @@ class EncodedBatch:
         return int(self.labels.shape[0])
 
     def to(self, device: torch.device) -> "EncodedBatch":
-        return EncodedBatch(*(getattr(self, f).to(device) for f in
-                              ("images", "audio", "has_image", "has_audio", "labels")))
+        return EncodedBatch(*(getattr(self, f).to(device) for f in _BATCH_FIELDS))
 
     def select(self, index: torch.Tensor) -> "EncodedBatch":
         return EncodedBatch(self.images[index], self.audio[index], self.has_image[index], self.has_audio[index],
@@ -189,8 +192,7 @@ class EncodedBatch:
 
     @staticmethod
     def concat(batches: Sequence["EncodedBatch"]) -> "EncodedBatch":
-        return EncodedBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in
-                              ("images", "audio", "has_image", "has_audio", "labels")))
+        return EncodedBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in _BATCH_FIELDS))
 
 
 TaskData = EncodedBatch
@@ -682,14 +684,6 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(str(path.parent), path.name, f"corrupt: {exc}") from None
 
 
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    """``cuda`` and ``cuda:0`` name the same GPU when GPU 0 is the current one."""
-    def index(d: torch.device) -> int | None:
-        return torch.cuda.current_device() if d.type == "cuda" and d.index is None else d.index
-
-    return a.type == b.type and index(a) == index(b)
-
-
 def create_learner(
     preset: str = "lite",
     strategy: str = "mcil",
@@ -709,6 +703,6 @@ def create_learner(
         backbone = build_backbone(preset, weights)
         if device is not None:
             backbone.to(torch.device(device))
-    elif device is not None and not _same_device(backbone.device, torch.device(device)):
+    elif device is not None and not same_device(backbone.device, torch.device(device)):
         backbone = backbone.copy_on(device)  # the caller's backbone stays where it is
     return Learner(backbone, strat, config or LearnerConfig(), preset)
