@@ -9,7 +9,8 @@ each, is scored on ``test.csv`` samples of every task so far, over every class s
 modality path. The report holds the class order, every matrix, every figure, wall time and peak
 memory per task, and the trainable parameter counts.
 
-``--quick`` caps samples (24 training and 10 test pairs per class) and epochs (3) for a smoke run.
+``--quick`` caps samples (24 training and 10 test pairs per class) and epochs (3, with no minimum
+number of steps) for a smoke run.
 ``--validation`` scores on 10% of ``train.csv`` (per class, seeded) instead of ``test.csv``: use it for
 every tuning decision, so ``test.csv`` stays untouched until the reported run.
 ``--ablation`` switches off one part of ``mcil`` (text diversity, AAVFM, or the MCIL loss).
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         train_samples, test_samples = train.samples, read_split(args.data, "test", test_cap).samples
 
-    training = TrainingConfig(epochs=QUICK_EPOCHS if args.quick else args.epochs, batch_size=args.batch_size,
+    training = TrainingConfig(epochs=QUICK_EPOCHS if args.quick else args.epochs,
+                              min_steps=0 if args.quick else args.min_steps, batch_size=args.batch_size,
                               learning_rate=args.lr, seed=args.seed)
     config = ablate(LearnerConfig(training=training, fusion=FusionConfig(threshold=args.fusion_threshold),
                                   replay_weighting=args.replay_weighting), args.ablation)
@@ -183,7 +185,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default="mcil", choices=sorted(STRATEGIES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=TrainingConfig().epochs)
-    p.add_argument("--quick", action="store_true", help="cap samples and epochs for a smoke run")
+    p.add_argument("--min-steps", type=int, default=TrainingConfig().min_steps,
+                   help="a task small enough to get fewer optimizer steps than this in --epochs trains "
+                        "for more whole epochs (0: exactly --epochs)")
+    p.add_argument("--quick", action="store_true", help="cap samples and epochs for a smoke run (no --min-steps)")
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)")
     p.add_argument("--fusion-threshold", type=float, default=FusionConfig().threshold,
                    help="AAVFM's Pearson threshold th: pairs with r >= th take the fusion branch (mcil)")

@@ -84,7 +84,8 @@ def prepare(args: argparse.Namespace, tasks: int,
     order = class_order(train.class_names, tasks, args.seed)
     train_samples, held_out = validation_split(train.samples, 0.1, args.seed)
     epochs = QUICK_EPOCHS if args.quick else args.epochs
-    config = LearnerConfig(training=TrainingConfig(epochs=epochs, seed=args.seed),
+    config = LearnerConfig(training=TrainingConfig(epochs=epochs, min_steps=0 if args.quick else args.min_steps,
+                                                          seed=args.seed),
                            fusion=FusionConfig(threshold=args.fusion_threshold),
                            replayed_features=replayed_features, replay_weighting=args.replay_weighting)
     return ProbeSetup(order, train_samples, held_out, create_learner(args.preset, args.strategy, config=config))

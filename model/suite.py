@@ -35,7 +35,7 @@ from typing import Any
 from tqdm import tqdm
 
 from model.fusion import AAVFM_ONLY_FIELDS
-from model.learner import SETTINGS_BEFORE_THEY_WERE_SAVED
+from model.learner import SETTINGS_BEFORE_THEY_WERE_SAVED, TrainingConfig
 from model.strategies import STRATEGIES
 
 STRATEGY_ORDER = ("zero-shot", "finetune", "lwf", "icarl", "moe-adapters", "mcil", "joint")
@@ -162,7 +162,11 @@ def setting_differences(results: list[dict[str, Any]]) -> list[str]:
     recorded: list[tuple[str, dict[str, Any], bool, bool, bool]] = []  # run, settings, backbone?, concat?, replays?
     for r in results:
         learner = {**SETTINGS_BEFORE_THEY_WERE_SAVED["learner"], **r["learner_config"]}
+        for part, before in SETTINGS_BEFORE_THEY_WERE_SAVED.items():
+            if isinstance(learner.get(part), dict):
+                learner[part] = {**before, **learner[part]}
         settings = {**_flat(learner), "quick": r["quick"], "evaluated_on": r["evaluated_on"]}
+        settings["training.min_steps"] = _min_steps_in_effect(learner["training"], r["per_task"])
         settings.update(_flat(r.get("backbone_config", {}), "backbone."))
         strategy = STRATEGIES.get(r["strategy"])
         replays = strategy is None or strategy.freezes_old_prototypes
@@ -188,6 +192,15 @@ def setting_differences(results: list[dict[str, Any]]) -> list[str]:
     if unrecorded and len(unrecorded) < len(results):
         lines.append(f"backbone settings not recorded in {', '.join(unrecorded)}")
     return lines
+
+
+def _min_steps_in_effect(training: dict[str, Any], per_task: list[dict[str, Any]]) -> Any:
+    """A run's ``min_steps``, or "never reached" where no task was small enough for it to add an
+    epoch: runs that trained every task for exactly ``epochs`` agree, whatever their ``min_steps``."""
+    config = TrainingConfig(**training)
+    if any(config.epochs_for(task.get("train_examples", 0)) > config.epochs for task in per_task):
+        return config.min_steps
+    return "never reached"
 
 
 def _fusion_kind(result: dict[str, Any]) -> str:

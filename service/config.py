@@ -163,6 +163,7 @@ class LearningConfig:
     seed: int = 0
     # Overrides of the learner's training configuration for a new state directory (None: preset default).
     epochs: int | None = None
+    min_steps: int | None = None  # a small upload trains for more epochs until it gets this many steps
     batch_size: int | None = None
     learning_rate: float | None = None
 
@@ -174,6 +175,8 @@ class LearningConfig:
         _at_least("learning.max_classes_per_task", self.max_classes_per_task, 1)
         if self.epochs is not None:
             _at_least("learning.epochs", self.epochs, 1)
+        if self.min_steps is not None:
+            _at_least("learning.min_steps", self.min_steps, 0)
         if self.batch_size is not None:
             _at_least("learning.batch_size", self.batch_size, 1)
         if self.learning_rate is not None and not self.learning_rate > 0:

@@ -210,8 +210,9 @@ class Daemon:
             self._backbone = self._build_backbone(self.preset)
         learning = self.config.learning
         config = LearnerConfig()
-        overrides: dict[str, Any] = {k: v for k, v in (("epochs", learning.epochs), ("batch_size", learning.batch_size),
-                                       ("learning_rate", learning.learning_rate)) if v is not None}
+        overrides: dict[str, Any] = {k: v for k, v in (("epochs", learning.epochs), ("min_steps", learning.min_steps),
+                                                      ("batch_size", learning.batch_size),
+                                                      ("learning_rate", learning.learning_rate)) if v is not None}
         if overrides:
             config = dc_replace(config, training=dc_replace(config.training, **overrides))
         learner = create_learner(self.preset, self.strategy, backbone=copy.deepcopy(self._backbone), config=config)

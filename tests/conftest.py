@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 
 AVMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "avmnist"
 
-FAST = LearnerConfig(training=TrainingConfig(epochs=15, batch_size=16, learning_rate=3e-3))
+FAST = LearnerConfig(training=TrainingConfig(epochs=15, min_steps=0, batch_size=16, learning_rate=3e-3))
 """Enough training for the tiny model to learn a synthetic task well (seconds on one core)."""
 
 

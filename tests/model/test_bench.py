@@ -104,7 +104,8 @@ def _result(seed: int, threads: int, train_seconds: float) -> dict:
     figures = {"average_accuracy": 50.0, "last_accuracy": 40.0, "forgetting": 10.0, "bwt": -10.0, "fwt": 0.0,
                "m1": 1.0, "m2": 0.1}
     return {"strategy": "mcil", "tasks": 5, "seed": seed, "ablation": "none", "figures": {"av": figures},
-            "class_order": [["a"]], "per_task": [{"train_seconds": train_seconds}], "peak_rss_mib": 100.0,
+            "class_order": [["a"]], "per_task": [{"train_seconds": train_seconds, "train_examples": 450}],
+            "peak_rss_mib": 100.0,
             "parameters": {"learned_total": 7}, "machine": {"cpus": 2, "threads": threads}}
 
 
@@ -167,6 +168,16 @@ def test_setting_differences_read_replay_weighting_as_of_the_report_and_only_whe
     for r in (older, newer):
         r["strategy"] = "icarl"  # keeps exemplars, replays no features: the setting does not reach it
     assert setting_differences([older, newer]) == []
+
+
+def test_setting_differences_name_min_steps_only_where_it_added_epochs() -> None:
+    older, newer = _settings_result(0, -1.0), _settings_result(1, -1.0)
+    newer["learner_config"]["training"]["min_steps"] = 70  # older predates the field: it ran min_steps 0
+    assert setting_differences([older, newer]) == []  # 450 pairs get 75 steps in 5 epochs: 70 never binds
+    for r in (older, newer):
+        r["per_task"] = [{"train_seconds": 1.0, "train_examples": 225}]  # 40 steps in 5 epochs
+    assert setting_differences([older, newer]) == [
+        '`training.min_steps`: "never reached" in lite-mcil-T5-s0; 70 in lite-mcil-T5-s1']
 
 
 def test_setting_differences_compare_backbone_settings_where_recorded() -> None:

@@ -12,7 +12,7 @@ import torch
 
 from model.errors import CheckpointError, InvalidInputError, StateError
 from model.fusion import ConcatFusion, FusionConfig
-from model.learner import Learner, LearnerConfig, TrainingCancelled
+from model.learner import Learner, LearnerConfig, TrainingCancelled, TrainingConfig
 from model.samples import LabeledSample, Sample
 from tests.conftest import FAST
 
@@ -164,6 +164,31 @@ def test_progress_is_reported(make_learner, two_tasks) -> None:
     learner.learn_task(two_tasks["train1"], ["red", "green"], progress=seen.append)
     assert seen[0].phase == "preparing"
     assert seen[-1].step == seen[-1].steps == 8 and seen[-1].epoch == 2 and seen[-1].loss is not None
+
+
+def test_a_small_task_trains_whole_epochs_until_min_steps(make_learner, two_tasks) -> None:
+    seen = []
+    training = replace(FAST.training, epochs=2, min_steps=10)  # 4 steps per epoch on train1
+    learner = make_learner(config=replace(FAST, training=training))
+    report = learner.learn_task(two_tasks["train1"], ["red", "green"], progress=seen.append)
+    assert report.steps == seen[-1].steps == 12 and seen[-1].epoch == seen[0].epochs == 3
+
+
+def test_min_steps_adds_epochs_only_to_tasks_too_small_to_reach_it() -> None:
+    config = TrainingConfig(epochs=5, min_steps=70, batch_size=32)
+    assert config.epochs_for(450) == 5  # 15 steps per epoch: 75 in 5 epochs
+    assert config.epochs_for(225) == 9  # 8 steps per epoch: 72 in 9 epochs
+    assert config.epochs_for(10) == 70
+    assert TrainingConfig(epochs=5, min_steps=0).epochs_for(10) == 5
+    with pytest.raises(ValueError, match="min_steps"):
+        TrainingConfig(min_steps=-1)
+
+
+def test_a_config_saved_before_min_steps_trains_exactly_its_epochs() -> None:
+    saved = LearnerConfig().to_dict()
+    del saved["training"]["min_steps"]
+    assert LearnerConfig.from_dict(saved).training.min_steps == 0
+    assert LearnerConfig().training.min_steps == 70
 
 
 def test_aavfm_fuses_when_correlation_passes_the_threshold(make_learner, two_tasks) -> None:

@@ -21,12 +21,13 @@ FAST_SETTINGS = {
     "server.metrics_listen": "127.0.0.1:0",
     "server.grace_seconds": "2",
     "learning.epochs": "2",
+    "learning.min_steps": "0",
     "learning.batch_size": "16",
     "learning.learning_rate": "0.003",
     "learning.min_examples_per_class": "4",
     "batching.max_delay_ms": "2",
 }
-"""The tiny preset with two epochs: a task trains and commits in about a second."""
+"""The tiny preset with two epochs (and no minimum number of steps): a task trains and commits in about a second."""
 
 
 def make_config(state_dir: Path, **overrides: Any) -> ServiceConfig:

@@ -48,6 +48,7 @@ def test_json_and_toml_files(tmp_path: Path) -> None:
         ({"server.runner": "magic"}, "server.runner"),
         ({"server.device": "gpu"}, "server.device"),
         ({"learning.epochs": "many"}, "learning.epochs"),
+        ({"learning.min_steps": "-1"}, "learning.min_steps"),
         ({"learning.held_out_fraction": "1.5"}, "learning.held_out_fraction"),
         ({"learning.min_examples_per_class": "1"}, "learning.min_examples_per_class"),
         ({"batching.enabled": "maybe"}, "batching.enabled"),
