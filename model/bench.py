@@ -175,8 +175,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The options every AV-MNIST command shares (benchmark, probe): data, preset, strategy, seed,
-    epochs, quick mode, threads, AAVFM's threshold and how replay is weighted."""
+    """The options every AV-MNIST command shares (benchmark, probes): data, preset, strategy, seed,
+    training budget, quick mode, threads, device, AAVFM's threshold and how replay is weighted."""
     from model.backbone import preset_names
     from model.strategies import STRATEGIES
 
@@ -190,6 +190,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "for more whole epochs (0: exactly --epochs)")
     p.add_argument("--quick", action="store_true", help="cap samples and epochs for a smoke run (no --min-steps)")
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own choice)")
+    p.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU where PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--fusion-threshold", type=float, default=FusionConfig().threshold,
                    help="AAVFM's Pearson threshold th: pairs with r >= th take the fusion branch (mcil)")
     p.add_argument("--replay-weighting", choices=REPLAY_WEIGHTINGS, default=LearnerConfig().replay_weighting,
@@ -197,12 +199,27 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "the classes each stands for (per-class), or alike (equal)")
 
 
-def data_missing(data: Path) -> bool:
-    """True (after saying so on stderr) when ``data`` has no ``train.csv``."""
-    if (data / "train.csv").exists():
-        return False
-    print(f"error: --data {data}: no train.csv there", file=sys.stderr)
-    return True
+def run_arguments_invalid(args: argparse.Namespace) -> bool:
+    """True (after naming the option and the problem on stderr) when an option of
+    :func:`add_run_arguments` cannot be used: no ``train.csv`` under ``--data``, a training budget
+    below its minimum, a thread count below 1, or a device this machine does not have."""
+    problem = None
+    if not (args.data / "train.csv").exists():
+        problem = f"--data {args.data}: no train.csv there"
+    elif args.epochs < 1:
+        problem = f"--epochs: must be >= 1, got {args.epochs}"
+    elif args.min_steps < 0:
+        problem = f"--min-steps: must be >= 0, got {args.min_steps}"
+    elif args.threads is not None and args.threads < 1:
+        problem = f"--threads: must be >= 1, got {args.threads}"
+    else:
+        try:
+            resolve_device(args.device, "--device")
+        except InvalidInputError as exc:
+            problem = str(exc)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+    return problem is not None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -214,8 +231,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=TrainingConfig().learning_rate)
     p.add_argument("--validation", action="store_true", help="score on 10%% of train.csv, not test.csv")
     p.add_argument("--ablation", choices=ABLATIONS, default="none", help="mcil without one of its parts")
-    p.add_argument("--device", default="auto",
-                   help="auto (a CUDA GPU where PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--clip-weights", type=Path, help="CLIP ViT-B/16 weights (audioclip preset)")
     p.add_argument("--audioclip-weights", type=Path, help="AudioCLIP checkpoint (audioclip preset)")
     p.add_argument("--audio-projection", type=Path, help="optional P, 512x1024 (audioclip preset)")
@@ -229,18 +244,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if data_missing(args.data):
+    if run_arguments_invalid(args):
+        return 2
+    if args.batch_size < 1:
+        print(f"error: --batch-size: must be >= 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    if not args.lr > 0:
+        print(f"error: --lr: must be > 0, got {args.lr}", file=sys.stderr)
         return 2
     if args.max_runs is not None and (not args.suite or args.max_runs < 0):
         print("error: --max-runs: a number >= 0, and only with --suite", file=sys.stderr)
         return 2
     if args.workers < 1 or (args.workers > 1 and not args.suite):
         print("error: --workers: a number >= 1, and more than 1 only with --suite", file=sys.stderr)
-        return 2
-    try:
-        resolve_device(args.device, "--device")
-    except InvalidInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.suite:
         from model.suite import run_suite

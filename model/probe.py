@@ -39,10 +39,11 @@ from model.bench import (
     QUICK_TRAIN_PER_CLASS,
     add_run_arguments,
     class_order,
-    data_missing,
+    run_arguments_invalid,
     validation_split,
 )
 from model.data import read_split
+from model.device import resolve_device
 from model.fusion import FusionConfig
 from model.learner import Learner, LearnerConfig, TrainingConfig, create_learner
 from model.protocol import restrict
@@ -88,7 +89,9 @@ def prepare(args: argparse.Namespace, tasks: int,
                                                           seed=args.seed),
                            fusion=FusionConfig(threshold=args.fusion_threshold),
                            replayed_features=replayed_features, replay_weighting=args.replay_weighting)
-    return ProbeSetup(order, train_samples, held_out, create_learner(args.preset, args.strategy, config=config))
+    device = resolve_device(args.device, "--device")
+    return ProbeSetup(order, train_samples, held_out,
+                      create_learner(args.preset, args.strategy, config=config, device=device))
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -138,7 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if data_missing(args.data):
+    if run_arguments_invalid(args):
         return 2
     if args.replayed_features < 0:
         print(f"error: --replayed-features: must be >= 0, got {args.replayed_features}", file=sys.stderr)

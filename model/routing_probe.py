@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from model.bench import add_run_arguments, data_missing
+from model.bench import add_run_arguments, run_arguments_invalid
 from model.learner import EncodedBatch, Learner
 from model.probe import ProbeSetup, accuracy, mute_image_experts, prepare
 from model.protocol import restrict
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tasks < 2:
         print(f"error: --tasks: must be at least 2 (routing between tasks), got {args.tasks}", file=sys.stderr)
         return 2
-    if data_missing(args.data):
+    if run_arguments_invalid(args):
         return 2
     try:
         setup = prepare(args, args.tasks)

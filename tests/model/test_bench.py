@@ -75,13 +75,19 @@ def test_suite_runs_two_at_a_time_with_a_share_of_the_cpus_each(avmnist: Path, t
 @pytest.mark.slow
 def test_a_failed_run_leaves_no_file_and_fails_the_suite(avmnist: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    # epochs=0 is refused by the training config inside the run's own process.
-    args = ["--suite", "avmnist", "--data", str(avmnist), "--preset", "tiny", "--epochs", "0", "--threads", "1",
-            "--out", str(tmp_path), "--max-runs", "1"]
+    # A folder with train.csv passes the command's checks; the run's own process finds no images.
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "test"):
+        (data / f"{split}.csv").write_text((avmnist / f"{split}.csv").read_text().splitlines()[0] + "\n")
+    out = tmp_path / "out"
+    args = ["--suite", "avmnist", "--data", str(data), "--preset", "tiny", "--threads", "1",
+            "--out", str(out), "--max-runs", "1"]
     assert main(args) == 1
-    assert not list(tmp_path.glob("tiny-*.json*"))
-    assert not (tmp_path / "forgetting_curve.png").exists()  # nothing to plot yet
-    assert "run tiny-zero-shot-T5-s0.json failed (ValueError: epochs" in capsys.readouterr().err
+    assert not list(out.glob("tiny-*.json*"))
+    assert not (out / "forgetting_curve.png").exists()  # nothing to plot yet
+    err = capsys.readouterr().err
+    assert "run tiny-zero-shot-T5-s0.json failed (FileNotFoundError:" in err and "run the suite again" in err
 
 
 def test_max_runs_only_with_the_suite(avmnist: Path) -> None:
@@ -93,6 +99,14 @@ def test_a_device_that_is_not_a_device_here_is_refused(avmnist: Path, device: st
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data", str(avmnist), "--device", device, "--out", "unused.json"]) == 2
     assert "--device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "value"), [("--epochs", "0"), ("--min-steps", "-1"), ("--batch-size", "0"),
+                                               ("--lr", "0"), ("--threads", "0")])
+def test_a_training_option_out_of_range_is_refused_naming_it(avmnist: Path, option: str, value: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(avmnist), option, value, "--out", "unused.json"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {option}: must be")
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])

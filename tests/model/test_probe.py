@@ -28,3 +28,9 @@ def test_probe_reports_every_path(avmnist: Path, tmp_path: Path) -> None:
 
 def test_probe_rejects_a_negative_replay_count(avmnist: Path) -> None:
     assert main(["--data", str(avmnist), "--replayed-features", "-1"]) == 2
+
+
+def test_probe_refuses_a_device_this_machine_does_not_have(avmnist: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(avmnist), "--device", "gpu"]) == 2
+    assert "--device" in capsys.readouterr().err
