@@ -71,6 +71,8 @@ def label_values() -> dict[str, str]:
         "preset": "the backbone preset (`lite`, `tiny`, `audioclip`)",
         "strategy": "the continual-learning strategy: " + ", ".join(f"`{s}`" for s in STRATEGIES),
         "runner": "what computes the frozen parts: " + ", ".join(f"`{r}`" for r in RUNNERS),
+        "device": "where the learner trains and classifies (`server.device` resolved at start-up): `cpu`, "
+                  "or `cuda:N (GPU name)`",
     }
 
 

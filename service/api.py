@@ -180,6 +180,7 @@ class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
             preset=learner.preset, strategy=learner.strategy_name, version=served.number,
             runner=self.daemon.runner, keeps_exemplars=bool(learner.keeps_exemplars),
             queued_jobs=self.daemon.jobs.queued_count(), running_job_id=self.daemon.jobs.running_job_id,
+            device=self.daemon.device_description,
         )
         keys = list(getattr(learner, "task_keys", []))
         for i, classes in enumerate(learner.tasks):

@@ -197,7 +197,8 @@ def _follow(client: "Client", job_id: str, quiet: bool) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         info = client.model_info()
-    print(f"version {info.version}  preset {info.preset}  strategy {info.strategy}  runner {info.runner}")
+    print(f"version {info.version}  preset {info.preset}  strategy {info.strategy}  runner {info.runner}"
+          f"  device {info.device}")
     params = ", ".join(f"{k} {v:,}" for k, v in sorted(info.parameters.items()))
     print(f"parameters: {params}")
     for task in info.tasks:

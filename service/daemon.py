@@ -95,6 +95,7 @@ class Daemon:
         self.strategy = config.server.strategy
         self.runner = config.server.runner  # the runner in use (after any fallback)
         self.device: torch.device | None = None  # where the learner computes, once open
+        self.device_description = ""  # the same, as GetModelInfo and mcil_model_info say it
 
     # -- life cycle ----------------------------------------------------------------------------------
     def _build_backbone(self, preset: str) -> "TriModalBackbone":
@@ -137,7 +138,8 @@ class Daemon:
         from model.device import describe_device
 
         self.device = self._device()  # before anything else: a GPU asked for but missing stops start-up
-        log.info("learner device: %s", describe_device(self.device))
+        self.device_description = describe_device(self.device)
+        log.info("learner device: %s", self.device_description)
         if self.device.type == "cuda":
             import torch
 
@@ -402,6 +404,7 @@ class Daemon:
             preset=self.preset,
             strategy=served.learner.strategy_name,
             runner=self.runner,
+            device=self.device_description,
             committed_at=meta.created_at if meta else 0.0,
             figures=meta.figures if meta else None,
             held_out_samples=sum(meta.held_out_counts) if meta else 0,

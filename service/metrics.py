@@ -68,7 +68,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("mcil_model_classes", "gauge", "Classes the served version knows."),
     MetricSpec("mcil_model_tasks", "gauge", "Tasks (LearnNewClasses jobs) the served version has learned."),
     MetricSpec("mcil_model_info", "gauge", "Always 1; labels describe the served model.",
-               ("preset", "strategy", "runner")),
+               ("preset", "strategy", "runner", "device")),
     MetricSpec("mcil_model_commit_timestamp_seconds", "gauge", "Unix time the served version was committed."),
     MetricSpec("mcil_model_versions_stored", "gauge", "Committed versions kept in the state directory."),
     # -- continual-learning figures (docs/metrics.md), per modality path, set at every commit ----------
@@ -121,7 +121,7 @@ class ServiceMetrics:
         except Exception:  # noqa: BLE001
             log.exception("metrics: cannot record a request")
 
-    def set_model(self, *, version: int, classes: int, tasks: int, preset: str, strategy: str, runner: str,
+    def set_model(self, *, version: int, classes: int, tasks: int, preset: str, strategy: str, runner: str, device: str,
                   committed_at: float, figures: Mapping[str, Mapping[str, Any]] | None,
                   held_out_samples: int, task_accuracies: Mapping[str, Sequence[float]] | None = None) -> None:
         """Publish what is served, and its continual-learning figures (``{path: {figure: percent}}``)."""
@@ -130,7 +130,7 @@ class ServiceMetrics:
             self["mcil_model_classes"].set(classes)
             self["mcil_model_tasks"].set(tasks)
             self["mcil_model_info"].clear()
-            self["mcil_model_info"].labels(preset, strategy, runner).set(1)
+            self["mcil_model_info"].labels(preset, strategy, runner, device).set(1)
             self["mcil_model_commit_timestamp_seconds"].set(committed_at)
             self["mcil_continual_held_out_samples"].set(held_out_samples)
             for figure in FIGURES:

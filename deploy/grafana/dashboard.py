@@ -181,7 +181,7 @@ def panels(exported: set[str]) -> list[dict[str, Any]]:
              "dateTimeFromNow", width=3, decimals=None),
         stat("Versions stored", "Committed versions kept in the state directory (retention.max_versions).",
              targets((f"mcil_model_versions_stored{{{INST}}}", "{{instance}}")), width=3),
-        table("Served model", "Preset, strategy and runner of the served version (mcil_model_info labels).",
+        table("Served model", "Preset, strategy, runner and device of the served version (mcil_model_info labels).",
               [target(f"mcil_model_info{{{INST}}}", "", instant=True, table=True)], width=6),
         timeseries("Served version over time",
                    "Steps up at every commit, down at a rollback.",

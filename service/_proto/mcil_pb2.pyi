@@ -285,7 +285,7 @@ class TaskInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., parameters: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("preset", "strategy", "version", "tasks", "parameters", "runner", "keeps_exemplars", "queued_jobs", "running_job_id")
+    __slots__ = ("preset", "strategy", "version", "tasks", "parameters", "runner", "keeps_exemplars", "queued_jobs", "running_job_id", "device")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +302,7 @@ class ModelInfo(_message.Message):
     KEEPS_EXEMPLARS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     preset: str
     strategy: str
     version: int
@@ -311,7 +312,8 @@ class ModelInfo(_message.Message):
     keeps_exemplars: bool
     queued_jobs: int
     running_job_id: str
-    def __init__(self, preset: _Optional[str] = ..., strategy: _Optional[str] = ..., version: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, int]] = ..., runner: _Optional[str] = ..., keeps_exemplars: _Optional[bool] = ..., queued_jobs: _Optional[int] = ..., running_job_id: _Optional[str] = ...) -> None: ...
+    device: str
+    def __init__(self, preset: _Optional[str] = ..., strategy: _Optional[str] = ..., version: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, int]] = ..., runner: _Optional[str] = ..., keeps_exemplars: _Optional[bool] = ..., queued_jobs: _Optional[int] = ..., running_job_id: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class ListVersionsRequest(_message.Message):
     __slots__ = ()

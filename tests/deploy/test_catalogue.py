@@ -70,7 +70,7 @@ def test_promtool_accepts_the_exposition_with_every_series_present(
     metrics["mcil_job_duration_seconds"].labels("succeeded").observe(12.0)
     figures = {"av": {"average_accuracy": 90.0, "last_accuracy": 85.0, "forgetting": 4.0, "bwt": -4.0,
                       "fwt": 1.0, "m1": 80.0, "m2": 0.7}}
-    metrics.set_model(version=3, classes=6, tasks=3, preset="tiny", strategy="mcil", runner="pytorch",
+    metrics.set_model(version=3, classes=6, tasks=3, preset="tiny", strategy="mcil", runner="pytorch", device="cpu",
                       committed_at=1.7e9, figures=figures, held_out_samples=60)
     text = metrics.render().decode()
     result = promtool("check", "metrics", input=text)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 import grpc
 import pytest
+import torch
 import yaml
 
 from model.synthetic import make_dataset
@@ -253,8 +254,9 @@ def test_prometheus_scrapes_the_continual_learning_and_request_series(
     assert prometheus.values("mcil_model_tasks") == {"": float(len(info.tasks))}
     assert prometheus.values("mcil_model_classes") == {"": float(sum(len(t.class_names) for t in info.tasks))}
     (model_info,) = prometheus.query("mcil_model_info")
-    assert {k: model_info["metric"][k] for k in ("preset", "strategy", "runner")} == \
-        {"preset": info.preset, "strategy": info.strategy, "runner": info.runner}
+    assert {k: model_info["metric"][k] for k in ("preset", "strategy", "runner", "device")} == \
+        {"preset": info.preset, "strategy": info.strategy, "runner": info.runner, "device": info.device}
+    assert info.device.startswith("cpu" if not torch.cuda.is_available() else "cuda")
     committed = prometheus.values("mcil_model_commit_timestamp_seconds")[""]
     assert abs(committed - time.time()) < 600
 

@@ -52,6 +52,7 @@ def test_classify_before_learning_is_a_failed_precondition(start_daemon: Callabl
     assert _code(info) == grpc.StatusCode.FAILED_PRECONDITION
     info_msg = d.client.model_info()
     assert info_msg.version == 0 and info_msg.preset == "tiny" and info_msg.runner == "pytorch"
+    assert info_msg.device == ("cpu" if not torch.cuda.is_available() else "cuda:0 (" + torch.cuda.get_device_name(0) + ")")
     assert info_msg.parameters["frozen"] > 0
 
 
