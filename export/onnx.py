@@ -147,9 +147,11 @@ def ensure_exported(
     Returns the manifest and whether an export ran. The frozen segments never change when experts are
     added, so a manifest stays valid across learned tasks.
     """
-    backbone = _on_cpu(backbone)
-    segments = backbone_segments(backbone)
-    weights = [(s.name, s.weights_sha256()) for s in segments]
+    # Hashed where the backbone is (one tensor at a time reaches the CPU): a GPU backbone is copied
+    # to the CPU only when an export runs, not at every runner attach.
+    hashed = backbone_segments(backbone)
+    weights = [(s.name, s.weights_sha256()) for s in hashed]
+    segments = hashed if backbone.device.type == "cpu" else None  # else export_onnx cuts its CPU copy
     try:
         manifest = Manifest.load(out_dir)
         manifest.check_weights(backbone.config.name, weights)
