@@ -95,7 +95,13 @@ class Daemon:
         self.strategy = config.server.strategy
         self.runner = config.server.runner  # the runner in use (after any fallback)
         self.device: torch.device | None = None  # where the learner computes, once open
-        self.device_description = ""  # the same, as GetModelInfo and mcil_model_info say it
+
+    @property
+    def device_description(self) -> str:
+        """The learner's device as GetModelInfo and ``mcil_model_info`` say it ("" before ``open``)."""
+        from model.device import describe_device
+
+        return describe_device(self.device) if self.device is not None else ""
 
     # -- life cycle ----------------------------------------------------------------------------------
     def _build_backbone(self, preset: str) -> "TriModalBackbone":
@@ -135,10 +141,7 @@ class Daemon:
 
         if self.strategy not in STRATEGIES:
             raise ConfigError("server.strategy", f"unknown {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
-        from model.device import describe_device
-
         self.device = self._device()  # before anything else: a GPU asked for but missing stops start-up
-        self.device_description = describe_device(self.device)
         log.info("learner device: %s", self.device_description)
         if self.device.type == "cuda":
             import torch
