@@ -446,7 +446,8 @@ class Learner:
         started = time.perf_counter()
         names = self._validate_task(examples, class_names)
         report = progress or (lambda p: None)
-        report(TrainingProgress("preparing", 0, self.config.training.epochs_for(len(examples)), 0, 0, None))
+        training_size = len(examples) + self.strategy.stored_examples()  # what _train will iterate over
+        report(TrainingProgress("preparing", 0, self.config.training.epochs_for(training_size), 0, 0, None))
         offset = len(self.classes)
         labels = [offset + names.index(ex.label.strip()) for ex in examples]
         data = self.encode_inputs(examples, field="examples", labels=labels)

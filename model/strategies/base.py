@@ -5,6 +5,7 @@ schedule). A strategy hooks into it, in the order the loop calls them:
 
     before_task(learner, task_key)          add experts, snapshot a teacher, ...
     training_data(learner, data) -> data    add replayed exemplars or earlier tasks' data
+    stored_examples() -> int                how many examples training_data adds (for the budget)
     loss(learner, batch, out) -> scalar     cross-entropy unless overridden
     after_task(learner, task_key, data)     freeze experts, select exemplars, ...
     scores(learner, fused, extra) -> logits how fused features become class scores at inference
@@ -47,6 +48,10 @@ class Strategy:
 
     def training_data(self, learner: "Learner", data: "TaskData") -> "TaskData":
         return data
+
+    def stored_examples(self) -> int:
+        """How many stored examples ``training_data`` adds to a task's own (exemplars, earlier tasks)."""
+        return 0
 
     def loss(self, learner: "Learner", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
         return F.cross_entropy(out.logits, batch.labels)

@@ -53,6 +53,9 @@ class ICaRL(LwF):
 
         return data if self.memory is None else EncodedBatch.concat([self.memory, data])
 
+    def stored_examples(self) -> int:
+        return 0 if self.memory is None else len(self.memory)
+
     def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
         from model.learner import EncodedBatch
 

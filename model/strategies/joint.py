@@ -27,6 +27,9 @@ class Joint(SharedExpertMixin, Strategy):
 
         return data if self.seen is None else EncodedBatch.concat([self.seen, data])
 
+    def stored_examples(self) -> int:
+        return 0 if self.seen is None else len(self.seen)
+
     def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
         self.seen = self.training_data(learner, data)
 

@@ -174,6 +174,19 @@ def test_a_small_task_trains_whole_epochs_until_min_steps(make_learner, two_task
     assert report.steps == seen[-1].steps == 12 and seen[-1].epoch == seen[0].epochs == 3
 
 
+@pytest.mark.parametrize("strategy", ["icarl", "joint"])
+def test_preparing_announces_the_epochs_of_the_data_actually_trained_on(make_learner, two_tasks, strategy) -> None:
+    """`icarl` and `joint` train a task on its examples plus stored ones (exemplars, earlier tasks):
+    the budget, and so the epoch count announced before training, follows that larger set."""
+    training = replace(FAST.training, epochs=1, min_steps=12)  # 60 examples alone: 4 steps/epoch, 3 epochs
+    learner = make_learner(strategy, config=replace(FAST, training=training))
+    learner.learn_task(two_tasks["train1"], ["red", "green"])
+    seen = []
+    learner.learn_task(two_tasks["train2"], ["blue", "yellow"], progress=seen.append)
+    assert seen[0].phase == "preparing"
+    assert seen[0].epochs == seen[-1].epochs == seen[-1].epoch == 2  # 100 or 120 examples: 7 or 8 steps/epoch
+
+
 def test_min_steps_adds_epochs_only_to_tasks_too_small_to_reach_it() -> None:
     config = TrainingConfig(epochs=5, min_steps=70, batch_size=32)
     assert config.epochs_for(450) == 5  # 15 steps per epoch: 75 in 5 epochs
