@@ -157,7 +157,8 @@ class Daemon:
         try:
             served = self._load_served()
             self.slot = ModelSlot(served)
-            self.jobs = JobRunner(self.store, self.metrics, self._train, max_queued=self.config.learning.max_queued_jobs)
+            self.jobs = JobRunner(self.store, self.metrics, self._train, max_queued=self.config.learning.max_queued_jobs,
+                                  learner_trains=STRATEGIES[self.strategy].trains)
             committed = {served.meta.job_id: served.number} if served.meta else {}
             self.jobs.recover(committed)
             self.store.remove_orphan_held_out()

@@ -104,10 +104,12 @@ ONE_CLASS_FIRST_TASK = (
 )
 
 
-def task_warnings(class_names: Sequence[str], known_classes: Sequence[str], pending_classes: Sequence[str]) -> tuple[str, ...]:
-    """What a new job should be told, given the classes already served and those of unfinished jobs."""
+def task_warnings(class_names: Sequence[str], known_classes: Sequence[str], pending_classes: Sequence[str],
+                  *, learner_trains: bool = True) -> tuple[str, ...]:
+    """What a new job should be told, given the classes already served and those of unfinished jobs.
+    A learner that does not train (``zero-shot``) only adds the class's text prototype: nothing to warn."""
     first_task = not known_classes and not pending_classes
-    return (ONE_CLASS_FIRST_TASK,) if first_task and len(class_names) == 1 else ()
+    return (ONE_CLASS_FIRST_TASK,) if learner_trains and first_task and len(class_names) == 1 else ()
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,9 @@ class JobRunner:
     """A single worker thread over a bounded queue of uploads, with job records kept in ``store``."""
 
     def __init__(self, store: "StateStore", metrics: "ServiceMetrics", train: TrainFunction, *,
-                 max_queued: int) -> None:
+                 max_queued: int, learner_trains: bool = True) -> None:
         self._store = store
+        self._learner_trains = learner_trains  # False for a strategy that only adds prototypes (zero-shot)
         self._metrics = metrics
         self._train = train
         self._max_queued = max_queued
@@ -228,7 +231,8 @@ class JobRunner:
                 created_at=time.time(),
                 train_examples=len(upload.train),
                 held_out_examples=len(upload.held_out),
-                warnings=task_warnings(upload.class_names, known_classes, pending),
+                warnings=task_warnings(upload.class_names, known_classes, pending,
+                                       learner_trains=self._learner_trains),
             )
             for warning in job.warnings:
                 log.warning("job %s: %s", job.job_id, warning)

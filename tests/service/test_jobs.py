@@ -101,6 +101,18 @@ def test_a_first_task_of_one_class_is_accepted_with_a_warning(store: StateStore)
     assert task_warnings(("a", "b"), [], []) == ()  # a first task of two classes: nothing to say
     assert task_warnings(("c",), ["x", "y"], []) == ()  # classes already served: not the first task
     assert task_warnings(("c",), [], []) == (ONE_CLASS_FIRST_TASK,)
+    assert task_warnings(("c",), [], [], learner_trains=False) == ()  # zero-shot: nothing is trained
+
+
+def test_a_learner_that_does_not_train_gets_no_one_class_warning(store: StateStore) -> None:
+    runner = JobRunner(store, ServiceMetrics(), lambda j, u, c: TrainingOutcome("succeeded", {}, ()),
+                       max_queued=4, learner_trains=False)
+    runner.start()
+    try:
+        job, _ = runner.submit(_upload("r1", ("a",)), known_classes=[])
+        assert job.warnings == ()
+    finally:
+        runner.close(timeout=10)
 
 
 def test_jobs_written_before_warnings_existed_read_with_none() -> None:
