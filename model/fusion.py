@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, Sequence, cast
 
 import torch
 from torch import nn
@@ -79,6 +79,11 @@ class FusionOutput:
     fused: torch.Tensor  # (B, E)
     path: torch.Tensor  # (B,) long: PATH_CODES
     correlation: torch.Tensor  # (B,) Pearson r (NaN where a modality is missing)
+
+    @staticmethod
+    def concat(outputs: Sequence["FusionOutput"]) -> "FusionOutput":
+        """The outputs of consecutive chunks of one batch, as one output."""
+        return FusionOutput(*(torch.cat([getattr(o, f) for o in outputs]) for f in ("fused", "path", "correlation")))
 
 
 def pearson(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ import math
 import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -228,6 +228,15 @@ class ForwardOutput:
     visual: torch.Tensor  # (B, E)
     audio: torch.Tensor  # (B, E)
     fusion: FusionOutput
+
+    @staticmethod
+    def concat(outputs: Sequence["ForwardOutput"]) -> "ForwardOutput":
+        """The outputs of consecutive chunks of one batch, as one output."""
+        def cat(name: str) -> torch.Tensor:
+            return torch.cat([getattr(o, name) for o in outputs])
+
+        return ForwardOutput(cat("logits"), cat("fused"), cat("visual"), cat("audio"),
+                             FusionOutput.concat([o.fusion for o in outputs]))
 
 
 @dataclass
@@ -589,14 +598,8 @@ class Learner:
         return self._forward_in_chunks(batch, None, scores=False)
 
     def _forward_in_chunks(self, batch: EncodedBatch, extra: torch.Tensor | None, scores: bool) -> ForwardOutput:
-        outs = [self.forward(b, self.prototypes, extra, scores=scores) for b in self._batches(batch)]
-        def cat(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
-            return torch.cat(list(tensors))
-
-        fusion = FusionOutput(cat(o.fusion.fused for o in outs), cat(o.fusion.path for o in outs),
-                              cat(o.fusion.correlation for o in outs))
-        return ForwardOutput(cat(o.logits for o in outs), cat(o.fused for o in outs),
-                             cat(o.visual for o in outs), cat(o.audio for o in outs), fusion)
+        chunks = [self.forward(b, self.prototypes, extra, scores=scores) for b in self._batches(batch)]
+        return ForwardOutput.concat(chunks)
 
     def predict(self, samples: Sequence[Sample], top_k: int = 5) -> list[Prediction]:
         """Top-k classes over everything learned so far, for each sample."""
