@@ -83,7 +83,8 @@ class FusionOutput:
     @staticmethod
     def concat(outputs: Sequence["FusionOutput"]) -> "FusionOutput":
         """The outputs of consecutive chunks of one batch, as one output."""
-        return FusionOutput(*(torch.cat([getattr(o, f) for o in outputs]) for f in ("fused", "path", "correlation")))
+        return FusionOutput(torch.cat([o.fused for o in outputs]), torch.cat([o.path for o in outputs]),
+                            torch.cat([o.correlation for o in outputs]))
 
 
 def pearson(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
