@@ -232,11 +232,9 @@ class ForwardOutput:
     @staticmethod
     def concat(outputs: Sequence["ForwardOutput"]) -> "ForwardOutput":
         """The outputs of consecutive chunks of one batch, as one output."""
-        def cat(name: str) -> torch.Tensor:
-            return torch.cat([getattr(o, name) for o in outputs])
-
-        return ForwardOutput(cat("logits"), cat("fused"), cat("visual"), cat("audio"),
-                             FusionOutput.concat([o.fusion for o in outputs]))
+        names = ("logits", "fused", "visual", "audio")
+        tensors = {name: torch.cat([getattr(o, name) for o in outputs]) for name in names}
+        return ForwardOutput(**tensors, fusion=FusionOutput.concat([o.fusion for o in outputs]))
 
 
 @dataclass
