@@ -170,9 +170,11 @@ def _follow(client: "Client", job_id: str, quiet: bool) -> int:
     bar: Any = None
     final = None
     last_phase = None
+    warned: set[str] = set()
     for job in client.watch(job_id):
-        if final is None:  # the daemon's warnings come with the job, before training starts
-            _print_warnings(job)
+        # The daemon's warnings come with the job when it is accepted, or when it starts.
+        _print_warnings(job, skip=warned)
+        warned.update(job.warnings)
         final = job
         if job.phase == mcil_pb2.JOB_PHASE_TRAINING and job.steps:
             if bar is None:
@@ -251,9 +253,10 @@ def cmd_job(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_warnings(job: Any) -> None:
+def _print_warnings(job: Any, skip: set[str] | frozenset[str] = frozenset()) -> None:
     for warning in job.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        if warning not in skip:
+            print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_make_samples(args: argparse.Namespace) -> int:

@@ -106,8 +106,12 @@ ONE_CLASS_FIRST_TASK = (
 
 def task_warnings(class_names: Sequence[str], known_classes: Sequence[str], pending_classes: Sequence[str],
                   *, learner_trains: bool = True) -> tuple[str, ...]:
-    """What a new job should be told, given the classes already served and those of unfinished jobs.
-    A learner that does not train (``zero-shot``) only adds the class's text prototype: nothing to warn."""
+    """What a job should be told, given the classes already served and those of unfinished jobs.
+
+    Decided when the job is accepted, and again when it starts (with no unfinished job ahead of it): a
+    job accepted behind another becomes the first task if that one fails, is cancelled or rejected, or
+    if a rollback leaves no classes. A learner that does not train (``zero-shot``) only adds the
+    class's text prototype: nothing to warn."""
     first_task = not known_classes and not pending_classes
     return (ONE_CLASS_FIRST_TASK,) if learner_trains and first_task and len(class_names) == 1 else ()
 
@@ -136,6 +140,10 @@ class JobContext:
 
     def phase(self, phase: str, **changes: Any) -> None:
         self._runner._update(self.job_id, persist=True, phase=phase, **changes)
+
+    def warn(self, warning: str) -> None:
+        """Add ``warning`` to the job's warnings (once), for something found only when the job runs."""
+        self._runner._warn(self.job_id, warning)
 
     def progress(self, p: "TrainingProgress") -> None:
         eta = None
@@ -323,6 +331,14 @@ class JobRunner:
             if persist:
                 self._write(job)
             self._changed.notify_all()
+
+    def _warn(self, job_id: str, warning: str) -> None:
+        with self._changed:
+            job = self._jobs[job_id]
+            if warning in job.warnings:
+                return
+            log.warning("job %s: %s", job_id, warning)
+            self._update(job_id, persist=True, warnings=(*job.warnings, warning))
 
     def _write(self, job: Job) -> None:
         try:

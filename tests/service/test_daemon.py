@@ -246,6 +246,25 @@ def test_queue_bound_and_cancel(start_daemon: Callable[..., Running], tmp_path: 
     assert client.list_versions().current_version == 0 and not client.list_classes().class_names
 
 
+def test_a_job_that_becomes_the_first_task_is_warned_when_it_starts(start_daemon: Callable[..., Running],
+                                                                   tmp_path: Path) -> None:
+    from service.jobs import ONE_CLASS_FIRST_TASK
+
+    d = start_daemon(make_config(tmp_path, learning__epochs="400"))
+    client = d.client
+    ahead = client.learn(["red", "green"], examples(task_data(["red", "green"], per_class=6)))
+    behind = client.learn(["blue"], examples(task_data(["blue"], per_class=6, first_index=2)))
+    assert not client.get_job(behind.job_id).warnings  # accepted behind a two-class first task
+    client.cancel_job(ahead.job_id)
+    assert client.wait(ahead.job_id, timeout=120).state == mcil_pb2.JOB_STATE_CANCELLED
+    for job in client.watch(behind.job_id, timeout=120):  # now "blue" is the first task
+        if job.warnings or job.phase == mcil_pb2.JOB_PHASE_TRAINING:
+            break
+    assert list(job.warnings) == [ONE_CLASS_FIRST_TASK]
+    client.cancel_job(behind.job_id)
+    assert client.wait(behind.job_id, timeout=120).state == mcil_pb2.JOB_STATE_CANCELLED
+
+
 def test_commit_gate_rejects_and_keeps_the_served_version(start_daemon: Callable[..., Running],
                                                           tmp_path: Path) -> None:
     d = start_daemon(make_config(tmp_path, gate__min_new_task_accuracy="100", gate__min_last_accuracy="100"))

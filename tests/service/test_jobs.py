@@ -104,6 +104,24 @@ def test_a_first_task_of_one_class_is_accepted_with_a_warning(store: StateStore)
     assert task_warnings(("c",), [], [], learner_trains=False) == ()  # zero-shot: nothing is trained
 
 
+def test_a_running_job_can_add_a_warning_once_and_it_is_kept(store: StateStore) -> None:
+    def train(job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
+        ctx.warn("found when the job started")
+        ctx.warn("found when the job started")  # said twice, kept once
+        return TrainingOutcome("succeeded", {}, (), committed_version=1)
+
+    runner = JobRunner(store, ServiceMetrics(), train, max_queued=4)
+    runner.start()
+    try:
+        job, _ = runner.submit(_upload("r1", ("a", "b")), known_classes=[])
+        assert job.warnings == ()
+        final = list(runner.watch(job.job_id, lambda: True))[-1]
+    finally:
+        runner.close(timeout=10)
+    assert final.state == "succeeded" and final.warnings == ("found when the job started",)
+    assert [d["warnings"] for d in store.read_jobs()] == [["found when the job started"]]
+
+
 def test_a_learner_that_does_not_train_gets_no_one_class_warning(store: StateStore) -> None:
     runner = JobRunner(store, ServiceMetrics(), lambda j, u, c: TrainingOutcome("succeeded", {}, ()),
                        max_queued=4, learner_trains=False)
