@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train_cap = QUICK_TRAIN_PER_CLASS if args.quick else None
     test_cap = QUICK_TEST_PER_CLASS if args.quick else None
     train = read_split(args.data, "train", train_cap)
+    if args.tasks > len(train.class_names):
+        raise InvalidInputError("--tasks", f"at most {len(train.class_names)}, the classes of "
+                                f"{args.data / 'train.csv'}; got {args.tasks}")
     tasks = class_order(train.class_names, args.tasks, args.seed)
     if args.validation:
         train_samples, test_samples = validation_split(train.samples, 0.1, args.seed)
@@ -242,30 +245,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def bench_arguments_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with this command's own options (those :func:`parse_args` adds beside
+    :func:`add_run_arguments`), naming the option; ``None`` when nothing is."""
+    if args.tasks < 1:
+        return f"--tasks: must be >= 1, got {args.tasks}"
+    if args.batch_size < 1:
+        return f"--batch-size: must be >= 1, got {args.batch_size}"
+    if not args.lr > 0:
+        return f"--lr: must be > 0, got {args.lr}"
+    if args.max_runs is not None and (not args.suite or args.max_runs < 0):
+        return "--max-runs: a number >= 0, and only with --suite"
+    if args.workers < 1 or (args.workers > 1 and not args.suite):
+        return "--workers: a number >= 1, and more than 1 only with --suite"
+    if not args.suite and args.out is None:
+        return "--out: required (where to write the JSON report)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if run_arguments_invalid(args):
         return 2
-    if args.batch_size < 1:
-        print(f"error: --batch-size: must be >= 1, got {args.batch_size}", file=sys.stderr)
-        return 2
-    if not args.lr > 0:
-        print(f"error: --lr: must be > 0, got {args.lr}", file=sys.stderr)
-        return 2
-    if args.max_runs is not None and (not args.suite or args.max_runs < 0):
-        print("error: --max-runs: a number >= 0, and only with --suite", file=sys.stderr)
-        return 2
-    if args.workers < 1 or (args.workers > 1 and not args.suite):
-        print("error: --workers: a number >= 1, and more than 1 only with --suite", file=sys.stderr)
+    problem = bench_arguments_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.suite:
         from model.suite import run_suite
 
         return run_suite(args)
-    if args.out is None:
-        print("error: --out: required (where to write the JSON report)", file=sys.stderr)
+    try:
+        result = run(args)
+    except InvalidInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     av = result["figures"].get("av", {})

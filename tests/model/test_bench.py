@@ -109,6 +109,21 @@ def test_a_training_option_out_of_range_is_refused_naming_it(avmnist: Path, opti
     assert capsys.readouterr().err.startswith(f"error: {option}: must be")
 
 
+def test_the_number_of_tasks_must_fit_the_classes(avmnist: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.json"
+    assert main(["--data", str(avmnist), "--tasks", "0", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: --tasks: must be >= 1")
+    assert main(["--data", str(avmnist), "--quick", "--tasks", "11", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: --tasks: at most 10")
+    assert not out.exists()
+
+
+def test_a_single_run_needs_out(avmnist: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(avmnist)]) == 2
+    assert capsys.readouterr().err.startswith("error: --out: required")
+
+
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_workers_at_least_one_and_several_only_with_the_suite(avmnist: Path, workers: str) -> None:
     assert main(["--data", str(avmnist), "--workers", workers, "--out", "unused.json"]) == 2
