@@ -5,7 +5,8 @@
 Runs every (strategy, T, seed) of the table and the ``mcil`` ablations, each into its own JSON file
 in ``--out``; a run whose file exists is skipped, so an interrupted suite picks up where it stopped.
 Then it aggregates whatever runs exist into ``--out/tables.md`` (mean and standard deviation over
-seeds) and ``--out/forgetting_curve.png`` (accuracy on all seen classes after each task, T = 5).
+seeds) and the forgetting curves (accuracy on all seen classes after each task):
+``--out/forgetting_curve.png`` for T = 5, ``forgetting_curve_T3.png`` and ``forgetting_curve_T10.png``.
 ``--max-runs N`` stops after N new runs (``--max-runs 0``: only aggregate what exists).
 
 Each run has a process of its own (so its peak-memory figure is its own, not the largest of the
@@ -73,10 +74,12 @@ def run_suite(args: argparse.Namespace) -> int:
         print(f"warning: runs in {out} differ in a setting: {line}", file=sys.stderr)
     (out / "tables.md").write_text(tables(results, differences))
     print(f"wrote {out / 'tables.md'}", file=sys.stderr)
-    if plot_forgetting_curve(results, out / "forgetting_curve.png"):
-        print(f"wrote {out / 'forgetting_curve.png'}", file=sys.stderr)
-    else:
-        print("no T = 5 run yet: no forgetting curve", file=sys.stderr)
+    for tasks in TASK_COUNTS:
+        curve = out / curve_name(tasks)
+        if plot_forgetting_curve(results, curve, tasks):
+            print(f"wrote {curve}", file=sys.stderr)
+        else:
+            print(f"no T = {tasks} run yet: no {curve.name}", file=sys.stderr)
     for name, error in failed:
         print(f"error: run {name} failed ({error}); run the suite again to retry it", file=sys.stderr)
     return 1 if failed else 0
@@ -263,6 +266,11 @@ def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> st
     orders = {(g["tasks"], g["seed"]): g["class_order"] for g in results}
     lines += ["### Class orders", ""] + [f"- T = {t}, seed {s}: {o}" for (t, s), o in sorted(orders.items())]
     return "\n".join(lines) + "\n"
+
+
+def curve_name(tasks: int) -> str:
+    """The forgetting curve's file: ``forgetting_curve.png`` for the headline T = 5, else ``_T<n>``."""
+    return "forgetting_curve.png" if tasks == 5 else f"forgetting_curve_T{tasks}.png"
 
 
 def plot_forgetting_curve(results: list[dict[str, Any]], path: Path, tasks: int = 5) -> bool:

@@ -72,6 +72,21 @@ def test_suite_runs_two_at_a_time_with_a_share_of_the_cpus_each(avmnist: Path, t
     assert "| finetune | 1 |" in (tmp_path / "tables.md").read_text()
 
 
+def test_the_suite_draws_a_forgetting_curve_for_each_number_of_tasks_it_has_runs_of(tmp_path: Path) -> None:
+    reports = Path(__file__).parents[2] / "docs" / "reports" / "avmnist"
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("lite-mcil-T5-s0.json", "lite-mcil-T10-s0.json", "lite-icarl-T10-s0.json"):
+        (out / name).write_text((reports / name).read_text())
+    data = tmp_path / "data"  # the command's checks want a train.csv; aggregating reads none
+    data.mkdir()
+    (data / "train.csv").write_text("")
+    assert main(["--suite", "avmnist", "--data", str(data), "--preset", "lite", "--out", str(out),
+                 "--max-runs", "0"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["forgetting_curve.png", "forgetting_curve_T10.png"]
+    assert "| icarl | 1 |" in (out / "tables.md").read_text().split("### T = 10, path `av`")[1]
+
+
 @pytest.mark.slow
 def test_a_failed_run_leaves_no_file_and_fails_the_suite(avmnist: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
