@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from model.backbone import WeightFiles
-from model.data import read_split
+from model.data import read_class_names, read_split
 from model.device import describe_device, resolve_device
 from model.errors import InvalidInputError
 from model.fusion import FusionConfig
@@ -105,9 +105,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train_cap = QUICK_TRAIN_PER_CLASS if args.quick else None
     test_cap = QUICK_TEST_PER_CLASS if args.quick else None
     train = read_split(args.data, "train", train_cap)
-    if args.tasks > len(train.class_names):
-        raise InvalidInputError("--tasks", f"at most {len(train.class_names)}, the classes of "
-                                f"{args.data / 'train.csv'}; got {args.tasks}")
     tasks = class_order(train.class_names, args.tasks, args.seed)
     if args.validation:
         train_samples, test_samples = validation_split(train.samples, 0.1, args.seed)
@@ -247,9 +244,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def bench_arguments_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with this command's own options (those :func:`parse_args` adds beside
-    :func:`add_run_arguments`), naming the option; ``None`` when nothing is."""
-    if args.tasks < 1:
-        return f"--tasks: must be >= 1, got {args.tasks}"
+    :func:`add_run_arguments`), naming the option; ``None`` when nothing is. Reads only
+    ``train.csv`` (for the number of classes), after :func:`run_arguments_invalid` found it."""
+    if not args.suite:  # the suite sets the number of tasks of each of its runs itself
+        classes = len(read_class_names(args.data))
+        if not 1 <= args.tasks <= classes:
+            return (f"--tasks: must be between 1 and {classes} (the classes in {args.data / 'train.csv'}), "
+                    f"got {args.tasks}")
     if args.batch_size < 1:
         return f"--batch-size: must be >= 1, got {args.batch_size}"
     if not args.lr > 0:
@@ -275,11 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         from model.suite import run_suite
 
         return run_suite(args)
-    try:
-        result = run(args)
-    except InvalidInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     av = result["figures"].get("av", {})

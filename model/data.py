@@ -44,6 +44,14 @@ def _find_images(root: Path) -> Path:
     return found[0]
 
 
+def read_class_names(root: Path, split: str = "train") -> list[str]:
+    """The class names of ``split`` by label index, from its CSV alone (no image or sound is read)."""
+    manifest = Path(root) / f"{split}.csv"
+    with manifest.open(newline="") as f:
+        names = {int(row["label"]): row["class_name"] for row in csv.DictReader(f)}
+    return [names[k] for k in sorted(names)]
+
+
 def read_split(root: Path, split: str, limit_per_class: int | None = None) -> Split:
     """``split`` is ``train`` or ``test``. ``limit_per_class`` keeps the first n rows of each class."""
     root = Path(root)

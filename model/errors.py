@@ -26,6 +26,9 @@ class InvalidInputError(ModelError, ValueError):
         self.problem = problem
         super().__init__(f"{field}: {problem}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # pickles whole, e.g. out of a worker process
+        return type(self), (self.field, self.problem)
+
 
 class CheckpointError(ModelError, ValueError):
     """A weight file cannot be loaded strictly. ``key`` names the first offending tensor."""
@@ -35,6 +38,9 @@ class CheckpointError(ModelError, ValueError):
         self.key = key
         self.problem = problem
         super().__init__(f"{source}: {key}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return type(self), (self.source, self.key, self.problem)
 
 
 class StateError(ModelError):
