@@ -18,6 +18,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Set
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -253,7 +254,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_warnings(job: Any, skip: set[str] | frozenset[str] = frozenset()) -> None:
+def _print_warnings(job: Any, skip: Set[str] = frozenset()) -> None:
     for warning in job.warnings:
         if warning not in skip:
             print(f"warning: {warning}", file=sys.stderr)

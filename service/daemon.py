@@ -23,7 +23,7 @@ from service.batching import Answer, ClassifyBatcher, predict_now
 from service.codec import DecodeLimits
 from service.config import ServerConfig, ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, InvalidRequest
-from service.jobs import Job, JobContext, JobRunner, TrainingOutcome, Upload, task_warnings
+from service.jobs import Job, JobContext, JobRunner, TrainingOutcome, Upload
 from service.metrics import ServiceMetrics
 from service.serving import ModelSlot, ServedVersion
 from service.store import CorruptVersion, StateStore, VersionMeta
@@ -275,7 +275,6 @@ class Daemon:
     def _train(self, job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
         from model.learner import TrainingCancelled
         from model.protocol import ContinualEvaluation
-        from model.strategies import STRATEGIES
 
         base = self.served
         ctx.phase("preparing", base_version=base.number)
@@ -283,9 +282,7 @@ class Daemon:
         clash = sorted(known & set(upload.class_names))
         if clash:
             raise InvalidRequest("header.class_names", f"class(es) {clash} already exist")
-        for warning in task_warnings(upload.class_names, base.classes, (),
-                                     learner_trains=STRATEGIES[self.strategy].trains):
-            ctx.warn(warning)  # e.g. the job ahead of this one failed, so this is now the first task
+        ctx.check_task_warnings(base.classes)  # the job ahead may have failed: now the first task?
         learner = base.learner.clone()
         baseline = self._baseline()
         evaluation = (

@@ -107,11 +107,7 @@ ONE_CLASS_FIRST_TASK = (
 def task_warnings(class_names: Sequence[str], known_classes: Sequence[str], pending_classes: Sequence[str],
                   *, learner_trains: bool = True) -> tuple[str, ...]:
     """What a job should be told, given the classes already served and those of unfinished jobs.
-
-    Decided when the job is accepted, and again when it starts (with no unfinished job ahead of it): a
-    job accepted behind another becomes the first task if that one fails, is cancelled or rejected, or
-    if a rollback leaves no classes. A learner that does not train (``zero-shot``) only adds the
-    class's text prototype: nothing to warn."""
+    A learner that does not train (``zero-shot``) only adds the class's text prototype: nothing to warn."""
     first_task = not known_classes and not pending_classes
     return (ONE_CLASS_FIRST_TASK,) if learner_trains and first_task and len(class_names) == 1 else ()
 
@@ -144,6 +140,12 @@ class JobContext:
     def warn(self, warning: str) -> None:
         """Add ``warning`` to the job's warnings (once), for something found only when the job runs."""
         self._runner._warn(self.job_id, warning)
+
+    def check_task_warnings(self, known_classes: Sequence[str]) -> None:
+        """Decide the job's task warnings again now that it starts, given the classes served now (no
+        job ahead of it is unfinished): it may have become the first task since it was accepted, if
+        the job ahead failed or was cancelled or rejected. Warnings are only added, never withdrawn."""
+        self._runner._check_task_warnings(self.job_id, known_classes)
 
     def progress(self, p: "TrainingProgress") -> None:
         eta = None
@@ -239,6 +241,7 @@ class JobRunner:
                 created_at=time.time(),
                 train_examples=len(upload.train),
                 held_out_examples=len(upload.held_out),
+                # Decided again when the job starts (JobContext.check_task_warnings).
                 warnings=task_warnings(upload.class_names, known_classes, pending,
                                        learner_trains=self._learner_trains),
             )
@@ -339,6 +342,11 @@ class JobRunner:
                 return
             log.warning("job %s: %s", job_id, warning)
             self._update(job_id, persist=True, warnings=(*job.warnings, warning))
+
+    def _check_task_warnings(self, job_id: str, known_classes: Sequence[str]) -> None:
+        job = self._jobs[job_id]
+        for warning in task_warnings(job.class_names, known_classes, (), learner_trains=self._learner_trains):
+            self._warn(job_id, warning)
 
     def _write(self, job: Job) -> None:
         try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
+from service._proto import mcil_pb2
 from service.cli import main
 
 from .conftest import Running, make_config
@@ -75,3 +78,38 @@ def test_learn_warns_when_the_first_task_has_one_class(start_daemon: Callable[..
     job_id = captured.out.split()[1].rstrip(":")
     assert main(["--target", d.target, "job", job_id]) == 0
     assert "teach at least two classes in the first task" in capsys.readouterr().err
+
+
+def test_a_warning_found_when_a_job_starts_is_printed_once_by_the_follower(
+        start_daemon: Callable[..., Running], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    samples = tmp_path / "samples"
+    assert main(["make-samples", str(samples), "--per-class", "6"]) == 0
+    d = start_daemon(make_config(tmp_path / "state", learning__epochs="400"))  # jobs that stay running
+    target = ["--target", d.target]
+
+    def submit(*names: str) -> str:
+        args = [*target, "learn", "--quiet", "--no-wait"]
+        for name in names:
+            args += ["--class", name, "--images", str(samples / name / "images"),
+                     "--audio", str(samples / name / "audio")]
+        capsys.readouterr()
+        assert main(args) == 0
+        return capsys.readouterr().out.split()[1].rstrip(":")
+
+    ahead, behind = submit("red", "green"), submit("blue")
+
+    def cancel_ahead_then_behind() -> None:
+        time.sleep(1.0)  # let the follower below attach while "blue" still waits behind "red, green"
+        d.client.cancel_job(ahead)
+        while d.client.get_job(behind).phase != mcil_pb2.JOB_PHASE_TRAINING:
+            time.sleep(0.05)
+        d.client.cancel_job(behind)
+
+    worker = threading.Thread(target=cancel_ahead_then_behind, daemon=True)
+    worker.start()
+    assert main([*target, "job", behind, "--watch"]) == 1  # followed from queued to cancelled
+    worker.join(timeout=60)
+    captured = capsys.readouterr()
+    assert "cancelled" in captured.out
+    # Accepted behind a two-class task, "blue" became the first task when that one was cancelled.
+    assert captured.err.count("warning: the first task teaches a single class") == 1

@@ -104,22 +104,46 @@ def test_a_first_task_of_one_class_is_accepted_with_a_warning(store: StateStore)
     assert task_warnings(("c",), [], [], learner_trains=False) == ()  # zero-shot: nothing is trained
 
 
-def test_a_running_job_can_add_a_warning_once_and_it_is_kept(store: StateStore) -> None:
+def test_a_running_job_can_add_a_warning_once_and_it_is_written_at_once(store: StateStore) -> None:
+    on_disk_while_running: list[dict] = []
+
     def train(job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
         ctx.warn("found when the job started")
         ctx.warn("found when the job started")  # said twice, kept once
+        on_disk_while_running.extend(store.read_jobs())
         return TrainingOutcome("succeeded", {}, (), committed_version=1)
 
     runner = JobRunner(store, ServiceMetrics(), train, max_queued=4)
     runner.start()
     try:
         job, _ = runner.submit(_upload("r1", ("a", "b")), known_classes=[])
-        assert job.warnings == ()
         final = list(runner.watch(job.job_id, lambda: True))[-1]
     finally:
         runner.close(timeout=10)
     assert final.state == "succeeded" and final.warnings == ("found when the job started",)
-    assert [d["warnings"] for d in store.read_jobs()] == [["found when the job started"]]
+    (record,) = on_disk_while_running
+    assert record["state"] == "running" and record["warnings"] == ["found when the job started"]
+
+
+def test_a_job_that_became_the_first_task_is_warned_when_it_starts(store: StateStore) -> None:
+    seen: list[tuple[str, ...]] = []
+
+    def train(job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
+        ctx.check_task_warnings(known_classes=[])  # nothing is served: the job ahead did not commit
+        seen.append(runner.get(job.job_id).warnings)
+        return TrainingOutcome("rejected", {}, ())
+
+    runner = JobRunner(store, ServiceMetrics(), train, max_queued=4)
+    ahead, _ = runner.submit(_upload("r1", ("a", "b")), known_classes=[])
+    behind, _ = runner.submit(_upload("r2", ("c",)), known_classes=[])
+    assert behind.warnings == ()  # accepted behind a first task of two classes
+    runner.start()
+    try:
+        final = list(runner.watch(behind.job_id, lambda: True))[-1]
+    finally:
+        runner.close(timeout=10)
+    assert seen == [(), (ONE_CLASS_FIRST_TASK,)]  # the two-class job ahead: nothing to say
+    assert final.warnings == (ONE_CLASS_FIRST_TASK,)
 
 
 def test_a_learner_that_does_not_train_gets_no_one_class_warning(store: StateStore) -> None:
