@@ -59,17 +59,15 @@ def read_split(root: Path, split: str, limit_per_class: int | None = None) -> Sp
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest}: missing (expected a folder laid out like AV-MNIST)")
     images = read_idx(_find_images(root))
-    names: dict[int, str] = {}
     samples: list[LabeledSample] = []
     kept: dict[int, int] = {}
     with manifest.open(newline="") as f:
         for row in csv.DictReader(f):
             label = int(row["label"])
-            names[label] = row["class_name"]
             if limit_per_class is not None and kept.get(label, 0) >= limit_per_class:
                 continue
             kept[label] = kept.get(label, 0) + 1
             wave, rate = load_audio_file(str(root / row["audio"]))
             samples.append(LabeledSample(image=images[int(row["image_index"])], audio=wave, sample_rate=rate,
                                          label=row["class_name"]))
-    return Split(samples, [names[k] for k in sorted(names)])
+    return Split(samples, read_class_names(root, split))

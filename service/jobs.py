@@ -137,10 +137,6 @@ class JobContext:
     def phase(self, phase: str, **changes: Any) -> None:
         self._runner._update(self.job_id, persist=True, phase=phase, **changes)
 
-    def warn(self, warning: str) -> None:
-        """Add ``warning`` to the job's warnings (once), for something found only when the job runs."""
-        self._runner._warn(self.job_id, warning)
-
     def check_task_warnings(self, known_classes: Sequence[str]) -> None:
         """Decide the job's task warnings again now that it starts, given the classes served now (no
         job ahead of it is unfinished): it may have become the first task since it was accepted, if
@@ -335,18 +331,15 @@ class JobRunner:
                 self._write(job)
             self._changed.notify_all()
 
-    def _warn(self, job_id: str, warning: str) -> None:
+    def _check_task_warnings(self, job_id: str, known_classes: Sequence[str]) -> None:
         with self._changed:
             job = self._jobs[job_id]
-            if warning in job.warnings:
-                return
-            log.warning("job %s: %s", job_id, warning)
-            self._update(job_id, persist=True, warnings=(*job.warnings, warning))
-
-    def _check_task_warnings(self, job_id: str, known_classes: Sequence[str]) -> None:
-        job = self._jobs[job_id]
-        for warning in task_warnings(job.class_names, known_classes, (), learner_trains=self._learner_trains):
-            self._warn(job_id, warning)
+            found = task_warnings(job.class_names, known_classes, (), learner_trains=self._learner_trains)
+            new = tuple(w for w in found if w not in job.warnings)
+            for warning in new:
+                log.warning("job %s: %s", job_id, warning)
+            if new:
+                self._update(job_id, persist=True, warnings=(*job.warnings, *new))
 
     def _write(self, job: Job) -> None:
         try:

@@ -104,25 +104,26 @@ def test_a_first_task_of_one_class_is_accepted_with_a_warning(store: StateStore)
     assert task_warnings(("c",), [], [], learner_trains=False) == ()  # zero-shot: nothing is trained
 
 
-def test_a_running_job_can_add_a_warning_once_and_it_is_written_at_once(store: StateStore) -> None:
+def test_a_warning_found_when_a_job_starts_is_added_once_and_written_at_once(store: StateStore) -> None:
     on_disk_while_running: list[dict] = []
 
     def train(job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
-        ctx.warn("found when the job started")
-        ctx.warn("found when the job started")  # said twice, kept once
+        ctx.check_task_warnings(known_classes=[])  # nothing is served now
+        ctx.check_task_warnings(known_classes=[])  # found twice, kept once
         on_disk_while_running.extend(store.read_jobs())
         return TrainingOutcome("succeeded", {}, (), committed_version=1)
 
     runner = JobRunner(store, ServiceMetrics(), train, max_queued=4)
     runner.start()
     try:
-        job, _ = runner.submit(_upload("r1", ("a", "b")), known_classes=[])
+        job, _ = runner.submit(_upload("r1", ("a",)), known_classes=["x", "y"])
+        assert job.warnings == ()  # not the first task when accepted
         final = list(runner.watch(job.job_id, lambda: True))[-1]
     finally:
         runner.close(timeout=10)
-    assert final.state == "succeeded" and final.warnings == ("found when the job started",)
+    assert final.state == "succeeded" and final.warnings == (ONE_CLASS_FIRST_TASK,)
     (record,) = on_disk_while_running
-    assert record["state"] == "running" and record["warnings"] == ["found when the job started"]
+    assert record["state"] == "running" and record["warnings"] == [ONE_CLASS_FIRST_TASK]
 
 
 def test_a_job_that_became_the_first_task_is_warned_when_it_starts(store: StateStore) -> None:
