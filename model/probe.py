@@ -2,9 +2,9 @@
 
     python -m model.probe --data ../shared/data/avmnist --preset lite --strategy mcil --threads 2
 
-Learns the first two tasks of the benchmark's class order (T = 5, ``--seed``) from 90% of
-``train.csv`` and scores the held-out 10% (never ``test.csv``: this is a tuning tool). For each
-modality path it prints:
+Learns the first two tasks of the benchmark's class order (``--tasks`` tasks, 5 by default;
+``--seed``) from 90% of ``train.csv`` and scores the held-out 10% (never ``test.csv``: this is a
+tuning tool). For each modality path it prints:
 
 - ``old_after_t1`` / ``old_after_t2``: task-1 accuracy over every class seen so far, before and
   after task 2 (the drop is the forgetting);
@@ -24,6 +24,7 @@ modality path it prints:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -98,8 +99,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=-1) == labels).float().mean())
 
 
-def probe(args: argparse.Namespace) -> dict[str, Any]:
-    setup = prepare(args, 5, args.replayed_features)
+def probe(args: argparse.Namespace, setup: ProbeSetup) -> dict[str, Any]:
     first, second = setup.order[:2]
     train_samples, held_out, learner = setup.train, setup.held_out, setup.learner
     learner.learn_task([s for s in train_samples if s.label in first], first)
@@ -111,7 +111,8 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     new = [s for s in held_out if s.label in second]
     old_batch = learner.encode_inputs(old, labels=[names.index(s.label) for s in old])
     new_batch = learner.encode_inputs(new, labels=[names.index(s.label) for s in new])
-    report: dict[str, Any] = {"classes": [first, second], "held_out": [len(old), len(new)],
+    report: dict[str, Any] = {"tasks": len(setup.order), "classes": [first, second],
+                              "held_out": [len(old), len(new)], "training": dataclasses.asdict(learner.config.training),
                               "replayed_features": args.replayed_features,
                               "fusion_threshold": args.fusion_threshold,
                               "replay_weighting": args.replay_weighting, "paths": {}}
@@ -135,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m model.probe", description=__doc__.split("\n\n")[0])
     add_run_arguments(p)
     p.add_argument("--replayed-features", type=int, default=LearnerConfig().replayed_features)
+    p.add_argument("--tasks", type=int, default=5,
+                   help="split the classes into this many tasks, as the benchmark does; the probe learns the first two")
     p.add_argument("--out", type=Path, help="also write the report as JSON here")
     return p.parse_args(argv)
 
@@ -146,7 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.replayed_features < 0:
         print(f"error: --replayed-features: must be >= 0, got {args.replayed_features}", file=sys.stderr)
         return 2
-    report = probe(args)
+    if args.tasks < 2:
+        print(f"error: --tasks: must be at least 2 (the probe learns two tasks), got {args.tasks}", file=sys.stderr)
+        return 2
+    try:
+        setup = prepare(args, args.tasks, args.replayed_features)
+    except ValueError as exc:  # more tasks than the data has classes
+        print(f"error: --tasks {args.tasks}: {exc}", file=sys.stderr)
+        return 2
+    report = probe(args, setup)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
