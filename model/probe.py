@@ -43,7 +43,7 @@ from model.bench import (
     run_arguments_invalid,
     validation_split,
 )
-from model.data import read_split
+from model.data import read_class_names, read_split
 from model.device import resolve_device
 from model.fusion import FusionConfig
 from model.learner import Learner, LearnerConfig, TrainingConfig, create_learner
@@ -93,6 +93,17 @@ def prepare(args: argparse.Namespace, tasks: int,
     device = resolve_device(args.device, "--device")
     return ProbeSetup(order, train_samples, held_out,
                       create_learner(args.preset, args.strategy, config=config, device=device))
+
+
+def tasks_problem(args: argparse.Namespace, why_two: str) -> str | None:
+    """What is wrong with ``--tasks`` (at least 2, for ``why_two``; at most the classes in
+    ``train.csv``), naming the option; ``None`` when nothing is. Reads only the class names, so a
+    count that cannot be split is refused before any audio is read or any learner built."""
+    classes = len(read_class_names(args.data))
+    if not 2 <= args.tasks <= classes:
+        return (f"--tasks: must be between 2 ({why_two}) and {classes} (the classes in "
+                f"{args.data / 'train.csv'}), got {args.tasks}")
+    return None
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -149,15 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.replayed_features < 0:
         print(f"error: --replayed-features: must be >= 0, got {args.replayed_features}", file=sys.stderr)
         return 2
-    if args.tasks < 2:
-        print(f"error: --tasks: must be at least 2 (the probe learns two tasks), got {args.tasks}", file=sys.stderr)
+    problem = tasks_problem(args, "the probe learns two tasks")
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    try:
-        setup = prepare(args, args.tasks, args.replayed_features)
-    except ValueError as exc:  # more tasks than the data has classes
-        print(f"error: --tasks {args.tasks}: {exc}", file=sys.stderr)
-        return 2
-    report = probe(args, setup)
+    report = probe(args, prepare(args, args.tasks, args.replayed_features))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -28,7 +28,7 @@ import torch
 
 from model.bench import add_run_arguments, run_arguments_invalid
 from model.learner import EncodedBatch, Learner
-from model.probe import ProbeSetup, accuracy, mute_image_experts, prepare
+from model.probe import ProbeSetup, accuracy, mute_image_experts, prepare, tasks_problem
 from model.protocol import restrict
 from model.strategies import STRATEGIES
 from model.strategies.moe_adapters import MoEAdapters
@@ -106,17 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --strategy {args.strategy}: keeps one set of experts for every task, so there is "
               "no routing between tasks to probe (use mcil or moe-adapters)", file=sys.stderr)
         return 2
-    if args.tasks < 2:
-        print(f"error: --tasks: must be at least 2 (routing between tasks), got {args.tasks}", file=sys.stderr)
-        return 2
     if run_arguments_invalid(args):
         return 2
-    try:
-        setup = prepare(args, args.tasks)
-    except ValueError as exc:  # more tasks than the data has classes
-        print(f"error: --tasks {args.tasks}: {exc}", file=sys.stderr)
+    problem = tasks_problem(args, "routing between tasks")
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    report = probe(args, setup)
+    report = probe(args, prepare(args, args.tasks))
     print(summary(report))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
