@@ -4,6 +4,7 @@ Nothing in this package knows about gRPC or the daemon. The public entry points 
 
 - :func:`model.backbone.build_backbone` builds a tri-modal backbone from a preset name;
 - :func:`model.strategies.create_learner` builds a learner (``mcil``, ``lwf``, ...) around it;
-- :mod:`model.metrics` turns accuracy matrices into the figures of docs/metrics.md;
+- :mod:`model.record` keeps a run's accuracy matrices and turns them into the figures of
+  docs/metrics.md, with the formulas of :mod:`model.metrics`;
 - ``python -m model.bench`` runs the class-incremental benchmark.
 """

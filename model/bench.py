@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite:
         from model.suite import run_suite
 
-        return run_suite(args)
+        return run_suite(args, run)
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

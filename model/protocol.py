@@ -9,7 +9,7 @@ For each task t, around ``learner.learn_task``:
 
 Every held-out sample is scored three times, once per modality path (``av``: as given; ``visual``:
 its image only; ``audio``: its audio only), always over every class seen so far. A path is recorded
-only if every held-out sample has the inputs it needs. The record (:class:`model.metrics.
+only if every held-out sample has the inputs it needs. The record (:class:`model.record.
 ContinualRecord`) is the single stored object every reported figure is computed from.
 """
 
@@ -24,7 +24,8 @@ from torch.nn import functional as F
 from model.errors import InvalidInputError
 from model.fusion import PATH_CODES
 from model.learner import EncodedBatch, Learner
-from model.metrics import ContinualRecord, clustering_nmi, task_similarity
+from model.metrics import clustering_nmi, task_similarity
+from model.record import ContinualRecord
 from model.samples import PATHS, LabeledSample
 
 

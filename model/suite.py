@@ -17,6 +17,9 @@ file, so the next invocation retries it; the others still run.
 
 Runs in one folder should share their settings: where they do not (say, files from before a default
 changed), the suite warns and ``tables.md`` opens with the settings that differ and the runs using each.
+
+Imports point one way: ``model.bench`` (the command line) imports this module for ``--suite`` and hands
+:func:`run_suite` its single-run function; nothing here imports ``model.bench``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import multiprocessing
 import os
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,10 @@ SEEDS = (0, 1, 2)
 ABLATIONS = ("no-text-diversity", "no-aavfm", "no-loss")
 FIGURES = ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt", "m1", "m2")
 
+RunOne = Callable[[argparse.Namespace], dict[str, Any]]
+"""One benchmark run (``model.bench.run``): its options in, its JSON report out. It must be a module-level
+function, since each run is sent to a worker process of its own."""
+
 
 def plan(preset: str) -> list[dict[str, Any]]:
     """Every run of the table, main rows first (T = 5 before T = 3 and T = 10), then ablations."""
@@ -59,7 +66,8 @@ def run_name(r: dict[str, Any]) -> str:
     return f"{r['preset']}-{r['strategy']}{suffix}-T{r['tasks']}-s{r['seed']}.json"
 
 
-def run_suite(args: argparse.Namespace) -> int:
+def run_suite(args: argparse.Namespace, run: RunOne) -> int:
+    """Every pending run of the table (each by ``run``, in a process of its own), then tables and curves."""
     out = Path(args.out or "results/avmnist")
     out.mkdir(parents=True, exist_ok=True)
     runs = plan(args.preset)
@@ -67,7 +75,7 @@ def run_suite(args: argparse.Namespace) -> int:
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}", file=sys.stderr)
     if args.max_runs is not None:
         todo = todo[:args.max_runs]
-    failed = _run_all(args, todo, out) if todo else []
+    failed = _run_all(args, todo, out, run) if todo else []
     results = [json.loads(p.read_text()) for p in sorted(out.glob(f"{args.preset}-*.json"))]
     differences = setting_differences(results)
     for line in differences:
@@ -85,14 +93,15 @@ def run_suite(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run_all(args: argparse.Namespace, todo: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
+def _run_all(args: argparse.Namespace, todo: list[dict[str, Any]], out: Path,
+             run: RunOne) -> list[tuple[str, str]]:
     """Run ``todo`` ``args.workers`` at a time, a fresh process per run; returns the failed runs."""
     workers = args.workers
     threads = args.threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
     failed: list[tuple[str, str]] = []
     context = multiprocessing.get_context("spawn")  # never fork a process that holds PyTorch threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(_run_one, _run_arguments(args, r, threads)): r for r in todo}
+        futures = {pool.submit(run, _run_arguments(args, r, threads)): r for r in todo}
         try:
             for future in tqdm(as_completed(futures), total=len(futures), desc="benchmark", unit="run"):
                 name = run_name(futures[future])
@@ -117,13 +126,6 @@ def _run_arguments(args: argparse.Namespace, r: dict[str, Any], threads: int | N
     run_args.threads = threads
     run_args.no_progress = True
     return run_args
-
-
-def _run_one(run_args: argparse.Namespace) -> dict[str, Any]:
-    """One run, in a worker process of its own."""
-    from model.bench import run
-
-    return run(run_args)
 
 
 def _mean_sd(values: list[float | None]) -> str:

@@ -1,4 +1,4 @@
-"""Tests for model.metrics: every expected value is worked out by hand in the comments."""
+"""Tests for model.metrics and model.record: every expected value is worked out by hand in the comments."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ import pytest
 
 from model.errors import InvalidInputError, StateError
 from model.metrics import (
-    AccuracyMatrix,
-    ContinualRecord,
-    Figures,
     accuracy,
     average_accuracy,
     bwt,
@@ -29,6 +26,7 @@ from model.metrics import (
     task_similarities,
     task_similarity,
 )
+from model.record import AccuracyMatrix, ContinualRecord, Figures
 
 # A 3-task matrix where task 1 got BETTER while learning task 2 (60 -> 75) and then dropped to 45:
 #
