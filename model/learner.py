@@ -52,7 +52,8 @@ from model.audio import check_waveform
 from model.backbone import TriModalBackbone, WeightFiles, build_backbone
 from model.device import same_device
 from model.errors import CheckpointError, InvalidInputError, ModelError, StateError
-from model.fusion import FusionConfig, FusionOutput, build_fusion
+from model.fusion import PATH_CODES, FusionConfig, FusionOutput, build_fusion
+from model.heads import HeadConfig, StatisticsHead, unit_features
 from model.images import image_to_tensor
 from model.losses import LossConfig
 from model.prompts import TEMPLATES, class_prototypes
@@ -109,7 +110,8 @@ class TrainingConfig:
 # A saved version was trained with the behaviour of its time: a field it does not record is read as
 # what that behaviour was, not as today's default (which may have changed since).
 SETTINGS_BEFORE_THEY_WERE_SAVED: dict[str, dict[str, Any]] = {
-    "learner": {"replay_weighting": "equal"},  # replay's loss was added at full weight before the field existed
+    "learner": {"replay_weighting": "equal",  # replay's loss was added at full weight before the field existed
+                "head": {"kind": "prototypes"}},  # every version scored with text prototypes before heads
     "training": {"min_steps": 0},  # every task trained for exactly ``epochs`` before the field existed
     "fusion": {"unit_inputs": False},  # AAVFM's cross-attention took raw features before the field existed
 }
@@ -123,6 +125,7 @@ class LearnerConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
     experts_per_task: int = 2
     text_diversity: bool = True
     exemplars_per_class: int = 20
@@ -159,7 +162,8 @@ class LearnerConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"learner config: unknown field(s) {unknown}")
-        for name, sub in (("training", TrainingConfig), ("fusion", FusionConfig), ("loss", LossConfig)):
+        for name, sub in (("training", TrainingConfig), ("fusion", FusionConfig), ("loss", LossConfig),
+                          ("head", HeadConfig)):
             if name in data and isinstance(data[name], dict):
                 data[name] = sub(**{**SETTINGS_BEFORE_THEY_WERE_SAVED.get(name, {}), **data[name]})
         return cls(**data)
@@ -228,6 +232,8 @@ class ForwardOutput:
     visual: torch.Tensor  # (B, E)
     audio: torch.Tensor  # (B, E)
     fusion: FusionOutput
+    # (B,) bool: the statistics head found the sample unlike every learned class; None: not judged.
+    unknown: torch.Tensor | None = None
 
     @staticmethod
     def concat(outputs: Sequence["ForwardOutput"]) -> "ForwardOutput":
@@ -250,7 +256,11 @@ class Learner:
         self.backbone = backbone
         self.strategy = strategy
         # The config in effect, so that what is saved and reported (``fusion.kind``) is what runs.
-        config = replace(config, fusion=replace(config.fusion, kind=strategy.fusion_used(config.fusion.kind)))
+        config = replace(config, fusion=replace(config.fusion, kind=strategy.fusion_used(config.fusion.kind)),
+                         head=replace(config.head, kind=config.head.kind or strategy.head_kind,
+                                      features=config.head.features or strategy.head_features,
+                                      expansion=(strategy.head_expansion if config.head.expansion is None
+                                                 else config.head.expansion)))
         self.config = config
         self.preset = preset
         self.fusion = build_fusion(backbone.embed_dim, config.fusion).eval().to(backbone.device)
@@ -259,6 +269,10 @@ class Learner:
         # Feature replay (model/replay.py); small, so kept and sampled on the CPU whatever the device.
         self.class_statistics = ClassStatistics(backbone.embed_dim)
         self.templates: tuple[str, ...] = TEMPLATES if config.text_diversity else (TEMPLATES[0],)
+        # A head built from class statistics (model/heads.py); None: the strategy's scores (prototypes).
+        self.head: StatisticsHead | None = None
+        if config.head.kind != "prototypes":
+            self.head = StatisticsHead(config.head.kind or "analytic", config.head, self._head_input_dims())
 
     # -- where it runs ---------------------------------------------------------------------------------
     @property
@@ -382,7 +396,7 @@ class Learner:
 
     def forward(self, batch: EncodedBatch, prototypes: torch.Tensor,
                 extra_prototypes: torch.Tensor | None = None, *, training: bool = False,
-                scores: bool = True) -> ForwardOutput:
+                scores: bool = True, prototype_scores: bool = False) -> ForwardOutput:
         """Features, fusion and logits. In training, logits are cosine scores against ``prototypes``
         (computed with gradients); at inference the strategy turns fused features into scores.
         ``scores=False`` skips the scores (``logits`` is then ``(B, 0)``)."""
@@ -391,11 +405,96 @@ class Learner:
         fusion = self.fusion(v, a, batch.has_image, batch.has_audio, all_protos, self.logit_scale)
         if not scores:
             logits = v.new_zeros(len(batch), 0)
-        elif training:
-            logits = self.logit_scale * F.normalize(fusion.fused, dim=-1) @ prototypes.T  # (B, C)
+        elif training or prototype_scores:
+            logits = self.logit_scale * F.normalize(fusion.fused, dim=-1) @ all_protos.T  # (B, C)
         else:
             logits = self.strategy.scores(self, fusion.fused, extra_prototypes)
         return ForwardOutput(logits, fusion.fused, v, a, fusion)
+
+    # -- the statistics head's inputs ------------------------------------------------------------
+    def _head_input_dims(self) -> dict[str, int]:
+        """Feature width per modality path of what the statistics head reads (``head.features``)."""
+        b, features = self.backbone, self.config.head.features
+        frozen = {"visual": b.image.output_dim, "audio": b.audio_dim}
+        adapted = {"visual": b.embed_dim, "audio": b.embed_dim}
+        dims = {}
+        for path, parts in (("visual", ("visual",)), ("audio", ("audio",)), ("av", ("visual", "audio"))):
+            width = sum(frozen[m] for m in parts) if features in ("frozen", "both") else 0
+            width += sum(adapted[m] for m in parts) if features in ("adapted", "both") else 0
+            dims[path] = width + (b.embed_dim if path == "av" and features in ("adapted", "both") else 0)
+        return dims
+
+    def head_inputs(self, batch: EncodedBatch,
+                    adapted: ForwardOutput | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per modality path: ``(rows, features)``, the samples that have that path's inputs and their
+        ``(N_p, D_p)`` head features (each part unit-length, then joined; see ``heads.unit_features``).
+
+        ``frozen`` parts are the encoders' own outputs (the image tower without its experts, the audio
+        encoder before P); ``adapted`` parts are ``v``, ``a`` and, on the ``av`` path, the fused feature
+        (taken from ``adapted`` when the caller has already computed them for ``batch``)."""
+        features = self.config.head.features
+        with torch.no_grad():
+            parts: dict[str, list[torch.Tensor]] = {"visual": [], "audio": [], "fused": []}
+            has = {"visual": batch.has_image, "audio": batch.has_audio}
+            for chunk in self._batches(batch):
+                if features in ("frozen", "both"):
+                    image = torch.zeros(len(chunk), self.backbone.image.output_dim, device=self.device)
+                    rows = chunk.has_image.nonzero().flatten()
+                    if len(rows):
+                        image[rows] = self.backbone.image.frozen_features(chunk.images[rows])
+                    parts.setdefault("frozen_visual", []).append(image)
+                    parts.setdefault("frozen_audio", []).append(chunk.audio)
+                if features in ("adapted", "both") and adapted is None:
+                    out = self.forward(chunk, self.prototypes, scores=False)
+                    parts["visual"].append(out.visual)
+                    parts["audio"].append(out.audio)
+                    parts["fused"].append(out.fused)
+        if adapted is not None and features in ("adapted", "both"):
+            parts["visual"], parts["audio"], parts["fused"] = [adapted.visual], [adapted.audio], [adapted.fused]
+        joined = {k: torch.cat(v) for k, v in parts.items() if v}
+        out_by_path = {}
+        for path, modalities in (("visual", ("visual",)), ("audio", ("audio",)), ("av", ("visual", "audio"))):
+            rows = (has["visual"] & has["audio"]) if path == "av" else has[modalities[0]]
+            rows = rows.nonzero().flatten()
+            if not len(rows):
+                continue
+            chosen = [joined[f"frozen_{m}"][rows] for m in modalities if f"frozen_{m}" in joined]
+            chosen += [joined[m][rows] for m in modalities if joined.get(m) is not None]
+            if path == "av" and "fused" in joined:
+                chosen.append(joined["fused"][rows])
+            out_by_path[path] = (rows, unit_features(chosen))
+        return out_by_path
+
+    def _learn_head(self, data: EncodedBatch) -> None:
+        """Adds the task's class statistics to the statistics head and solves it again."""
+        assert self.head is not None
+        inputs = self.head_inputs(data)
+        self.head.learn({p: x for p, (_, x) in inputs.items()},
+                        {p: data.labels[rows] for p, (rows, _) in inputs.items()}, len(self.classes))
+
+    def _head_scores(self, batch: EncodedBatch,
+                     adapted: ForwardOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(scores (B, C), path codes (B,), unknown (B,))`` from the statistics head: each sample is
+        scored on the path its inputs allow (``av`` when it has both)."""
+        assert self.head is not None
+        scores = torch.zeros(len(batch), len(self.classes))
+        paths = torch.zeros(len(batch), dtype=torch.long)
+        unknown = torch.zeros(len(batch), dtype=torch.bool)
+        claimed = torch.zeros(len(batch), dtype=torch.bool)
+        inputs = self.head_inputs(batch, adapted)
+        for path in ("av", "visual", "audio"):  # a pair with both inputs answers on av only
+            if path not in inputs:
+                continue
+            rows, x = inputs[path]
+            rows = rows.cpu()
+            fresh = ~claimed[rows]
+            rows, x = rows[fresh], x[fresh.to(x.device)]
+            if not len(rows):
+                continue
+            s = self.head.scores(x, path).cpu()
+            scores[rows], paths[rows], unknown[rows] = s, PATH_CODES[path], self.head.unknown(s, path)
+            claimed[rows] = True
+        return scores.to(self.device), paths.to(self.device), unknown.to(self.device)
 
     def text_prototypes(self, class_names: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
         return class_prototypes(self.backbone.encode_text, class_names, templates or self.templates)
@@ -462,18 +561,21 @@ class Learner:
         backup = self.clone()
         try:
             task_key = f"task{len(self._tasks) + 1}"
+            trains = self.strategy.trains_on(self)  # before before_task, which may add what trains
             self.strategy.before_task(self, task_key)
             steps, last_loss = 0, None
-            trained = sum(p.numel() for p in self._trainable_parameters()) if self.strategy.trains else 0
-            if self.strategy.trains:
+            trained = sum(p.numel() for p in self._trainable_parameters()) if trains else 0
+            if trains:
                 steps, last_loss = self._train(self.strategy.training_data(self, data), names, report, should_stop)
             if self.backbone.projections_trainable:
                 self.backbone.projections.requires_grad_(False)
             self._tasks.append(_Task(task_key, names))
             self._refresh_prototypes(names)
-            if self.strategy.freezes_old_prototypes:
+            if self.strategy.replays_features:
                 self._record_class_statistics(data, len(names))
             self.strategy.after_task(self, task_key, data)
+            if self.head is not None:
+                self._learn_head(data)
         except BaseException:
             self.__dict__.update(backup.__dict__)
             raise
@@ -588,15 +690,21 @@ class Learner:
         if not self._tasks and not extra_classes:
             raise StateError("no classes learned yet")
         extra = self.text_prototypes(list(extra_classes)) if extra_classes else None
-        return self._forward_in_chunks(batch, extra, scores=True)
+        if self.head is None or extra_classes:  # untrained classes can only be scored by their prototypes
+            return self._forward_in_chunks(batch, extra, scores=True, prototype_scores=self.head is not None)
+        out = self._forward_in_chunks(batch, None, scores=False)
+        scores, paths, unknown = self._head_scores(batch, out)
+        return replace(out, logits=scores, fusion=replace(out.fusion, path=paths), unknown=unknown)
 
     @torch.no_grad()
     def fused_features(self, batch: EncodedBatch) -> ForwardOutput:
         """Unimodal and fused features (no class scores needed): ``logits`` is empty."""
         return self._forward_in_chunks(batch, None, scores=False)
 
-    def _forward_in_chunks(self, batch: EncodedBatch, extra: torch.Tensor | None, scores: bool) -> ForwardOutput:
-        chunks = [self.forward(b, self.prototypes, extra, scores=scores) for b in self._batches(batch)]
+    def _forward_in_chunks(self, batch: EncodedBatch, extra: torch.Tensor | None, scores: bool,
+                           prototype_scores: bool = False) -> ForwardOutput:
+        chunks = [self.forward(b, self.prototypes, extra, scores=scores, prototype_scores=prototype_scores)
+                  for b in self._batches(batch)]
         return ForwardOutput.concat(chunks)
 
     def predict(self, samples: Sequence[Sample], top_k: int = 5) -> list[Prediction]:
@@ -606,13 +714,17 @@ class Learner:
         if not isinstance(top_k, int) or top_k < 1:
             raise InvalidInputError("top_k", f"must be a positive integer, got {top_k!r}")
         out = self.infer(self.encode_inputs(samples))
-        probs = out.logits.softmax(dim=-1)
+        # Prototypes: a softmax over every class. A statistics head: its own scores in [0, 1] (the ridge
+        # estimate of each class's indicator, or the cosine to the class mean), not normalised.
+        probs = out.logits.softmax(dim=-1) if self.head is None else out.logits.clamp(0.0, 1.0)
         k = min(top_k, probs.shape[1])
         values, index = probs.topk(k, dim=-1)
         names = self.classes
+        unknown = out.unknown if out.unknown is not None else torch.zeros(len(probs), dtype=torch.bool)
         return [
-            Prediction(tuple(names[j] for j in idx.tolist()), tuple(float(x) for x in val.tolist()), PATHS[int(p)])
-            for idx, val, p in zip(index, values, out.fusion.path)
+            Prediction(tuple(names[j] for j in idx.tolist()), tuple(float(x) for x in val.tolist()), PATHS[int(p)],
+                       bool(u))
+            for idx, val, p, u in zip(index, values, out.fusion.path, unknown)
         ]
 
     # -- copies and persistence -------------------------------------------------------------------
@@ -627,7 +739,8 @@ class Learner:
 
     def save(self, directory: Path) -> None:
         """Writes ``learner.json``, ``learned.safetensors``, ``prototypes.safetensors`` (and
-        ``exemplars.safetensors`` for strategies that keep exemplars) into ``directory``."""
+        ``head.safetensors`` for a statistics head, ``exemplars.safetensors`` for strategies that keep
+        exemplars) into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -637,9 +750,12 @@ class Learner:
             "config": self.config.to_dict(),
             "tasks": [{"key": t.key, "classes": t.classes} for t in self._tasks],
         }
+        if self.head is not None:
+            meta["head"] = self.head.metadata()
+            save_file(self.head.state_dict(), str(directory / "head.safetensors"))
         save_file(self.learned_tensors(), str(directory / "learned.safetensors"))
         prototypes = {"prototypes": self.prototypes.cpu().contiguous()}
-        if self.strategy.freezes_old_prototypes:
+        if self.strategy.replays_features:
             prototypes.update(self.class_statistics.state_dict())
         save_file(prototypes, str(directory / "prototypes.safetensors"))
         strategy_state = self.strategy.state_dict()
@@ -689,11 +805,17 @@ class Learner:
             raise CheckpointError(str(directory / "prototypes.safetensors"), "prototypes",
                                   f"shape {tuple(learner.prototypes.shape)} does not match "
                                   f"{len(learner.classes)} classes x {backbone.embed_dim}")
-        if learner.strategy.freezes_old_prototypes:
+        if learner.strategy.replays_features:
             try:
                 learner.class_statistics.load_state_dict(saved_prototypes, len(learner.classes))
             except ValueError as exc:
                 raise CheckpointError(str(directory / "prototypes.safetensors"), "class statistics", str(exc)) from None
+        if learner.head is not None and meta["tasks"]:
+            learner.head.load_state_dict(_read_safetensors(directory / "head.safetensors"), meta.get("head", {}),
+                                         str(directory / "head.safetensors"))
+            if learner.head.classes != len(learner.classes):
+                raise CheckpointError(str(directory / "head.safetensors"), "head",
+                                      f"{learner.head.classes} classes for {len(learner.classes)} learned")
         if learner.strategy.keeps_exemplars and meta["tasks"]:
             learner.strategy.load_state_dict(_read_safetensors(directory / "exemplars.safetensors"))
             learner.strategy.to(learner.device)

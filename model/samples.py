@@ -47,8 +47,13 @@ class LabeledSample(Sample):
 
 @dataclass(frozen=True)
 class Prediction:
-    """Top-k classes, best first, with softmax probabilities over every class seen so far."""
+    """Top-k classes, best first, with their scores (see ``Learner.predict``).
+
+    ``unknown``: the learner's head judged the sample unlike every class it has learned (its best
+    score lies below that class's calibrated threshold; model/heads.py). The classes are still ranked.
+    """
 
     classes: tuple[str, ...]
     scores: tuple[float, ...]
     path: str
+    unknown: bool = False

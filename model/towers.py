@@ -145,6 +145,15 @@ class Tower(nn.Module):
         feature: torch.Tensor = head(x, ctx)
         return feature
 
+    def frozen_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder's own output, as if no experts were attached: ``(B, output_dim)``."""
+        stem, block, head = self._pieces()
+        x, ctx = stem(inputs)
+        for i in range(len(self.adapters)):
+            x, _ = block(i, x, ctx)
+        feature: torch.Tensor = head(x, ctx)
+        return feature
+
     def routing_weights(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         """Per-block gate weights ``(B, n_experts)`` for ``inputs`` (for inspection and tests)."""
         stem, block, _ = self._pieces()

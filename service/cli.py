@@ -108,6 +108,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         reply = client.classify([sample_from_files(image, audio)], top_k=args.top_k)
     result = reply.results[0]
     print(f"version {reply.model_version}, {_path_name(result.path)} path")
+    if result.unknown:
+        print("  unknown: unlike every class taught so far (the nearest are listed below)")
     for entry in result.classes:
         print(f"  {entry.score:6.3f}  {entry.name}")
     return 0

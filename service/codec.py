@@ -174,6 +174,7 @@ def encode_prediction(pred: "Prediction", out: "mcil_pb2.Classification") -> Non
         entry.name = name
         entry.score = float(score)
     out.path = PATH_TO_PROTO.get(pred.path, 0)  # type: ignore[assignment]
+    out.unknown = pred.unknown
 
 
 def image_tensor(image: np.ndarray, out: "mcil_pb2.Tensor") -> None:

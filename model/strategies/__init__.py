@@ -2,7 +2,10 @@
 
 | name           | experts                         | fusion | loss / extra                          |
 | -------------- | ------------------------------- | ------ | ------------------------------------- |
-| `mcil`         | new per task, old frozen (MIFE) | AAVFM  | a*L_CW + (1-a)*L_MI                   |
+| `mcil`         | first task only, then frozen    | AAVFM  | a*L_CW + (1-a)*L_MI once; analytic head |
+| `mcil-paper`   | new per task, old frozen (MIFE) | AAVFM  | a*L_CW + (1-a)*L_MI; text prototypes  |
+| `ranpac`       | none, no training               | -      | analytic head, random expansion       |
+| `simplecil`    | none, no training               | -      | class means of frozen features        |
 | `moe-adapters` | new per task, old frozen        | concat | cross-entropy (the paper's MoE-CLIP)  |
 | `finetune`     | one shared set, never frozen    | concat | cross-entropy (naive partial tuning)  |
 | `lwf`          | one shared set, never frozen    | concat | cross-entropy + distillation          |
@@ -19,11 +22,15 @@ from model.strategies.icarl import ICaRL
 from model.strategies.joint import Joint
 from model.strategies.lwf import LwF
 from model.strategies.mcil import MCIL
+from model.strategies.mcil_paper import MCILPaper
 from model.strategies.moe_adapters import MoEAdapters
+from model.strategies.ranpac import RanPAC
+from model.strategies.simplecil import SimpleCIL
 from model.strategies.zero_shot import ZeroShot
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (MCIL, MoEAdapters, FineTune, LwF, ICaRL, ZeroShot, Joint)
+    cls.name: cls for cls in (MCIL, MCILPaper, RanPAC, SimpleCIL, MoEAdapters, FineTune, LwF, ICaRL, ZeroShot,
+                              Joint)
 }
 
 

@@ -33,6 +33,14 @@ class Strategy:
     keeps_exemplars: ClassVar[bool] = False
     keeps_training_data: ClassVar[bool] = False
     freezes_old_prototypes: ClassVar[bool] = False  # an old class keeps the prototype it was learned with
+    replays_features: ClassVar[bool] = False  # draws old classes' pseudo-features while training (model/replay.py)
+    head_kind: ClassVar[str] = "prototypes"  # the head it scores with unless configured (model/heads.py)
+    head_features: ClassVar[str] = "adapted"  # what a statistics head reads unless configured
+    head_expansion: ClassVar[int] = 0  # the analytic head's random expansion width M unless configured
+
+    def trains_on(self, learner: "Learner") -> bool:
+        """Whether the coming task trains anything by gradient (asked before ``before_task``)."""
+        return self.trains
 
     @classmethod
     def fusion_used(cls, requested: FusionKind) -> FusionKind:

@@ -23,6 +23,7 @@ class MoEAdapters(Strategy):
     name = "moe-adapters"
     fusion_kind: ClassVar[FusionKind] = "concat"
     freezes_old_prototypes = True
+    replays_features = True
 
     def before_task(self, learner: "Learner", task_key: str) -> None:
         learner.backbone.add_task_experts(task_key, learner.config.experts_per_task)

@@ -102,12 +102,14 @@ class ClassScore(_message.Message):
     def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class Classification(_message.Message):
-    __slots__ = ("classes", "path")
+    __slots__ = ("classes", "path", "unknown")
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     classes: _containers.RepeatedCompositeFieldContainer[ClassScore]
     path: ModalityPath
-    def __init__(self, classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., path: _Optional[_Union[ModalityPath, str]] = ...) -> None: ...
+    unknown: bool
+    def __init__(self, classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., path: _Optional[_Union[ModalityPath, str]] = ..., unknown: _Optional[bool] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("results", "model_version")

@@ -26,7 +26,7 @@ def test_class_order_is_a_seeded_split() -> None:
 @pytest.mark.slow
 def test_quick_benchmark_writes_the_full_report(avmnist: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    assert main(["--data", str(avmnist), "--preset", "tiny", "--strategy", "mcil", "--tasks", "5",
+    assert main(["--data", str(avmnist), "--preset", "tiny", "--strategy", "mcil-paper", "--tasks", "5",
                  "--quick", "--no-progress", "--fusion-threshold", "1.0", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert len(report["class_order"]) == 5 and report["held_out_per_task"] == [20] * 5

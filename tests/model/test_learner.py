@@ -38,7 +38,7 @@ def trained(tiny_backbone, two_tasks) -> Learner:
 
     from model.strategies import create_strategy
 
-    learner = Learner(copy.deepcopy(tiny_backbone), create_strategy("mcil"), FAST, "tiny")
+    learner = Learner(copy.deepcopy(tiny_backbone), create_strategy("mcil-paper"), FAST, "tiny")
     learner.learn_task(two_tasks["train1"], ["red", "green"])
     return learner
 
@@ -160,7 +160,7 @@ def test_cancelled_training_leaves_state_unchanged(trained: Learner, two_tasks) 
 
 def test_progress_is_reported(make_learner, two_tasks) -> None:
     seen = []
-    learner = make_learner(config=replace(FAST, training=replace(FAST.training, epochs=2)))
+    learner = make_learner("mcil-paper", config=replace(FAST, training=replace(FAST.training, epochs=2)))
     learner.learn_task(two_tasks["train1"], ["red", "green"], progress=seen.append)
     assert seen[0].phase == "preparing"
     assert seen[-1].step == seen[-1].steps == 8 and seen[-1].epoch == 2 and seen[-1].loss is not None
@@ -169,7 +169,7 @@ def test_progress_is_reported(make_learner, two_tasks) -> None:
 def test_a_small_task_trains_whole_epochs_until_min_steps(make_learner, two_tasks) -> None:
     seen = []
     training = replace(FAST.training, epochs=2, min_steps=10)  # 4 steps per epoch on train1
-    learner = make_learner(config=replace(FAST, training=training))
+    learner = make_learner("mcil-paper", config=replace(FAST, training=training))
     report = learner.learn_task(two_tasks["train1"], ["red", "green"], progress=seen.append)
     assert report.steps == seen[-1].steps == 12 and seen[-1].epoch == seen[0].epochs == 3
 
@@ -206,7 +206,7 @@ def test_a_config_saved_before_min_steps_trains_exactly_its_epochs() -> None:
 
 def test_aavfm_fuses_when_correlation_passes_the_threshold(make_learner, two_tasks) -> None:
     config = replace(FAST, fusion=FusionConfig(threshold=-1.0), training=replace(FAST.training, epochs=1))
-    learner = make_learner(config=config)
+    learner = make_learner("mcil-paper", config=config)
     learner.learn_task(two_tasks["train1"], ["red", "green"])
     assert {p.path for p in learner.predict(two_tasks["test1"][:5])} == {"av"}
 
@@ -216,7 +216,7 @@ def test_replay_weighting_counts_every_class_alike(trained: Learner, make_learne
     new, replayed = torch.tensor(2.0), torch.tensor(4.0)
     assert len(trained.classes) == 2
     assert float(trained._with_replay(new, replayed, 1)) == pytest.approx((1 * 2.0 + 2 * 4.0) / 3)
-    equal = make_learner("mcil", config=replace(FAST, replay_weighting="equal"))
+    equal = make_learner("mcil-paper", config=replace(FAST, replay_weighting="equal"))
     assert float(equal._with_replay(new, replayed, 1)) == pytest.approx(6.0)
 
 

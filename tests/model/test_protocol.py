@@ -35,7 +35,7 @@ def test_two_tasks_fill_matrices_for_every_path(make_learner, two_tasks) -> None
 def test_fused_share_counts_pairs_that_took_the_fusion_branch(make_learner, two_tasks) -> None:
     # th = 1: a pair fuses only if its image and audio features correlate perfectly, never here.
     config = replace(FAST, fusion=FusionConfig(threshold=1.0), training=replace(FAST.training, epochs=1))
-    learner = make_learner("mcil", config=config)
+    learner = make_learner("mcil-paper", config=config)
     evaluation = ContinualEvaluation()
     evaluation.before_task(learner, ["red", "green"], two_tasks["test1"])
     learner.learn_task(two_tasks["train1"], ["red", "green"])

@@ -73,7 +73,7 @@ def test_replay_keeps_old_classes_that_are_lost_without_it(tiny_backbone, two_ta
     it and are lost without it (the new prototypes win every old input)."""
     accuracy = {}
     for n in (0, 32):
-        learner = Learner(copy.deepcopy(tiny_backbone), create_strategy("mcil"), replace(FAST, replayed_features=n),
+        learner = Learner(copy.deepcopy(tiny_backbone), create_strategy("mcil-paper"), replace(FAST, replayed_features=n),
                           "tiny")
         learner.learn_task(two_tasks["train1"], ["red", "green"])
         learner.learn_task(two_tasks["train2"], ["blue", "yellow"])
@@ -85,7 +85,7 @@ def test_replay_keeps_old_classes_that_are_lost_without_it(tiny_backbone, two_ta
 def test_statistics_are_saved_with_the_version(tiny_backbone, two_tasks, tmp_path: Path) -> None:
     from model.backbone import build_backbone
 
-    learner = Learner(copy.deepcopy(tiny_backbone), create_strategy("mcil"), FAST, "tiny")
+    learner = Learner(copy.deepcopy(tiny_backbone), create_strategy("mcil-paper"), FAST, "tiny")
     learner.learn_task(two_tasks["train1"], ["red", "green"])
     learner.save(tmp_path / "v")
     loaded = Learner.load(tmp_path / "v", backbone=build_backbone("tiny"))

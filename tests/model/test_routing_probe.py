@@ -18,7 +18,7 @@ from model.samples import LabeledSample
 def test_own_experts_only_routes_every_image_to_its_task(
     make_learner: Callable[..., Learner], two_tasks: dict[str, list[LabeledSample]]
 ) -> None:
-    learner = make_learner("mcil")
+    learner = make_learner("mcil-paper")
     learner.learn_task(two_tasks["train1"], ["red", "green"])
     learner.learn_task(two_tasks["train2"], ["blue", "yellow"])
     classes = learner.classes

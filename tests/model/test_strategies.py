@@ -24,10 +24,15 @@ def test_strategy_learns_two_tasks_and_round_trips(name: str, make_learner, two_
     samples = [s.only("av") for s in two_tasks["test1"][:6] + two_tasks["test2"][:6]]
     preds = learner.predict(samples, top_k=4)
     assert all(sorted(p.classes) == ["blue", "green", "red", "yellow"] for p in preds)
-    assert all(abs(sum(p.scores) - 1) < 1e-4 for p in preds)
+    if learner.head is None:  # text prototypes: a softmax over every class
+        assert all(abs(sum(p.scores) - 1) < 1e-4 for p in preds)
+    else:  # a statistics head: its own scores, each in [0, 1]
+        assert all(0.0 <= x <= 1.0 for p in preds for x in p.scores)
+    assert (tmp_path / "head.safetensors").exists() is False  # nothing is written before save
 
     learner.save(tmp_path)
     assert (tmp_path / "exemplars.safetensors").exists() == learner.keeps_exemplars
+    assert (tmp_path / "head.safetensors").exists() == (learner.head is not None)
     loaded = Learner.load(tmp_path, backbone=build_backbone("tiny"))
     again = loaded.predict(samples, top_k=4)
     assert [p.classes for p in again] == [p.classes for p in preds]

@@ -1,0 +1,386 @@
+"""Classifier heads: how a learner turns features into scores over the classes it has learned.
+
+    prototypes    cosine to text prototypes            the MCIL paper's form; scores untrained classes too
+    class-means   cosine to each class's mean feature  SimpleCIL
+    analytic      ridge regression over a fixed random ReLU expansion, solved from class statistics
+                  (RanPAC; ACIL's recursive least squares is the same solution, computed at once)
+
+The two statistics heads learn only by accumulating sums over the examples they are shown and
+solving in closed form (float64, Cholesky), so learning a task is one forward pass and one solve:
+
+    G += h^T h,   C += h^T y          h = relu(x W) (N, M), y one-hot (N, K)
+    W_out = (G + lambda I)^-1 C        lambda chosen by generalised cross-validation (below)
+
+This makes them exact: after T tasks the head is the one fitted once on every example seen, in any
+order, and the statistics of two learners over the same frozen features add up to the head of their
+union (:meth:`StatisticsHead.merge`). It stays exact only while the features of a learned class stay
+what they were when its statistics were taken: whatever computes the features must stop moving.
+
+``lambda`` is chosen at every solve by generalised cross-validation (Golub, Heath and Wahba, 1979),
+which needs nothing but the statistics: with ``G = Q diag(s) Q^T`` and ``B = Q^T C``,
+
+    RSS(l) = n - sum_ik B_ik^2 (s_i + 2 l) / (s_i + l)^2        (one-hot targets: y^T y = n)
+    df(l)  = sum_i s_i / (s_i + l)
+    GCV(l) = n RSS(l) / (n - df(l))^2
+
+so the same statistics always give the same ``lambda`` (exactness and merging hold with it). It is
+recorded with the head (``ridge``). A fixed ``HeadConfig.ridge`` skips the choice.
+
+Each modality path (``av``, ``visual``, ``audio``) has its own statistics: a pair with both inputs
+counts towards all three, an image alone towards ``visual`` only. A head also keeps, per path and
+class, the score below which only ``unknown_quantile`` of that class's training examples fell when
+it was learned: a sample whose best score lies below its best class's threshold is reported as
+``unknown`` (a class never taught should not come back as a confident known one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from model.errors import CheckpointError, InvalidInputError, ModelError
+from model.samples import PATHS
+
+HEAD_KINDS = ("analytic", "class-means", "prototypes")
+HEAD_FEATURES = ("frozen", "adapted", "both")
+"""What a statistics head reads: the frozen encoders' own outputs, the adapted features (through the
+experts, the projections and the fusion module), or both side by side (APER's [frozen, adapted])."""
+GCV_GRID = tuple(float(x) for x in np.logspace(-4, 6, 41))
+"""The ridge values generalised cross-validation chooses from (absolute: features are unit-length)."""
+
+
+class SingularHeadError(ModelError, ValueError):
+    """The head's linear system cannot be solved (``field`` names what is at fault)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Which head a learner scores with, and how a statistics head is built.
+
+    ``kind``: one of ``HEAD_KINDS``; ``None`` takes the strategy's own (``Strategy.head_kind``).
+    ``features``: one of ``HEAD_FEATURES``; ``None`` takes the strategy's own (``Strategy.head_features``).
+    ``expansion``: M, the width of the fixed random ReLU expansion of the analytic head (0: ridge on
+    the features themselves; ``None``: the strategy's, ``Strategy.head_expansion``). ``seed``: the expansion's seed (the matrix is regenerated from it on
+    load and checked against a stored digest, so it costs no disk). ``ridge``: a fixed lambda, or
+    ``None`` to choose it by generalised cross-validation at every solve. ``min_examples_per_class``:
+    fewer examples of a new class is an error. ``unknown_quantile``: see the module docstring.
+    """
+
+    kind: str | None = None
+    features: str | None = None
+    expansion: int | None = None
+    seed: int = 0
+    ridge: float | None = None
+    min_examples_per_class: int = 2
+    unknown_quantile: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in HEAD_KINDS:
+            raise ValueError(f"head.kind: one of {list(HEAD_KINDS)} or None, got {self.kind!r}")
+        if self.features is not None and self.features not in HEAD_FEATURES:
+            raise ValueError(f"head.features: one of {list(HEAD_FEATURES)} or None, got {self.features!r}")
+        if self.expansion is not None and self.expansion < 0:
+            raise ValueError(f"head.expansion: must be >= 0, got {self.expansion}")
+        if self.ridge is not None and not (self.ridge > 0 and np.isfinite(self.ridge)):
+            raise ValueError(f"head.ridge: must be a positive number or None, got {self.ridge}")
+        if self.min_examples_per_class < 1:
+            raise ValueError(f"head.min_examples_per_class: must be >= 1, got {self.min_examples_per_class}")
+        if not 0.0 <= self.unknown_quantile < 0.5:
+            raise ValueError(f"head.unknown_quantile: must lie in [0, 0.5), got {self.unknown_quantile}")
+
+
+def random_expansion(in_dim: int, width: int, seed: int) -> torch.Tensor:
+    """``(in_dim, width)`` standard normal matrix from NumPy's PCG64 stream of ``seed``."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return torch.from_numpy(rng.standard_normal((in_dim, width), dtype=np.float32))
+
+
+def digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def gcv_ridge(gram: torch.Tensor, targets: torch.Tensor, n: int, grid: tuple[float, ...] = GCV_GRID) -> float:
+    """The ridge value of ``grid`` with the least generalised cross-validation error (module docstring)."""
+    s, q = torch.linalg.eigh(gram)  # ascending eigenvalues of the symmetric PSD Gram matrix
+    s = s.clamp_min(0.0)
+    b2 = (q.T @ targets).pow(2).sum(dim=1)  # (M,) sum over classes of B_ik^2
+    best, best_score = grid[0], float("inf")
+    for lam in grid:
+        rss = n - float((b2 * (s + 2 * lam) / (s + lam).pow(2)).sum())
+        df = float((s / (s + lam)).sum())
+        if n - df <= 1e-9:
+            continue
+        score = n * max(rss, 0.0) / (n - df) ** 2
+        if score < best_score:
+            best, best_score = lam, score
+    return best
+
+
+class PathStatistics:
+    """Sums over the examples of one modality path, in the head's feature space (float64)."""
+
+    def __init__(self, width: int, classes: int = 0) -> None:
+        self.gram = torch.zeros(width, width, dtype=torch.float64)  # (M, M)  sum h h^T
+        self.targets = torch.zeros(width, classes, dtype=torch.float64)  # (M, K)  sum h y^T
+        self.sums = torch.zeros(classes, width, dtype=torch.float64)  # (K, M)  sum of h per class
+        self.counts = torch.zeros(classes, dtype=torch.int64)  # (K,)
+
+    @property
+    def classes(self) -> int:
+        return int(self.counts.shape[0])
+
+    def grow(self, classes: int) -> None:
+        extra = classes - self.classes
+        if extra > 0:
+            m = self.gram.shape[0]
+            self.targets = torch.cat([self.targets, self.targets.new_zeros(m, extra)], dim=1)
+            self.sums = torch.cat([self.sums, self.sums.new_zeros(extra, m)])
+            self.counts = torch.cat([self.counts, self.counts.new_zeros(extra)])
+
+    def add(self, h: torch.Tensor, labels: torch.Tensor) -> None:
+        """``h`` (N, M) float64, ``labels`` (N,) class rows < ``classes``."""
+        self.gram += h.T @ h
+        onehot = F.one_hot(labels, self.classes).to(torch.float64)  # (N, K)
+        self.targets += h.T @ onehot
+        self.sums += onehot.T @ h
+        self.counts += onehot.sum(dim=0).to(torch.int64)
+
+    def merged(self, other: "PathStatistics") -> "PathStatistics":
+        """Sums of both (``other``'s classes follow this one's)."""
+        out = PathStatistics(self.gram.shape[0], self.classes + other.classes)
+        out.gram = self.gram + other.gram
+        out.targets = torch.cat([self.targets, other.targets], dim=1)
+        out.sums = torch.cat([self.sums, other.sums])
+        out.counts = torch.cat([self.counts, other.counts])
+        return out
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+
+class StatisticsHead:
+    """A head computed from per-path class statistics: ``analytic`` (ridge) or ``class-means``."""
+
+    def __init__(self, kind: str, config: HeadConfig, input_dims: Mapping[str, int]) -> None:
+        if kind not in ("analytic", "class-means"):
+            raise ValueError(f"head.kind: {kind!r} is not a statistics head")
+        self.kind = kind
+        self.config = config
+        self.input_dims = dict(input_dims)  # path -> feature width the learner hands over
+        expand = kind == "analytic" and bool(config.expansion)
+        self.expansions = {p: random_expansion(d, config.expansion or 0, config.seed + i) if expand else None
+                           for i, (p, d) in enumerate(self.input_dims.items())}
+        self.stats = {p: PathStatistics(self.width(p)) for p in self.input_dims}
+        self.weights: dict[str, torch.Tensor] = {}  # path -> (M, K) float32, solved
+        self.ridge: dict[str, float] = {}
+        self.thresholds = {p: torch.zeros(0) for p in self.input_dims}  # path -> (K,) unknown below this
+        self._factors: dict[str, torch.Tensor] = {}  # path -> Cholesky factor of the last solve (not saved)
+
+    # -- features ---------------------------------------------------------------------------------
+    def width(self, path: str) -> int:
+        w = self.expansions[path]
+        return self.input_dims[path] if w is None else int(w.shape[1])
+
+    def expand(self, x: torch.Tensor, path: str) -> torch.Tensor:
+        """``(N, D)`` unit features -> ``(N, M)`` float64 head features."""
+        w = self.expansions[path]
+        x = x.detach().to("cpu", torch.float32)
+        h = x if w is None else torch.relu(x @ w)
+        return h.to(torch.float64)
+
+    @property
+    def classes(self) -> int:
+        return max((s.classes for s in self.stats.values()), default=0)
+
+    # -- learning ---------------------------------------------------------------------------------
+    def learn(self, features: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor], classes: int) -> None:
+        """Adds the examples of new classes ``self.classes .. classes - 1`` and solves again.
+
+        ``features[path]``: ``(N_p, D_p)`` features of the examples that have that path's inputs;
+        ``labels[path]``: their class rows. Validates everything first: on error nothing changes.
+        """
+        first = self.classes
+        if classes <= first:
+            raise InvalidInputError("classes", f"no new classes ({classes} after {first})")
+        expanded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        counts = torch.zeros(classes - first, dtype=torch.int64)
+        for path, x in features.items():
+            if path not in self.input_dims:
+                raise InvalidInputError("features", f"unknown path {path!r}")
+            y = labels[path].to("cpu", torch.int64)
+            if x.ndim != 2 or x.shape[1] != self.input_dims[path] or len(x) != len(y):
+                raise InvalidInputError(f"features[{path}]", f"shape {tuple(x.shape)} for {len(y)} labels, "
+                                        f"expected (N, {self.input_dims[path]})")
+            if not bool(torch.isfinite(x).all()):
+                raise InvalidInputError(f"features[{path}]", "non-finite values (NaN or inf)")
+            if len(y) and (int(y.min()) < first or int(y.max()) >= classes):
+                raise InvalidInputError(f"labels[{path}]", f"class rows must lie in [{first}, {classes})")
+            counts = torch.maximum(counts, torch.bincount(y - first, minlength=classes - first))
+            expanded[path] = (self.expand(x, path), y)
+        few = [first + i for i, c in enumerate(counts.tolist()) if c < self.config.min_examples_per_class]
+        if few:
+            raise InvalidInputError("examples", f"class row(s) {few} have fewer than "
+                                    f"{self.config.min_examples_per_class} examples")
+        stats = {p: _copy(s) for p, s in self.stats.items()}
+        for p, s in stats.items():
+            s.grow(classes)
+            if p in expanded:
+                s.add(*expanded[p])
+        weights, ridge = self._solve_all(stats)
+        try:
+            thresholds = self._thresholds(stats, weights, expanded, first)
+        finally:
+            self._factors = {}  # only the thresholds need them; they would double a learner copy's size
+        self.stats, self.weights, self.ridge, self.thresholds = stats, weights, ridge, thresholds
+
+    def merge(self, other: "StatisticsHead") -> "StatisticsHead":
+        """A head over both heads' classes (``other``'s after this one's), from their summed statistics.
+
+        Both must be the same kind, configuration and feature widths (the same frozen features)."""
+        if (other.kind, other.config, other.input_dims) != (self.kind, self.config, self.input_dims):
+            raise InvalidInputError("head", "heads to merge differ in kind, configuration or feature widths")
+        out = StatisticsHead(self.kind, self.config, self.input_dims)
+        out.stats = {p: self.stats[p].merged(other.stats[p]) for p in self.stats}
+        out.weights, out.ridge = out._solve_all(out.stats)
+        out.thresholds = {p: torch.cat([self.thresholds[p], other.thresholds[p]]) for p in self.stats}
+        out._factors = {}
+        return out
+
+    def _solve_all(self, stats: dict[str, PathStatistics]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        weights, ridge, self._factors = {}, {}, {}
+        for p, s in stats.items():
+            if s.n == 0:
+                continue
+            weights[p], ridge[p], factor = self._solve(p, s)
+            if factor is not None:
+                self._factors[p] = factor
+        return weights, ridge
+
+    def _solve(self, path: str, s: PathStatistics) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+        """``(weights (M, K), lambda, Cholesky factor of G + lambda I or None)``."""
+        if self.kind == "class-means":
+            means = s.sums / s.counts.clamp_min(1).unsqueeze(1).to(torch.float64)
+            return F.normalize(means, dim=1).T.to(torch.float32).contiguous(), 0.0, None
+        lam = self.config.ridge if self.config.ridge is not None else gcv_ridge(s.gram, s.targets, s.n)
+        system = s.gram + lam * torch.eye(s.gram.shape[0], dtype=torch.float64)
+        factor, info = torch.linalg.cholesky_ex(system)
+        if int(info) != 0 or not bool(torch.isfinite(factor).all()):
+            raise SingularHeadError(f"head.{path}", f"G + {lam:g} I is not positive definite; "
+                                    "the features may be degenerate")
+        return torch.cholesky_solve(s.targets, factor).to(torch.float32).contiguous(), lam, factor
+
+    def _thresholds(self, stats: dict[str, PathStatistics], weights: dict[str, torch.Tensor],
+                    expanded: dict[str, tuple[torch.Tensor, torch.Tensor]], first: int) -> dict[str, torch.Tensor]:
+        """Old classes keep theirs; each new class gets the ``unknown_quantile`` of its own examples'
+        scores under the new weights (``-inf`` where the path saw none of it: never unknown).
+
+        The analytic head scores each example as if it had been left out of the fit (the ridge
+        leave-one-out identity ``s_loo = (s - h_ii) / (1 - h_ii)`` for the example's own class, with
+        ``h_ii = h^T (G + lambda I)^-1 h``): scores of examples the head was fitted on are optimistic,
+        and a threshold from them would call unseen examples of a known class unknown."""
+        out = {}
+        for p in stats:
+            new = torch.full((stats[p].classes - first,), float("-inf"))
+            if p in expanded and p in weights:
+                h, y = expanded[p]
+                own = self._scores_from(h, weights[p], p).gather(1, y.unsqueeze(1)).squeeze(1).double()
+                if p in self._factors:
+                    leverage = (h * torch.cholesky_solve(h.T, self._factors[p]).T).sum(dim=1)
+                    own = (own - leverage) / (1 - leverage).clamp_min(1e-6)
+                for c in range(first, stats[p].classes):
+                    mine = own[y == c]
+                    if len(mine):
+                        new[c - first] = float(torch.quantile(mine, self.config.unknown_quantile))
+            out[p] = torch.cat([self.thresholds[p], new])
+        return out
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def _scores_from(self, h: torch.Tensor, w: torch.Tensor, path: str) -> torch.Tensor:
+        if self.kind == "class-means":
+            h = F.normalize(h, dim=1)
+        return (h.to(torch.float32) @ w)
+
+    def scores(self, x: torch.Tensor, path: str) -> torch.Tensor:
+        """``(B, D)`` features of ``path`` -> ``(B, K)`` scores: ridge outputs (an estimate of each
+        class's indicator, about 1 for the class and 0 for the others) or cosines to class means.
+        A path that has seen no example yet scores 0 everywhere."""
+        if path not in self.weights:
+            return x.new_zeros(len(x), self.classes)
+        out = self._scores_from(self.expand(x, path), self.weights[path], path)
+        return out.to(x.device)
+
+    def unknown(self, scores: torch.Tensor, path: str) -> torch.Tensor:
+        """``(B,)`` bool: the best score lies below the best class's threshold."""
+        best, index = scores.max(dim=1)
+        return best.cpu() < self.thresholds[path][index.cpu()]
+
+    # -- persistence -----------------------------------------------------------------------------
+    def metadata(self) -> dict[str, object]:
+        return {"kind": self.kind, "input_dims": self.input_dims, "ridge": self.ridge,
+                "expansion_digest": {p: digest(w) for p, w in self.expansions.items() if w is not None}}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The statistics (the Gram matrix as its upper triangle) and thresholds; weights are solved again."""
+        out: dict[str, torch.Tensor] = {}
+        for p, s in self.stats.items():
+            rows, cols = torch.triu_indices(*s.gram.shape)
+            out[f"{p}.gram_upper"] = s.gram[rows, cols].contiguous()
+            out[f"{p}.targets"] = s.targets.contiguous()
+            out[f"{p}.counts"] = s.counts.contiguous()
+            if self.kind == "class-means":
+                out[f"{p}.sums"] = s.sums.contiguous()
+            out[f"{p}.thresholds"] = self.thresholds[p].contiguous()
+        return out
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object], source: str) -> None:
+        expected = {p: digest(w) for p, w in self.expansions.items() if w is not None}
+        if metadata.get("expansion_digest", {}) != expected:
+            raise CheckpointError(source, "head.expansion_digest", "the random expansion regenerated from "
+                                  "its seed differs from the saved one (NumPy's stream changed?)")
+        stats = {}
+        for p in self.input_dims:
+            try:
+                m = self.width(p)
+                s = PathStatistics(m, int(state[f"{p}.counts"].shape[0]))
+                rows, cols = torch.triu_indices(m, m)
+                s.gram[rows, cols] = state[f"{p}.gram_upper"].to(torch.float64)
+                s.gram = s.gram + s.gram.T - torch.diag(s.gram.diagonal())
+                s.targets = state[f"{p}.targets"].to(torch.float64).reshape(m, s.classes).clone()
+                s.counts = state[f"{p}.counts"].to(torch.int64).clone()
+                s.sums = (state[f"{p}.sums"].to(torch.float64).clone() if self.kind == "class-means"
+                          else torch.zeros(s.classes, m, dtype=torch.float64))
+                self.thresholds[p] = state[f"{p}.thresholds"].to(torch.float32).clone()
+            except (KeyError, RuntimeError) as exc:
+                raise CheckpointError(source, f"head.{p}", f"missing or malformed statistics: {exc}") from None
+            stats[p] = s
+        self.stats = stats
+        self.weights, self.ridge = self._solve_all(stats)
+        self._factors = {}
+
+
+def _copy(s: PathStatistics) -> PathStatistics:
+    out = PathStatistics(s.gram.shape[0], s.classes)
+    out.gram, out.targets, out.sums, out.counts = s.gram.clone(), s.targets.clone(), s.sums.clone(), s.counts.clone()
+    return out
+
+
+def unit_features(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Each part L2-normalised, then concatenated and scaled to unit length: ``(B, sum D)``."""
+    joined = torch.cat([F.normalize(p, dim=-1) for p in parts], dim=-1)
+    scaled: torch.Tensor = joined / (len(parts) ** 0.5)
+    return scaled
+
+
+__all__ = ["HEAD_FEATURES", "HEAD_KINDS", "PATHS", "HeadConfig", "PathStatistics", "SingularHeadError", "StatisticsHead",
+           "gcv_ridge", "random_expansion", "unit_features"]

@@ -1,0 +1,88 @@
+"""The learner with a statistics head: exact through the learner, features that stop moving,
+bad input that changes nothing, a class never taught answered as unknown."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.backbone import build_backbone
+from model.errors import InvalidInputError
+from model.heads import HeadConfig, StatisticsHead
+from model.learner import Learner
+from model.samples import LabeledSample
+from model.synthetic import make_dataset
+from tests.conftest import FAST
+
+
+def _labels(learner: Learner, examples: list[LabeledSample], offset: int, names: list[str]) -> list[int]:
+    return [offset + names.index(e.label) for e in examples]
+
+
+def test_head_after_two_tasks_equals_the_head_fitted_once(make_learner, two_tasks) -> None:
+    learner = make_learner("ranpac", config=replace(FAST, head=HeadConfig(expansion=256)))
+    learner.learn_task(two_tasks["train1"], ["red", "green"])
+    learner.learn_task(two_tasks["train2"], ["blue", "yellow"])
+    everything = two_tasks["train1"] + two_tasks["train2"]
+    names = ["red", "green", "blue", "yellow"]
+    data = learner.encode_inputs(everything, labels=_labels(learner, everything, 0, names))
+    inputs = learner.head_inputs(data)
+    assert learner.head is not None
+    once = StatisticsHead("analytic", learner.config.head, learner.head.input_dims)
+    once.learn({p: x for p, (_, x) in inputs.items()}, {p: data.labels[r] for p, (r, _) in inputs.items()}, 4)
+    for path, ref in once.weights.items():
+        assert torch.linalg.norm(learner.head.weights[path] - ref) <= 1e-6 * torch.linalg.norm(ref)
+
+
+def test_mcil_features_stop_moving_after_the_first_task(make_learner, two_tasks) -> None:
+    learner = make_learner("mcil")
+    report = learner.learn_task(two_tasks["train1"], ["red", "green"])
+    assert report.steps > 0  # the first task adapts the experts, projections and fusion
+    data = learner.encode_inputs(two_tasks["test1"], labels=[0] * len(two_tasks["test1"]))
+    before = learner.head_inputs(data)
+    report = learner.learn_task(two_tasks["train2"], ["blue", "yellow"])
+    assert report.steps == 0 and learner.backbone.image.expert_tasks == ["task1"]
+    after = learner.head_inputs(data)
+    assert all(torch.equal(before[p][1], after[p][1]) for p in before)
+
+
+def test_a_class_with_too_few_examples_is_refused_and_the_learner_is_unchanged(make_learner, two_tasks,
+                                                                               tmp_path: Path) -> None:
+    learner = make_learner("simplecil")
+    learner.learn_task(two_tasks["train1"], ["red", "green"])
+    learner.save(tmp_path / "before")
+    lonely = two_tasks["train2"][:1]
+    lonely = [LabeledSample(image=s.image, audio=s.audio, sample_rate=s.sample_rate, label="blue") for s in lonely]
+    with pytest.raises(InvalidInputError, match="examples"):
+        learner.learn_task(lonely + [s for s in two_tasks["train2"] if s.label == "yellow"], ["blue", "yellow"])
+    assert learner.classes == ["red", "green"]
+    learner.save(tmp_path / "after")
+    for name in ("head.safetensors", "learner.json"):
+        assert (tmp_path / "before" / name).read_bytes() == (tmp_path / "after" / name).read_bytes()
+
+
+def test_a_class_never_taught_comes_back_unknown(make_learner, two_tasks) -> None:
+    learner = make_learner("mcil")
+    learner.learn_task(two_tasks["train1"], ["red", "green"])
+    known = learner.predict([s.only("av") for s in two_tasks["test1"]])
+    strangers = learner.predict([s.only("av") for s in make_dataset(["violet"], 20, seed=7, first_index=5)])
+    assert sum(p.unknown for p in known) <= 2
+    assert sum(p.unknown for p in strangers) >= 15
+    assert all(0.0 <= s <= 1.0 for p in known for s in p.scores)
+
+
+def test_a_version_saved_before_heads_existed_loads_with_the_prototypes_head(make_learner, two_tasks,
+                                                                                tmp_path: Path) -> None:
+    learner = make_learner("mcil-paper")
+    learner.learn_task(two_tasks["train1"], ["red", "green"])
+    learner.save(tmp_path)
+    meta = json.loads((tmp_path / "learner.json").read_text())
+    del meta["config"]["head"]
+    meta["strategy"] = "mcil-paper"
+    (tmp_path / "learner.json").write_text(json.dumps(meta))
+    loaded = Learner.load(tmp_path, backbone=build_backbone("tiny"))
+    assert loaded.config.head.kind == "prototypes" and loaded.head is None
