@@ -59,11 +59,15 @@ def class_order(class_names: list[str], tasks: int, seed: int) -> list[list[str]
     return [list(chunk) for chunk in np.array_split(np.array(order, dtype=object), tasks)]
 
 
-ABLATIONS = ("none", "no-text-diversity", "no-aavfm", "no-loss")
+ABLATIONS = ("none", "no-text-diversity", "no-aavfm", "no-loss", "frozen-features", "both-features")
 
 
 def ablate(config: LearnerConfig, ablation: str) -> LearnerConfig:
-    """``mcil`` without one of its parts (the paper's ablation rows)."""
+    """``mcil`` without one of its parts (the paper's ablation rows), or with its head reading other
+    features: the frozen encoders' alone (no adaptation reaches the head), or frozen and adapted side by
+    side (APER's concatenation)."""
+    if ablation in ("frozen-features", "both-features"):
+        return replace(config, head=replace(config.head, features=ablation.removesuffix("-features")))
     if ablation == "no-text-diversity":
         return replace(config, text_diversity=False)
     if ablation == "no-aavfm":
@@ -226,6 +230,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
     add_run_arguments(p)
     p.add_argument("--suite", choices=["avmnist"], help="run the whole benchmark table (see model/suite.py)")
+    p.add_argument("--rows", choices=["all", "fast"], default="all",
+                   help="suite: every strategy, or only those that train at most once (minutes per run)")
     p.add_argument("--tasks", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size)
     p.add_argument("--lr", type=float, default=TrainingConfig().learning_rate)

@@ -28,8 +28,9 @@ recorded with the head (``ridge``). A fixed ``HeadConfig.ridge`` skips the choic
 
 Each modality path (``av``, ``visual``, ``audio``) has its own statistics: a pair with both inputs
 counts towards all three, an image alone towards ``visual`` only. A head also keeps, per path and
-class, the score below which only ``unknown_quantile`` of that class's training examples fell when
-it was learned: a sample whose best score lies below its best class's threshold is reported as
+class, the margin (its score minus the best other class's) below which only ``unknown_quantile`` of
+that class's training examples fell when it was learned, each scored as if left out of the fit: a
+sample whose best class leads the next by less than that class's threshold is reported as
 ``unknown`` (a class never taught should not come back as a confident known one).
 """
 
@@ -82,7 +83,7 @@ class HeadConfig:
     seed: int = 0
     ridge: float | None = None
     min_examples_per_class: int = 2
-    unknown_quantile: float = 0.01
+    unknown_quantile: float = 0.05
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in HEAD_KINDS:
@@ -283,23 +284,28 @@ class StatisticsHead:
     def _thresholds(self, stats: dict[str, PathStatistics], weights: dict[str, torch.Tensor],
                     expanded: dict[str, tuple[torch.Tensor, torch.Tensor]], first: int) -> dict[str, torch.Tensor]:
         """Old classes keep theirs; each new class gets the ``unknown_quantile`` of its own examples'
-        scores under the new weights (``-inf`` where the path saw none of it: never unknown).
+        margins under the new weights (``-inf`` where the path saw none of it: never unknown).
 
-        The analytic head scores each example as if it had been left out of the fit (the ridge
-        leave-one-out identity ``s_loo = (s - h_ii) / (1 - h_ii)`` for the example's own class, with
-        ``h_ii = h^T (G + lambda I)^-1 h``): scores of examples the head was fitted on are optimistic,
-        and a threshold from them would call unseen examples of a known class unknown."""
+        The margin of a sample is its own class's score minus the best other class's. The analytic head
+        scores each example as if it had been left out of the fit (the ridge leave-one-out identity
+        ``s_loo = (s - h_ii y) / (1 - h_ii)``, ``h_ii = h^T (G + lambda I)^-1 h``): scores of examples the
+        head was fitted on are optimistic, and a threshold from them would call unseen examples of a
+        known class unknown."""
         out = {}
         for p in stats:
             new = torch.full((stats[p].classes - first,), float("-inf"))
             if p in expanded and p in weights:
                 h, y = expanded[p]
-                own = self._scores_from(h, weights[p], p).gather(1, y.unsqueeze(1)).squeeze(1).double()
+                scores = self._scores_from(h, weights[p], p).double()  # (N, K)
+                onehot = F.one_hot(y, scores.shape[1]).to(torch.float64)
                 if p in self._factors:
-                    leverage = (h * torch.cholesky_solve(h.T, self._factors[p]).T).sum(dim=1)
-                    own = (own - leverage) / (1 - leverage).clamp_min(1e-6)
+                    leverage = (h * torch.cholesky_solve(h.T, self._factors[p]).T).sum(dim=1, keepdim=True)
+                    scores = (scores - leverage * onehot) / (1 - leverage).clamp_min(1e-6)
+                own = (scores * onehot).sum(dim=1)
+                others = scores.masked_fill(onehot.bool(), float("-inf")).amax(dim=1).clamp_min(0.0)
+                margin = own - others
                 for c in range(first, stats[p].classes):
-                    mine = own[y == c]
+                    mine = margin[y == c]
                     if len(mine):
                         new[c - first] = float(torch.quantile(mine, self.config.unknown_quantile))
             out[p] = torch.cat([self.thresholds[p], new])
@@ -321,9 +327,12 @@ class StatisticsHead:
         return out.to(x.device)
 
     def unknown(self, scores: torch.Tensor, path: str) -> torch.Tensor:
-        """``(B,)`` bool: the best score lies below the best class's threshold."""
+        """``(B,)`` bool: the margin of the best class over the next (over 0 when only one class is
+        known) lies below the best class's threshold."""
+        scores = scores.cpu()
         best, index = scores.max(dim=1)
-        return best.cpu() < self.thresholds[path][index.cpu()]
+        second = scores.topk(2, dim=1).values[:, 1].clamp_min(0.0) if scores.shape[1] > 1 else torch.zeros_like(best)
+        return (best - second) < self.thresholds[path][index]
 
     # -- persistence -----------------------------------------------------------------------------
     def metadata(self) -> dict[str, object]:

@@ -42,10 +42,13 @@ from model.fusion import AAVFM_ONLY_FIELDS
 from model.learner import SETTINGS_BEFORE_THEY_WERE_SAVED, TrainingConfig
 from model.strategies import STRATEGIES
 
-STRATEGY_ORDER = ("zero-shot", "finetune", "lwf", "icarl", "moe-adapters", "mcil", "joint")
+STRATEGY_ORDER = ("zero-shot", "simplecil", "ranpac", "finetune", "lwf", "icarl", "moe-adapters", "mcil-paper",
+                  "mcil", "joint")
+FAST_STRATEGIES = ("zero-shot", "simplecil", "ranpac", "mcil")
+"""The rows that train by gradient at most once (``--rows fast``): minutes each, not hours."""
 TASK_COUNTS = (5, 3, 10)
 SEEDS = (0, 1, 2)
-ABLATIONS = ("no-text-diversity", "no-aavfm", "no-loss")
+ABLATIONS = ("no-text-diversity", "no-aavfm", "no-loss", "frozen-features", "both-features")
 FIGURES = ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt", "m1", "m2")
 
 RunOne = Callable[[argparse.Namespace], dict[str, Any]]
@@ -53,10 +56,12 @@ RunOne = Callable[[argparse.Namespace], dict[str, Any]]
 function, since each run is sent to a worker process of its own."""
 
 
-def plan(preset: str) -> list[dict[str, Any]]:
-    """Every run of the table, main rows first (T = 5 before T = 3 and T = 10), then ablations."""
+def plan(preset: str, rows: str = "all") -> list[dict[str, Any]]:
+    """Every run of the table, main rows first (T = 5 before T = 3 and T = 10), then ablations;
+    ``rows="fast"``: only the strategies of ``FAST_STRATEGIES`` and the ablations."""
+    strategies = FAST_STRATEGIES if rows == "fast" else STRATEGY_ORDER
     runs = [dict(strategy=s, tasks=t, seed=seed, ablation="none")
-            for t in TASK_COUNTS for seed in SEEDS for s in STRATEGY_ORDER]
+            for t in TASK_COUNTS for seed in SEEDS for s in strategies]
     runs += [dict(strategy="mcil", tasks=5, seed=seed, ablation=a) for a in ABLATIONS for seed in SEEDS]
     return [dict(r, preset=preset) for r in runs]
 
@@ -70,7 +75,7 @@ def run_suite(args: argparse.Namespace, run: RunOne) -> int:
     """Every pending run of the table (each by ``run``, in a process of its own), then tables and curves."""
     out = Path(args.out or "results/avmnist")
     out.mkdir(parents=True, exist_ok=True)
-    runs = plan(args.preset)
+    runs = plan(args.preset, getattr(args, "rows", "all"))
     todo = [r for r in runs if not (out / run_name(r)).exists()]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}", file=sys.stderr)
     if args.max_runs is not None:
@@ -188,7 +193,9 @@ def setting_differences(results: list[dict[str, Any]]) -> list[str]:
             if not replays and key in _REPLAY_ONLY_KEYS:
                 continue  # nor replay's a run that does not replay
             value = json.dumps(settings[key]) if key in settings else "(not recorded)"
-            by_key.setdefault(key, {}).setdefault(value, []).append(name)
+            # A head's settings are the strategy's own choice: compared among runs of one strategy.
+            compared = f"{key} ({name.split('-T')[0]})" if key.startswith("head.") else key
+            by_key.setdefault(compared, {}).setdefault(value, []).append(name)
     unrecorded = [name for name, _, has_backbone, _, _ in recorded if not has_backbone]
     lines = []
     for key, values in sorted(by_key.items()):
@@ -242,11 +249,12 @@ def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> st
                           "| strategy | seeds | " + " | ".join(FIGURES) + " |",
                           "|---|---|" + "---|" * len(FIGURES), *rows, ""]
     rows = []
-    for a in ("none", *ABLATIONS):
-        group = _group(results, strategy="mcil", tasks=5, ablation=a)
-        if group:
-            cells = [_mean_sd([g["figures"].get("av", {}).get(f) for g in group]) for f in FIGURES]
-            rows.append(f"| mcil {'(full)' if a == 'none' else a} | {len(group)} | " + " | ".join(cells) + " |")
+    for s in ("mcil", "mcil-paper"):
+        for a in ("none", *ABLATIONS):
+            group = _group(results, strategy=s, tasks=5, ablation=a)
+            if group:
+                cells = [_mean_sd([g["figures"].get("av", {}).get(f) for g in group]) for f in FIGURES]
+                rows.append(f"| {s} {'(full)' if a == 'none' else a} | {len(group)} | " + " | ".join(cells) + " |")
     if rows:
         lines += ["### Ablation (T = 5, path `av`)", "", "| variant | seeds | " + " | ".join(FIGURES) + " |",
                   "|---|---|" + "---|" * len(FIGURES), *rows, ""]

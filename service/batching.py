@@ -172,4 +172,4 @@ class ClassifyBatcher:
 def _truncate(pred: "Prediction", k: int) -> "Prediction":
     from model.samples import Prediction
 
-    return Prediction(pred.classes[:k], pred.scores[:k], pred.path)
+    return Prediction(pred.classes[:k], pred.scores[:k], pred.path, pred.unknown)

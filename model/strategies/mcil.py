@@ -28,7 +28,7 @@ class MCIL(MCILPaper):
     name = "mcil"
     replays_features = False  # nothing trains after the first task, so there is nothing to replay against
     head_kind = "analytic"
-    head_features = "both"
+    head_features = "adapted"
 
     def trains_on(self, learner: "Learner") -> bool:
         return not learner.tasks

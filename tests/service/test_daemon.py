@@ -166,6 +166,27 @@ def test_learn_two_tasks_while_classifying_then_rollback_and_restart(
     assert d2.client.get_job(job2.job_id).state == SUCCEEDED
 
 
+def test_the_default_learner_keeps_old_classes_and_answers_unknown_for_a_class_never_taught(
+        start_daemon: Callable[..., Running], tmp_path: Path) -> None:
+    d = start_daemon(make_config(tmp_path))
+    assert d.client.model_info().strategy == "mcil"
+    jobs = [_learn(d.client, names, first_index=i, per_class=12)
+            for i, names in ((0, ["red", "green"]), (2, ["blue", "yellow"]), (4, ["cyan", "white"]))]
+    assert all(j.state == SUCCEEDED for j in jobs), [j.message for j in jobs]
+    for job in jobs[1:]:  # only the first task adapts; later ones add class statistics and solve
+        assert job.metrics.paths["av"].forgetting <= 5.0, job.metrics
+    known = task_data(["red", "green", "blue", "yellow", "cyan", "white"], per_class=2, seed=5)
+    rng = np.random.default_rng(5)  # nothing like any class taught: noise images and noise sounds
+    strangers = [sample_from_arrays(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+                                    rng.uniform(-1, 1, 8000).astype(np.float32), 16000) for _ in range(6)]
+    reply = d.client.classify([sample_from_arrays(s.image, s.audio, s.sample_rate) for s in known] + strangers)
+    flags = [r.unknown for r in reply.results]
+    # The tiny synthetic classes are nearly noise-free, so their calibrated margins are tight: a few
+    # fresh examples of known classes fall below them; nearly every noise sample does.
+    assert sum(flags[:len(known)]) <= 3 and sum(flags[len(known):]) >= 5, flags
+    assert all(0.0 <= e.score <= 1.0 for r in reply.results for e in r.classes)
+
+
 def test_bad_inputs_are_refused_and_change_nothing(start_daemon: Callable[..., Running], tmp_path: Path) -> None:
     d = start_daemon(make_config(tmp_path))
     client = d.client
