@@ -102,8 +102,10 @@ def frozen_only(backbone: TriModalBackbone, images: torch.Tensor, waves: torch.T
 
 
 def learner_with_one_task(preset: str) -> "Learner":
-    from model.learner import LearnerConfig, TrainingConfig, create_learner
+    from model.learner import create_learner
+    from model.learner_config import LearnerConfig
     from model.synthetic import make_dataset
+    from model.training import TrainingConfig
 
     learner = create_learner(preset, config=LearnerConfig(training=TrainingConfig(epochs=1, batch_size=16)))
     names = ["red", "green", "blue"]

@@ -42,9 +42,11 @@ from model.data import read_class_names, read_split
 from model.device import describe_device, resolve_device
 from model.errors import InvalidInputError
 from model.fusion import FusionConfig
-from model.learner import REPLAY_WEIGHTINGS, LearnerConfig, TrainingConfig, create_learner
+from model.learner import create_learner
+from model.learner_config import REPLAY_WEIGHTINGS, LearnerConfig
 from model.protocol import ContinualEvaluation
 from model.samples import LabeledSample
+from model.training import TrainingConfig
 
 QUICK_TRAIN_PER_CLASS = 24
 QUICK_TEST_PER_CLASS = 10

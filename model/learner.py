@@ -38,9 +38,8 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import random
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -50,197 +49,27 @@ from torch.nn import functional as F
 
 from model.audio import check_waveform
 from model.backbone import TriModalBackbone, WeightFiles, build_backbone
+from model.batch import EncodedBatch, ForwardOutput
 from model.device import same_device
-from model.errors import CheckpointError, InvalidInputError, ModelError, StateError
-from model.fusion import PATH_CODES, FusionConfig, FusionOutput, build_fusion
-from model.heads import HeadConfig, StatisticsHead, unit_features
+from model.errors import CheckpointError, InvalidInputError, StateError
+from model.fusion import PATH_CODES, build_fusion
+from model.heads import StatisticsHead, unit_features
 from model.images import image_to_tensor
-from model.losses import LossConfig
+from model.learner_config import LearnerConfig
 from model.prompts import TEMPLATES, class_prototypes
 from model.replay import ClassStatistics
 from model.samples import PATHS, LabeledSample, Prediction, Sample
 from model.strategies.base import Strategy
+from model.training import (
+    TaskReport,
+    TrainingProgress,
+    drop_modalities,
+    dropped_masks,
+    train,
+)
 
 FORMAT_VERSION = 1
 ENCODE_CHUNK = 64
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """How long and how each task trains.
-
-    A task trains for ``epochs`` passes over its examples, or for more when that would give fewer
-    than ``min_steps`` optimizer steps: a small task (a single class of a few hundred pairs, a
-    handful of uploaded examples) gets as many steps as a typical one instead of a few dozen
-    (``epochs_for``). Whole epochs always, so every example is seen equally often; ``min_steps=0``
-    trains for exactly ``epochs``. The default, 70, is what 5 epochs give a task of about 450
-    pairs, so tasks of that size and larger train exactly as before it existed.
-    """
-
-    epochs: int = 5
-    min_steps: int = 70
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    prompts_per_step: int = 8
-    max_grad_norm: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "prompts_per_step"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.min_steps < 0:
-            raise ValueError(f"min_steps: must be >= 0, got {self.min_steps}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
-
-    def steps_per_epoch(self, examples: int) -> int:
-        return math.ceil(examples / self.batch_size)
-
-    def epochs_for(self, examples: int) -> int:
-        """Epochs a task of ``examples`` training pairs gets: ``epochs``, or the fewest whole epochs
-        that reach ``min_steps``."""
-        per_epoch = self.steps_per_epoch(examples)
-        return max(self.epochs, math.ceil(self.min_steps / per_epoch)) if per_epoch else self.epochs
-
-
-# A saved version was trained with the behaviour of its time: a field it does not record is read as
-# what that behaviour was, not as today's default (which may have changed since).
-SETTINGS_BEFORE_THEY_WERE_SAVED: dict[str, dict[str, Any]] = {
-    "learner": {"replay_weighting": "equal",  # replay's loss was added at full weight before the field existed
-                "head": {"kind": "prototypes"}},  # every version scored with text prototypes before heads
-    "training": {"min_steps": 0},  # every task trained for exactly ``epochs`` before the field existed
-    "fusion": {"unit_inputs": False},  # AAVFM's cross-attention took raw features before the field existed
-}
-REPLAY_WEIGHTINGS = ("per-class", "equal")
-
-
-@dataclass(frozen=True)
-class LearnerConfig:
-    """Everything that shapes learning, besides the backbone preset and the strategy."""
-
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    experts_per_task: int = 2
-    text_diversity: bool = True
-    exemplars_per_class: int = 20
-    distillation_weight: float = 1.0
-    modality_dropout: float = 0.3
-    replayed_features: int = 32
-    replay_weighting: str = "per-class"
-    """How a step's two losses add up, for strategies that replay old classes' features.
-    ``"per-class"``: the new examples' loss and the replayed features' loss are weighted by the share
-    of classes each stands for (new classes vs old classes), so every class counts alike however
-    few a task brings. ``"equal"``: the two are summed at equal weight (before this setting)."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.modality_dropout < 1.0:
-            raise ValueError(f"modality_dropout: must lie in [0, 1), got {self.modality_dropout}")
-        if self.experts_per_task < 1:
-            raise ValueError(f"experts_per_task: must be >= 1, got {self.experts_per_task}")
-        if self.exemplars_per_class < 1:
-            raise ValueError(f"exemplars_per_class: must be >= 1, got {self.exemplars_per_class}")
-        if self.distillation_weight < 0:
-            raise ValueError(f"distillation_weight: must be >= 0, got {self.distillation_weight}")
-        if self.replayed_features < 0:
-            raise ValueError(f"replayed_features: must be >= 0, got {self.replayed_features}")
-        if self.replay_weighting not in REPLAY_WEIGHTINGS:
-            raise ValueError(f"replay_weighting: one of {list(REPLAY_WEIGHTINGS)}, got {self.replay_weighting!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LearnerConfig":
-        data = {**SETTINGS_BEFORE_THEY_WERE_SAVED["learner"], **data}
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"learner config: unknown field(s) {unknown}")
-        for name, sub in (("training", TrainingConfig), ("fusion", FusionConfig), ("loss", LossConfig),
-                          ("head", HeadConfig)):
-            if name in data and isinstance(data[name], dict):
-                data[name] = sub(**{**SETTINGS_BEFORE_THEY_WERE_SAVED.get(name, {}), **data[name]})
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class TrainingProgress:
-    phase: str  # "preparing" | "training" | "evaluating"
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    loss: float | None
-
-
-@dataclass(frozen=True)
-class TaskReport:
-    task_key: str
-    classes: tuple[str, ...]
-    examples: int
-    steps: int
-    final_loss: float | None
-    seconds: float
-    trainable_parameters: int  # parameters this task trained (its experts, fusion, ...)
-
-
-class TrainingCancelled(ModelError):
-    """``should_stop()`` asked the learner to stop; its state is as before the task."""
-
-
-_BATCH_FIELDS = ("images", "audio", "has_image", "has_audio", "labels")
-
-
-@dataclass
-class EncodedBatch:
-    """Model-ready inputs: images, frozen audio features, masks and (for training) labels."""
-
-    images: torch.Tensor  # (B, 3, H, W), zeros where has_image is False
-    audio: torch.Tensor  # (B, audio_dim) frozen audio-encoder features, zeros where missing
-    has_image: torch.Tensor  # (B,) bool
-    has_audio: torch.Tensor  # (B,) bool
-    labels: torch.Tensor  # (B,) long class index; -1 when unlabelled
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def to(self, device: torch.device) -> "EncodedBatch":
-        return EncodedBatch(*(getattr(self, f).to(device) for f in _BATCH_FIELDS))
-
-    def select(self, index: torch.Tensor) -> "EncodedBatch":
-        return EncodedBatch(self.images[index], self.audio[index], self.has_image[index], self.has_audio[index],
-                            self.labels[index])
-
-    @staticmethod
-    def concat(batches: Sequence["EncodedBatch"]) -> "EncodedBatch":
-        return EncodedBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in _BATCH_FIELDS))
-
-
-TaskData = EncodedBatch
-
-
-@dataclass
-class ForwardOutput:
-    logits: torch.Tensor  # (B, C)
-    fused: torch.Tensor  # (B, E)
-    visual: torch.Tensor  # (B, E)
-    audio: torch.Tensor  # (B, E)
-    fusion: FusionOutput
-    # (B,) bool: the statistics head found the sample unlike every learned class; None: not judged.
-    unknown: torch.Tensor | None = None
-
-    @staticmethod
-    def concat(outputs: Sequence["ForwardOutput"]) -> "ForwardOutput":
-        """The outputs of consecutive chunks of one batch, as one output."""
-        names = ("logits", "fused", "visual", "audio")
-        tensors = {name: torch.cat([getattr(o, name) for o in outputs]) for name in names}
-        return ForwardOutput(**tensors, fusion=FusionOutput.concat([o.fusion for o in outputs]))
 
 
 @dataclass
@@ -591,52 +420,34 @@ class Learner:
 
     def _train(self, data: EncodedBatch, new_classes: list[str], report: Callable[[TrainingProgress], None],
                should_stop: Callable[[], bool] | None) -> tuple[int, float | None]:
-        """The one training loop: logits over every class so far. Old classes' prototypes are recomputed
-        with gradients, or (strategies that freeze them) taken as stored, as fixed negatives."""
+        """The task's training (``model.training.train``): logits over every class so far. Old
+        classes' prototypes are recomputed with gradients, or (strategies that freeze them) taken as
+        stored, as fixed negatives."""
         cfg = self.config.training
         freeze_old = self.strategy.freezes_old_prototypes
         class_names = new_classes if freeze_old else self.classes + new_classes
         seed = cfg.seed + 1000 * len(self._tasks)
-        torch.manual_seed(seed)
-        rng = random.Random(seed)
+        torch.manual_seed(seed)  # router noise in the adapters
         params = self._trainable_parameters()
         if not params:
             return 0, None
-        epochs = cfg.epochs_for(len(data))
-        total = cfg.steps_per_epoch(len(data)) * epochs
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-        generator = torch.Generator().manual_seed(seed)
+
+        def step_loss(batch: EncodedBatch, generator: torch.Generator, rng: random.Random) -> torch.Tensor:
+            batch = drop_modalities(batch, self.config.modality_dropout, generator)
+            templates = rng.sample(self.templates, min(cfg.prompts_per_step, len(self.templates)))
+            prototypes = self.text_prototypes(class_names, templates)  # (C, E), with gradients
+            if freeze_old:
+                prototypes = torch.cat([self.prototypes, prototypes])  # old rows: stored, no gradient
+            out = self.forward(batch, prototypes, training=True)
+            loss = self.strategy.loss(self, batch, out)
+            replayed = self._replay_loss(prototypes, generator)
+            return loss if replayed is None else self._with_replay(loss, replayed, len(new_classes))
+
         self._set_training(True)
-        step, loss_value = 0, None
         try:
-            for epoch in range(epochs):
-                order = torch.randperm(len(data), generator=generator)
-                for start in range(0, len(data), cfg.batch_size):
-                    if should_stop is not None and should_stop():
-                        raise TrainingCancelled("training cancelled")
-                    batch = self._drop_modalities(data.select(order[start:start + cfg.batch_size]), generator)
-                    k = min(cfg.prompts_per_step, len(self.templates))
-                    templates = rng.sample(self.templates, k)
-                    prototypes = self.text_prototypes(class_names, templates)  # (C, E), with gradients
-                    if freeze_old:
-                        prototypes = torch.cat([self.prototypes, prototypes])  # old rows: stored, no gradient
-                    out = self.forward(batch, prototypes, training=True)
-                    loss = self.strategy.loss(self, batch, out)
-                    replayed = self._replay_loss(prototypes, generator)
-                    if replayed is not None:
-                        loss = self._with_replay(loss, replayed, len(new_classes))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                    optimizer.step()
-                    schedule.step()
-                    step += 1
-                    loss_value = float(loss.detach())
-                    report(TrainingProgress("training", epoch + 1, epochs, step, total, loss_value))
+            return train(data, cfg, params, seed, step_loss, report, should_stop)
         finally:
             self._set_training(False)
-        return step, loss_value
 
     def _with_replay(self, loss: torch.Tensor, replayed: torch.Tensor, n_new: int) -> torch.Tensor:
         """The step's loss: the new examples' and the replayed features' (see ``replay_weighting``)."""
@@ -645,31 +456,14 @@ class Learner:
         n_old = len(self.classes)
         return (n_new * loss + n_old * replayed) / (n_new + n_old)
 
-    def _drop_modalities(self, batch: EncodedBatch, generator: torch.Generator) -> EncodedBatch:
-        """Modality dropout: a sample with both inputs loses one of them with probability
-        ``modality_dropout`` (image or audio, evenly), so every single-modality path is trained too."""
-        has_image, has_audio = self._dropped_masks(batch.has_image, batch.has_audio, generator)
-        return EncodedBatch(batch.images, batch.audio, has_image, has_audio, batch.labels)
-
-    def _dropped_masks(self, has_image: torch.Tensor, has_audio: torch.Tensor,
-                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.config.modality_dropout
-        if p == 0:
-            return has_image, has_audio
-        u = torch.rand(len(has_image), generator=generator).to(has_image.device)  # drawn on the CPU
-        both = has_image & has_audio
-        drop_image = both & (u < p / 2)
-        drop_audio = both & (u >= p / 2) & (u < p)
-        return has_image & ~drop_image, has_audio & ~drop_audio
-
     def _replay_loss(self, prototypes: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         """Cross-entropy of pseudo-features of old classes (model/replay.py) against every prototype,
         through the fusion module; ``None`` when nothing is replayed."""
         n = self.config.replayed_features
-        if n == 0 or len(self.class_statistics) == 0:  # statistics exist only for strategies that freeze
+        if n == 0 or len(self.class_statistics) == 0:  # statistics exist only for strategies that replay
             return None
         v, a, has_v, has_a, labels = (t.to(self.device) for t in self.class_statistics.sample(n, generator))
-        has_v, has_a = self._dropped_masks(has_v, has_a, generator)
+        has_v, has_a = dropped_masks(has_v, has_a, self.config.modality_dropout, generator)
         fusion = self.fusion(v, a, has_v, has_a, prototypes, self.logit_scale)
         logits = self.logit_scale * F.normalize(fusion.fused, dim=-1) @ prototypes.T
         return F.cross_entropy(logits, labels)

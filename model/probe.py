@@ -46,9 +46,11 @@ from model.bench import (
 from model.data import read_class_names, read_split
 from model.device import resolve_device
 from model.fusion import FusionConfig
-from model.learner import Learner, LearnerConfig, TrainingConfig, create_learner
+from model.learner import Learner, create_learner
+from model.learner_config import LearnerConfig
 from model.protocol import restrict
 from model.samples import PATHS, LabeledSample
+from model.training import TrainingConfig
 
 
 def mute_image_experts(learner: Learner, task_keys: Iterable[str]) -> Learner:

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from model.batch import EncodedBatch
 from model.errors import InvalidInputError
 from model.fusion import PATH_CODES
-from model.learner import EncodedBatch, Learner
+from model.learner import Learner
 from model.metrics import clustering_nmi, task_similarity
 from model.record import ContinualRecord
 from model.samples import PATHS, LabeledSample

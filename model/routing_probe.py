@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
+from model.batch import EncodedBatch
 from model.bench import add_run_arguments, run_arguments_invalid
-from model.learner import EncodedBatch, Learner
+from model.learner import Learner
 from model.probe import ProbeSetup, accuracy, mute_image_experts, prepare, tasks_problem
 from model.protocol import restrict
 from model.strategies import STRATEGIES

@@ -39,8 +39,9 @@ from typing import Any
 from tqdm import tqdm
 
 from model.fusion import AAVFM_ONLY_FIELDS
-from model.learner import SETTINGS_BEFORE_THEY_WERE_SAVED, TrainingConfig
+from model.learner_config import SETTINGS_BEFORE_THEY_WERE_SAVED
 from model.strategies import STRATEGIES
+from model.training import TrainingConfig
 
 STRATEGY_ORDER = ("zero-shot", "simplecil", "ranpac", "finetune", "lwf", "icarl", "moe-adapters", "mcil-paper",
                   "mcil", "joint")

@@ -210,7 +210,8 @@ class Daemon:
         import copy
         from dataclasses import replace as dc_replace
 
-        from model.learner import LearnerConfig, create_learner
+        from model.learner import create_learner
+        from model.learner_config import LearnerConfig
 
         if self._backbone is None:
             self._backbone = self._build_backbone(self.preset)
@@ -273,8 +274,8 @@ class Daemon:
         return self.jobs.submit(upload, self.served.classes)
 
     def _train(self, job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
-        from model.learner import TrainingCancelled
         from model.protocol import ContinualEvaluation
+        from model.training import TrainingCancelled
 
         base = self.served
         ctx.phase("preparing", base_version=base.number)

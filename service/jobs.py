@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from service.errors import FailedPrecondition, InvalidRequest, NotFound, ResourceExhausted, Unavailable
 
 if TYPE_CHECKING:
-    from model.learner import TrainingProgress
     from model.samples import LabeledSample
+    from model.training import TrainingProgress
     from service.metrics import ServiceMetrics
     from service.store import StateStore
 
@@ -374,7 +374,7 @@ class JobRunner:
             pass
 
     def _run(self) -> None:
-        from model.learner import TrainingCancelled
+        from model.training import TrainingCancelled
 
         while True:
             job_id = self._queue.get()

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from model.backbone import TriModalBackbone, build_backbone
-from model.learner import Learner, LearnerConfig, TrainingConfig
+from model.learner import Learner
+from model.learner_config import LearnerConfig
 from model.samples import LabeledSample
 from model.strategies import create_strategy
 from model.synthetic import make_dataset
+from model.training import TrainingConfig
 
 # The tests run tiny models, where thread start-up costs more than it saves; one thread also keeps
 # in-process tests from fighting the daemons that other tests start as subprocesses.

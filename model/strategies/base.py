@@ -16,14 +16,44 @@ saves them with the model version.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
+    from model.backbone import TriModalBackbone
+    from model.batch import EncodedBatch, ForwardOutput, TaskData
     from model.fusion import FusionKind
-    from model.learner import EncodedBatch, ForwardOutput, Learner, TaskData
+    from model.learner_config import LearnerConfig
+
+
+class LearnerView(Protocol):
+    """What a strategy may use of the learner it is plugged into (``model.learner.Learner`` is one).
+
+    Strategies see the learner through this view, so they never import the learner: arrows point
+    from the learner down to its strategies."""
+
+    backbone: "TriModalBackbone"
+    config: "LearnerConfig"
+    prototypes: torch.Tensor  # (C, E) unit rows, one per learned class
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    @property
+    def tasks(self) -> list[list[str]]: ...
+
+    @property
+    def logit_scale(self) -> float: ...
+
+    def clone(self) -> "LearnerView": ...
+
+    def fused_features(self, batch: "EncodedBatch") -> "ForwardOutput": ...
+
+    def forward(self, batch: "EncodedBatch", prototypes: torch.Tensor,
+                extra_prototypes: torch.Tensor | None = None, *, training: bool = False,
+                scores: bool = True, prototype_scores: bool = False) -> "ForwardOutput": ...
 
 
 class Strategy:
@@ -38,7 +68,7 @@ class Strategy:
     head_features: ClassVar[str] = "adapted"  # what a statistics head reads unless configured
     head_expansion: ClassVar[int] = 0  # the analytic head's random expansion width M unless configured
 
-    def trains_on(self, learner: "Learner") -> bool:
+    def trains_on(self, learner: "LearnerView") -> bool:
         """Whether the coming task trains anything by gradient (asked before ``before_task``)."""
         return self.trains
 
@@ -48,26 +78,26 @@ class Strategy:
         AAVFM takes the request (the no-aavfm ablation asks for "concat"); the others always concatenate."""
         return requested if cls.fusion_kind == "aavfm" else "concat"
 
-    def before_task(self, learner: "Learner", task_key: str) -> None:
+    def before_task(self, learner: "LearnerView", task_key: str) -> None:
         """Called once the new task's inputs are validated and encoded, before the first step."""
 
-    def restore_task_structure(self, learner: "Learner", task_key: str) -> None:
+    def restore_task_structure(self, learner: "LearnerView", task_key: str) -> None:
         """Rebuilds what ``before_task``/``after_task`` created (for loading a saved version)."""
 
-    def training_data(self, learner: "Learner", data: "TaskData") -> "TaskData":
+    def training_data(self, learner: "LearnerView", data: "TaskData") -> "TaskData":
         return data
 
     def stored_examples(self) -> int:
         """How many stored examples ``training_data`` adds to a task's own (exemplars, earlier tasks)."""
         return 0
 
-    def loss(self, learner: "Learner", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
+    def loss(self, learner: "LearnerView", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
         return F.cross_entropy(out.logits, batch.labels)
 
-    def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
+    def after_task(self, learner: "LearnerView", task_key: str, data: "TaskData") -> None:
         """Called after training, once the new classes and their prototypes are in place."""
 
-    def scores(self, learner: "Learner", fused: torch.Tensor, extra_prototypes: torch.Tensor | None) -> torch.Tensor:
+    def scores(self, learner: "LearnerView", fused: torch.Tensor, extra_prototypes: torch.Tensor | None) -> torch.Tensor:
         """``(B, E)`` fused features -> ``(B, C)`` logits over the learned classes (+ extra classes)."""
         prototypes = learner.prototypes
         if extra_prototypes is not None:
@@ -90,12 +120,12 @@ class SharedExpertMixin:
 
     SHARED_KEY = "shared"
 
-    def _ensure_shared_experts(self, learner: "Learner") -> None:
+    def _ensure_shared_experts(self, learner: "LearnerView") -> None:
         if self.SHARED_KEY not in learner.backbone.image.expert_tasks:
             learner.backbone.add_task_experts(self.SHARED_KEY, learner.config.experts_per_task)
 
-    def before_task(self, learner: "Learner", task_key: str) -> None:
+    def before_task(self, learner: "LearnerView", task_key: str) -> None:
         self._ensure_shared_experts(learner)
 
-    def restore_task_structure(self, learner: "Learner", task_key: str) -> None:
+    def restore_task_structure(self, learner: "LearnerView", task_key: str) -> None:
         self._ensure_shared_experts(learner)

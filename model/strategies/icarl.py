@@ -18,7 +18,8 @@ from torch.nn import functional as F
 from model.strategies.lwf import LwF
 
 if TYPE_CHECKING:
-    from model.learner import EncodedBatch, Learner, TaskData
+    from model.batch import EncodedBatch, TaskData
+    from model.strategies.base import LearnerView
 
 _FIELDS = ("images", "audio", "has_image", "has_audio", "labels")
 
@@ -48,16 +49,16 @@ class ICaRL(LwF):
         self.memory: "EncodedBatch | None" = None
         self.class_means = torch.zeros(0)
 
-    def training_data(self, learner: "Learner", data: "TaskData") -> "TaskData":
-        from model.learner import EncodedBatch
+    def training_data(self, learner: "LearnerView", data: "TaskData") -> "TaskData":
+        from model.batch import EncodedBatch
 
         return data if self.memory is None else EncodedBatch.concat([self.memory, data])
 
     def stored_examples(self) -> int:
         return 0 if self.memory is None else len(self.memory)
 
-    def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
-        from model.learner import EncodedBatch
+    def after_task(self, learner: "LearnerView", task_key: str, data: "TaskData") -> None:
+        from model.batch import EncodedBatch
 
         super().after_task(learner, task_key, data)
         fused = learner.fused_features(data).fused
@@ -69,7 +70,7 @@ class ICaRL(LwF):
         self.memory = new if self.memory is None else EncodedBatch.concat([self.memory, new])
         self._update_means(learner)
 
-    def _update_means(self, learner: "Learner") -> None:
+    def _update_means(self, learner: "LearnerView") -> None:
         assert self.memory is not None
         fused = F.normalize(learner.fused_features(self.memory).fused, dim=-1)
         n = len(learner.classes)
@@ -77,7 +78,7 @@ class ICaRL(LwF):
         means.index_add_(0, self.memory.labels, fused)
         self.class_means = F.normalize(means, dim=-1)  # (C, E)
 
-    def scores(self, learner: "Learner", fused: torch.Tensor, extra_prototypes: torch.Tensor | None) -> torch.Tensor:
+    def scores(self, learner: "LearnerView", fused: torch.Tensor, extra_prototypes: torch.Tensor | None) -> torch.Tensor:
         means = self.class_means if self.class_means.numel() else learner.prototypes
         if extra_prototypes is not None:  # classes with no exemplars yet: their text prototypes
             means = torch.cat([means, extra_prototypes])
@@ -96,7 +97,7 @@ class ICaRL(LwF):
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        from model.learner import EncodedBatch
+        from model.batch import EncodedBatch
 
         missing = [k for k in (*(f"memory.{f}" for f in _FIELDS), "class_means") if k not in state]
         if missing:

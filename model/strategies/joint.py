@@ -12,7 +12,8 @@ import torch
 from model.strategies.base import SharedExpertMixin, Strategy
 
 if TYPE_CHECKING:
-    from model.learner import Learner, TaskData
+    from model.batch import TaskData
+    from model.strategies.base import LearnerView
 
 
 class Joint(SharedExpertMixin, Strategy):
@@ -22,15 +23,15 @@ class Joint(SharedExpertMixin, Strategy):
     def __init__(self) -> None:
         self.seen: "TaskData | None" = None
 
-    def training_data(self, learner: "Learner", data: "TaskData") -> "TaskData":
-        from model.learner import EncodedBatch
+    def training_data(self, learner: "LearnerView", data: "TaskData") -> "TaskData":
+        from model.batch import EncodedBatch
 
         return data if self.seen is None else EncodedBatch.concat([self.seen, data])
 
     def stored_examples(self) -> int:
         return 0 if self.seen is None else len(self.seen)
 
-    def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
+    def after_task(self, learner: "LearnerView", task_key: str, data: "TaskData") -> None:
         self.seen = self.training_data(learner, data)
 
     def to(self, device: torch.device) -> None:

@@ -15,20 +15,21 @@ from model.losses import distillation
 from model.strategies.base import SharedExpertMixin, Strategy
 
 if TYPE_CHECKING:
-    from model.learner import EncodedBatch, ForwardOutput, Learner, TaskData
+    from model.batch import EncodedBatch, ForwardOutput, TaskData
+    from model.strategies.base import LearnerView
 
 
 class LwF(SharedExpertMixin, Strategy):
     name = "lwf"
 
     def __init__(self) -> None:
-        self.teacher: "Learner | None" = None
+        self.teacher: "LearnerView | None" = None
 
-    def before_task(self, learner: "Learner", task_key: str) -> None:
+    def before_task(self, learner: "LearnerView", task_key: str) -> None:
         super().before_task(learner, task_key)
         self.teacher = learner.clone() if learner.classes else None
 
-    def loss(self, learner: "Learner", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
+    def loss(self, learner: "LearnerView", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
         ce = F.cross_entropy(out.logits, batch.labels)
         if self.teacher is None:
             return ce
@@ -37,5 +38,5 @@ class LwF(SharedExpertMixin, Strategy):
             teacher_logits = self.teacher.forward(batch, self.teacher.prototypes).logits  # (B, n_old)
         return ce + learner.config.distillation_weight * distillation(out.logits[:, :n_old], teacher_logits)
 
-    def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
+    def after_task(self, learner: "LearnerView", task_key: str, data: "TaskData") -> None:
         self.teacher = None

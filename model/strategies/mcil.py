@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from model.strategies.mcil_paper import MCILPaper
 
 if TYPE_CHECKING:
-    from model.learner import Learner, TaskData
+    from model.batch import TaskData
+    from model.strategies.base import LearnerView
 
 
 class MCIL(MCILPaper):
@@ -30,17 +31,17 @@ class MCIL(MCILPaper):
     head_kind = "analytic"
     head_features = "adapted"
 
-    def trains_on(self, learner: "Learner") -> bool:
+    def trains_on(self, learner: "LearnerView") -> bool:
         return not learner.tasks
 
-    def before_task(self, learner: "Learner", task_key: str) -> None:
+    def before_task(self, learner: "LearnerView", task_key: str) -> None:
         if not learner.tasks:
             super().before_task(learner, task_key)
 
-    def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
+    def after_task(self, learner: "LearnerView", task_key: str, data: "TaskData") -> None:
         if task_key in learner.backbone.image.expert_tasks:
             super().after_task(learner, task_key, data)
 
-    def restore_task_structure(self, learner: "Learner", task_key: str) -> None:
+    def restore_task_structure(self, learner: "LearnerView", task_key: str) -> None:
         if not learner.backbone.image.expert_tasks:  # only the first task has experts
             super().restore_task_structure(learner, task_key)

@@ -19,14 +19,15 @@ from model.losses import mcil_loss
 from model.strategies.moe_adapters import MoEAdapters
 
 if TYPE_CHECKING:
-    from model.learner import EncodedBatch, ForwardOutput, Learner
+    from model.batch import EncodedBatch, ForwardOutput
+    from model.strategies.base import LearnerView
 
 
 class MCILPaper(MoEAdapters):
     name = "mcil-paper"
     fusion_kind = "aavfm"
 
-    def loss(self, learner: "Learner", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
+    def loss(self, learner: "LearnerView", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
         cfg = learner.config.loss
         if cfg.kind == "cross_entropy":
             return F.cross_entropy(out.logits, batch.labels)

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, ClassVar
 from model.strategies.base import Strategy
 
 if TYPE_CHECKING:
+    from model.batch import TaskData
     from model.fusion import FusionKind
-    from model.learner import Learner, TaskData
+    from model.strategies.base import LearnerView
 
 
 class MoEAdapters(Strategy):
@@ -25,12 +26,12 @@ class MoEAdapters(Strategy):
     freezes_old_prototypes = True
     replays_features = True
 
-    def before_task(self, learner: "Learner", task_key: str) -> None:
+    def before_task(self, learner: "LearnerView", task_key: str) -> None:
         learner.backbone.add_task_experts(task_key, learner.config.experts_per_task)
 
-    def after_task(self, learner: "Learner", task_key: str, data: "TaskData") -> None:
+    def after_task(self, learner: "LearnerView", task_key: str, data: "TaskData") -> None:
         learner.backbone.freeze_task_experts(task_key)
 
-    def restore_task_structure(self, learner: "Learner", task_key: str) -> None:
+    def restore_task_structure(self, learner: "LearnerView", task_key: str) -> None:
         self.before_task(learner, task_key)
         learner.backbone.freeze_task_experts(task_key)

@@ -13,8 +13,10 @@ from export.errors import RunnerUnavailableError
 from export.onnx import ensure_exported
 from export.runners import RUNNER_KINDS, attach_runner, check_available, default_artifacts_dir, detach_runner
 from model.backbone import build_backbone
-from model.learner import LearnerConfig, TrainingConfig, create_learner
+from model.learner import create_learner
+from model.learner_config import LearnerConfig
 from model.synthetic import make_dataset
+from model.training import TrainingConfig
 from tests.export.conftest import add_experts, classify, fixed_batch
 
 

@@ -12,8 +12,10 @@ import torch
 
 from model.errors import CheckpointError, InvalidInputError, StateError
 from model.fusion import ConcatFusion, FusionConfig
-from model.learner import Learner, LearnerConfig, TrainingCancelled, TrainingConfig
+from model.learner import Learner
+from model.learner_config import LearnerConfig
 from model.samples import LabeledSample, Sample
+from model.training import TrainingCancelled, TrainingConfig
 from tests.conftest import FAST
 
 
