@@ -3,16 +3,28 @@
 ``EncodedBatch`` holds images ready for the image tower and the frozen audio encoder's features (it
 runs once per sample per task, never per training step), with masks of which inputs each sample
 has. ``ForwardOutput`` holds what one forward pass gives: scores, unimodal and fused features.
+
+How inputs get here: :func:`validate_task` checks a task's examples and class names, and
+:func:`encode_samples` checks each sample and encodes it (``Learner.encode_inputs``). Both raise
+``InvalidInputError`` before anything changes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
+from model.audio import check_waveform
+from model.backbone import TriModalBackbone
+from model.errors import InvalidInputError
 from model.fusion import FusionOutput
+from model.images import image_to_tensor
+from model.samples import LabeledSample, Sample
+
+ENCODE_CHUNK = 64
+"""Samples encoded, or run forward at inference, at a time."""
 
 _BATCH_FIELDS = ("images", "audio", "has_image", "has_audio", "labels")
 
@@ -41,6 +53,11 @@ class EncodedBatch:
     def concat(batches: Sequence["EncodedBatch"]) -> "EncodedBatch":
         return EncodedBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in _BATCH_FIELDS))
 
+    def chunks(self, size: int = ENCODE_CHUNK) -> Iterator["EncodedBatch"]:
+        """Consecutive pieces of at most ``size`` samples, in order."""
+        for start in range(0, len(self), size):
+            yield self.select(torch.arange(start, min(start + size, len(self))))
+
 
 TaskData = EncodedBatch
 
@@ -61,3 +78,73 @@ class ForwardOutput:
         names = ("logits", "fused", "visual", "audio")
         tensors = {name: torch.cat([getattr(o, name) for o in outputs]) for name in names}
         return ForwardOutput(**tensors, fusion=FusionOutput.concat([o.fusion for o in outputs]))
+
+
+def encode_samples(backbone: TriModalBackbone, samples: Sequence[Sample], field: str = "samples",
+                   labels: Sequence[int] | None = None) -> EncodedBatch:
+    """Validates and prepares samples; runs the frozen audio encoder. The batch is on ``backbone``'s
+    device. Raises InvalidInputError (naming ``field[i]``)."""
+    if len(samples) == 0:
+        raise InvalidInputError(field, "no samples given")
+    b = backbone
+    for i, s in enumerate(samples):
+        if not isinstance(s, Sample):
+            raise InvalidInputError(f"{field}[{i}]", f"expected a Sample, got {type(s).__name__}")
+        if s.image is None and s.audio is None:
+            raise InvalidInputError(f"{field}[{i}]", "has neither an image nor audio")
+        if s.image is not None:
+            image_to_tensor(s.image, field=f"{field}[{i}].image")
+        if s.audio is not None:
+            if s.sample_rate is None:
+                raise InvalidInputError(f"{field}[{i}].sample_rate", "required when audio is given")
+            check_waveform(s.audio, s.sample_rate, field=f"{field}[{i}].audio")
+    n = len(samples)
+    has_image = torch.tensor([s.image is not None for s in samples])
+    has_audio = torch.tensor([s.audio is not None for s in samples])
+    images = torch.zeros(n, 3, b.image_size, b.image_size)
+    rows = has_image.nonzero().flatten().tolist()
+    for start in range(0, len(rows), ENCODE_CHUNK):
+        chunk = rows[start:start + ENCODE_CHUNK]
+        images[chunk] = b.prepare_images([samples[i].image for i in chunk])
+    audio = torch.zeros(n, b.audio_dim)
+    rows = has_audio.nonzero().flatten().tolist()
+    with torch.no_grad():
+        for start in range(0, len(rows), ENCODE_CHUNK):
+            chunk = rows[start:start + ENCODE_CHUNK]
+            waves = b.prepare_audio([samples[i].audio for i in chunk], [samples[i].sample_rate for i in chunk])
+            audio[chunk] = b.encode_audio_raw(waves.to(b.device)).cpu()
+    label_tensor = torch.full((n,), -1, dtype=torch.long) if labels is None else torch.tensor(labels)
+    return EncodedBatch(images, audio, has_image, has_audio, label_tensor).to(b.device)
+
+
+def validate_task(examples: Sequence[LabeledSample], class_names: Sequence[str], learned: Sequence[str]) -> list[str]:
+    """The new task's class names, stripped, once its examples and names are valid: at least one name,
+    none empty, repeated or in ``learned``; every example a LabeledSample of one of them, every
+    name with an example. Raises InvalidInputError."""
+    if isinstance(class_names, str) or len(class_names) == 0:
+        raise InvalidInputError("class_names", "give at least one new class name")
+    names = []
+    for i, name in enumerate(class_names):
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError(f"class_names[{i}]", "empty class name")
+        names.append(name.strip())
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InvalidInputError("class_names", f"duplicate class name(s) {dup}")
+    known = sorted(set(names) & set(learned))
+    if known:
+        raise InvalidInputError("class_names", f"class(es) {known} already learned")
+    if len(examples) == 0:
+        raise InvalidInputError("examples", "no examples given")
+    counts = dict.fromkeys(names, 0)
+    for i, ex in enumerate(examples):
+        if not isinstance(ex, LabeledSample):
+            raise InvalidInputError(f"examples[{i}]", f"expected a LabeledSample, got {type(ex).__name__}")
+        label = ex.label.strip() if isinstance(ex.label, str) else ex.label
+        if label not in counts:
+            raise InvalidInputError(f"examples[{i}].label", f"{ex.label!r} is not one of the new classes {names}")
+        counts[label] += 1
+    empty = [n for n, c in counts.items() if c == 0]
+    if empty:
+        raise InvalidInputError("examples", f"no examples for class(es) {empty}")
+    return names

@@ -1,15 +1,26 @@
 """How a task trains: the one training loop, its budget, the progress it reports, modality dropout.
 
-    train(data, config, params, seed, step_loss, report, should_stop) -> (steps, last loss)
+    train_task(learner, data, new_classes, report, should_stop) -> (steps, last loss)
 
-The loop is fixed for every strategy: epochs of shuffled batches, each batch's loss from
-``step_loss`` (which the learner builds from the strategy's loss, the prototypes and feature replay),
-AdamW under a cosine-annealed learning rate, gradients clipped. It reports ``TrainingProgress`` after
-every step and raises ``TrainingCancelled`` between steps when ``should_stop()`` says so.
-``TrainingConfig`` (the budget) is one part of ``model.learner_config.LearnerConfig``.
+The loop is fixed for every strategy (``model/strategies``): epochs of shuffled batches, each batch's
+loss the strategy's (``train_task``'s ``step_loss``), AdamW under a cosine-annealed learning rate,
+gradients clipped (``train``). It reports ``TrainingProgress`` after every step and raises
+``TrainingCancelled`` between steps when ``should_stop()`` says so. ``TrainingConfig`` (the budget) is
+one part of ``model.learner_config.LearnerConfig``.
 
-Random draws come from CPU generators seeded per task (``seed``): the same batches, in the same
-order, whatever device the learner runs on.
+Each step, modality dropout (``modality_dropout``) hides one input of some pairs, so an image alone or a
+sound alone is trained to classify too, not only the fused pair. Text prototypes are recomputed with
+gradients from a random subset of the prompt templates (all 35 at inference), so the text experts
+train too. Strategies that freeze old prototypes score new examples against the stored old ones; those
+that replay also score pseudo-features of old classes drawn from their feature statistics
+(``model/replay.py``), the two cross-entropies weighted by how many classes each stands for
+(``replay_weighting``), so a task of one new class does not outweigh nine old ones.
+
+Only the learned parts switch to training mode; frozen parts (and their batch-norm statistics) stay in
+eval. Random draws come from CPU generators seeded per task: the same batches, in the same order,
+whatever device the learner runs on.
+
+The learner is seen through ``Trainee`` (a Protocol), so this module never imports the learner.
 """
 
 from __future__ import annotations
@@ -17,12 +28,17 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import torch
+from torch.nn import functional as F
 
-from model.batch import EncodedBatch
+from model.batch import EncodedBatch, ForwardOutput
 from model.errors import ModelError
+
+if TYPE_CHECKING:
+    from model.backbone import TriModalBackbone
+    from model.replay import ClassStatistics
 
 
 @dataclass(frozen=True)
@@ -142,3 +158,135 @@ def dropped_masks(has_image: torch.Tensor, has_audio: torch.Tensor, p: float,
     drop_image = both & (u < p / 2)
     drop_audio = both & (u >= p / 2) & (u < p)
     return has_image & ~drop_image, has_audio & ~drop_audio
+
+
+class TrainingSettings(Protocol):
+    """What training reads of the learner's configuration (``model.learner_config.LearnerConfig``)."""
+
+    @property
+    def training(self) -> TrainingConfig: ...
+
+    @property
+    def modality_dropout(self) -> float: ...
+
+    @property
+    def replayed_features(self) -> int: ...
+
+    @property
+    def replay_weighting(self) -> str: ...
+
+
+class TaskLoss(Protocol):
+    """What training uses of the strategy (``model.strategies.base.Strategy``)."""
+
+    @property
+    def freezes_old_prototypes(self) -> bool: ...
+
+    def loss(self, learner: Any, batch: EncodedBatch, out: ForwardOutput) -> torch.Tensor:
+        """``learner``: the learner being trained, which strategies see as a ``LearnerView``."""
+        ...
+
+
+class Trainee(Protocol):
+    """What training a task uses of the learner (``model.learner.Learner`` is one)."""
+
+    @property
+    def backbone(self) -> "TriModalBackbone": ...
+
+    @property
+    def config(self) -> TrainingSettings: ...
+
+    @property
+    def strategy(self) -> TaskLoss: ...
+
+    @property
+    def fusion(self) -> torch.nn.Module: ...
+
+    @property
+    def prototypes(self) -> torch.Tensor: ...  # (C, E) stored prototypes of the learned classes
+
+    @property
+    def class_statistics(self) -> "ClassStatistics": ...
+
+    @property
+    def templates(self) -> tuple[str, ...]: ...
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    @property
+    def tasks(self) -> list[list[str]]: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def logit_scale(self) -> float: ...
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def text_prototypes(self, class_names: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor: ...
+
+    def forward(self, batch: EncodedBatch, prototypes: torch.Tensor,
+                extra_prototypes: torch.Tensor | None = None, *, training: bool = False,
+                scores: bool = True, prototype_scores: bool = False) -> ForwardOutput: ...
+
+
+def train_task(learner: Trainee, data: EncodedBatch, new_classes: list[str],
+               report: Callable[[TrainingProgress], None],
+               should_stop: Callable[[], bool] | None) -> tuple[int, float | None]:
+    """The task's training (:func:`train`): logits over every class so far. Old classes' prototypes
+    are recomputed with gradients, or (strategies that freeze them) taken as stored, as fixed
+    negatives. Returns the number of optimizer steps and the last step's loss."""
+    cfg = learner.config.training
+    freeze_old = learner.strategy.freezes_old_prototypes
+    class_names = new_classes if freeze_old else learner.classes + new_classes
+    seed = cfg.seed + 1000 * len(learner.tasks)
+    torch.manual_seed(seed)  # router noise in the adapters
+    params = learner.trainable_parameters()
+    if not params:
+        return 0, None
+
+    def step_loss(batch: EncodedBatch, generator: torch.Generator, rng: random.Random) -> torch.Tensor:
+        batch = drop_modalities(batch, learner.config.modality_dropout, generator)
+        templates = rng.sample(learner.templates, min(cfg.prompts_per_step, len(learner.templates)))
+        prototypes = learner.text_prototypes(class_names, templates)  # (C, E), with gradients
+        if freeze_old:
+            prototypes = torch.cat([learner.prototypes, prototypes])  # old rows: stored, no gradient
+        out = learner.forward(batch, prototypes, training=True)
+        loss = learner.strategy.loss(learner, batch, out)
+        replayed = replay_loss(learner, prototypes, generator)
+        return loss if replayed is None else with_replay(learner, loss, replayed, len(new_classes))
+
+    set_training(learner, True)
+    try:
+        return train(data, cfg, params, seed, step_loss, report, should_stop)
+    finally:
+        set_training(learner, False)
+
+
+def with_replay(learner: Trainee, loss: torch.Tensor, replayed: torch.Tensor, n_new: int) -> torch.Tensor:
+    """The step's loss: the new examples' and the replayed features' (see ``replay_weighting``)."""
+    if learner.config.replay_weighting == "equal":
+        return loss + replayed
+    n_old = len(learner.classes)
+    return (n_new * loss + n_old * replayed) / (n_new + n_old)
+
+
+def replay_loss(learner: Trainee, prototypes: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+    """Cross-entropy of pseudo-features of old classes (model/replay.py) against every prototype,
+    through the fusion module; ``None`` when nothing is replayed."""
+    n = learner.config.replayed_features
+    if n == 0 or len(learner.class_statistics) == 0:  # statistics exist only for strategies that replay
+        return None
+    v, a, has_v, has_a, labels = (t.to(learner.device) for t in learner.class_statistics.sample(n, generator))
+    has_v, has_a = dropped_masks(has_v, has_a, learner.config.modality_dropout, generator)
+    fusion = learner.fusion(v, a, has_v, has_a, prototypes, learner.logit_scale)
+    logits = learner.logit_scale * F.normalize(fusion.fused, dim=-1) @ prototypes.T
+    return F.cross_entropy(logits, labels)
+
+
+def set_training(learner: Trainee, on: bool) -> None:
+    """Only the learned parts switch mode: frozen parts (and their batch-norm statistics) stay in eval."""
+    for module in (learner.backbone.image.adapters, learner.backbone.text.adapters, learner.fusion):
+        module.train(on)

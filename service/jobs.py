@@ -98,10 +98,10 @@ class Job:
 
 
 ONE_CLASS_FIRST_TASK = (
-    "the first task teaches a single class: the first task is the one the learner adapts its features "
-    "on, and with no other class to tell it from the cross-entropy has nothing to separate, so the "
-    "features stay close to the frozen encoders' for every later class too (docs/benchmarks.md, T = 10); "
-    "teach at least two classes in the first task"
+    "the first task teaches a single class: with no other class to tell it from, training on it has "
+    "nothing to separate (the cross-entropy over one class is zero), and with the default strategy, whose "
+    "features adapt on the first task only, every later class is learned on features that barely adapted "
+    "(docs/benchmarks.md, T = 10); teach at least two classes in the first task"
 )
 
 

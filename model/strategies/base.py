@@ -1,7 +1,7 @@
 """The strategy plugin interface: what a continual-learning method adds to the one training loop.
 
-The loop in :class:`model.learner.Learner` is fixed (encode, forward, loss, AdamW step, cosine
-schedule). A strategy hooks into it, in the order the loop calls them:
+The loop (``Learner.learn_task``, ``model.training.train_task``) is fixed (encode, forward, loss, AdamW
+step, cosine schedule). A strategy hooks into it, in the order the loop calls them:
 
     before_task(learner, task_key)          add experts, snapshot a teacher, ...
     training_data(learner, data) -> data    add replayed exemplars or earlier tasks' data

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch.nn import functional as F
 
+from model.batch import EncodedBatch
 from model.strategies.lwf import LwF
 
 if TYPE_CHECKING:
-    from model.batch import EncodedBatch, TaskData
+    from model.batch import TaskData
     from model.strategies.base import LearnerView
 
 _FIELDS = ("images", "audio", "has_image", "has_audio", "labels")
@@ -50,16 +51,12 @@ class ICaRL(LwF):
         self.class_means = torch.zeros(0)
 
     def training_data(self, learner: "LearnerView", data: "TaskData") -> "TaskData":
-        from model.batch import EncodedBatch
-
         return data if self.memory is None else EncodedBatch.concat([self.memory, data])
 
     def stored_examples(self) -> int:
         return 0 if self.memory is None else len(self.memory)
 
     def after_task(self, learner: "LearnerView", task_key: str, data: "TaskData") -> None:
-        from model.batch import EncodedBatch
-
         super().after_task(learner, task_key, data)
         fused = learner.fused_features(data).fused
         picked = []
@@ -97,8 +94,6 @@ class ICaRL(LwF):
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        from model.batch import EncodedBatch
-
         missing = [k for k in (*(f"memory.{f}" for f in _FIELDS), "class_means") if k not in state]
         if missing:
             raise ValueError(f"icarl exemplars: missing {missing}")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from model.batch import EncodedBatch
 from model.strategies.base import SharedExpertMixin, Strategy
 
 if TYPE_CHECKING:
@@ -24,8 +25,6 @@ class Joint(SharedExpertMixin, Strategy):
         self.seen: "TaskData | None" = None
 
     def training_data(self, learner: "LearnerView", data: "TaskData") -> "TaskData":
-        from model.batch import EncodedBatch
-
         return data if self.seen is None else EncodedBatch.concat([self.seen, data])
 
     def stored_examples(self) -> int:

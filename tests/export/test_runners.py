@@ -77,7 +77,7 @@ def test_default_artifacts_folder_is_reused(tiny_export: Path, tmp_path: Path, m
 @pytest.mark.slow
 def test_segments_built_before_learning_stay_correct_after_it(tiny_export: Path) -> None:
     """LearnNewClasses adds experts; the frozen segments (and sessions) attached before stay valid."""
-    learner = create_learner("tiny", config=LearnerConfig(training=TrainingConfig(epochs=1, batch_size=16)))
+    learner = create_learner("tiny", "mcil-paper", config=LearnerConfig(training=TrainingConfig(epochs=1, batch_size=16)))
     backbone = learner.backbone
     assert attach_runner(backbone, "onnxruntime", tiny_export, fallback=False) == "onnxruntime"
     runner = backbone.image.runner

@@ -66,10 +66,10 @@ def test_suite_runs_two_at_a_time_with_a_share_of_the_cpus_each(avmnist: Path, t
     args = ["--suite", "avmnist", "--data", str(avmnist), "--preset", "tiny", "--quick", "--out", str(tmp_path)]
     assert main([*args, "--workers", "2", "--max-runs", "2"]) == 0
     names = sorted(p.name for p in tmp_path.glob("tiny-*.json"))
-    assert names == ["tiny-finetune-T5-s0.json", "tiny-zero-shot-T5-s0.json"]
+    assert names == ["tiny-simplecil-T5-s0.json", "tiny-zero-shot-T5-s0.json"]
     threads = max(1, (os.cpu_count() or 1) // 2)
     assert all(json.loads((tmp_path / n).read_text())["machine"]["threads"] == threads for n in names)
-    assert "| finetune | 1 |" in (tmp_path / "tables.md").read_text()
+    assert "| simplecil | 1 |" in (tmp_path / "tables.md").read_text()
 
 
 def test_the_suite_draws_a_forgetting_curve_for_each_number_of_tasks_it_has_runs_of(tmp_path: Path) -> None:

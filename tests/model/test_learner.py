@@ -15,7 +15,7 @@ from model.fusion import ConcatFusion, FusionConfig
 from model.learner import Learner
 from model.learner_config import LearnerConfig
 from model.samples import LabeledSample, Sample
-from model.training import TrainingCancelled, TrainingConfig
+from model.training import TrainingCancelled, TrainingConfig, with_replay
 from tests.conftest import FAST
 
 
@@ -217,9 +217,9 @@ def test_replay_weighting_counts_every_class_alike(trained: Learner, make_learne
     """Two old classes (``trained``) and one new: the replayed loss stands for two classes of three."""
     new, replayed = torch.tensor(2.0), torch.tensor(4.0)
     assert len(trained.classes) == 2
-    assert float(trained._with_replay(new, replayed, 1)) == pytest.approx((1 * 2.0 + 2 * 4.0) / 3)
+    assert float(with_replay(trained, new, replayed, 1)) == pytest.approx((1 * 2.0 + 2 * 4.0) / 3)
     equal = make_learner("mcil-paper", config=replace(FAST, replay_weighting="equal"))
-    assert float(equal._with_replay(new, replayed, 1)) == pytest.approx(6.0)
+    assert float(with_replay(equal, new, replayed, 1)) == pytest.approx(6.0)
 
 
 def test_a_config_saved_before_replay_weighting_keeps_equal_weights() -> None:

@@ -31,7 +31,9 @@ class Subprocess:
         args = [sys.executable, "-m", "service", "serve", "--preset", "tiny", "--state-dir", str(state_dir),
                 "--listen", "127.0.0.1:0", "--metrics-listen", "none", "--log-level", "WARNING",
                 "--set", "learning.epochs=3", "--set", "learning.min_steps=0", "--set", "learning.batch_size=8",
-                "--set", "learning.min_examples_per_class=4"]
+                "--set", "learning.min_examples_per_class=4",
+                # Every task trains (the default, mcil, trains its first task only): kills land in training.
+                "--set", "server.strategy=mcil-paper"]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.port = self._read_port(timeout=120)
