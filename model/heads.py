@@ -31,7 +31,9 @@ counts towards all three, an image alone towards ``visual`` only. A head also ke
 class, the margin (its score minus the best other class's) below which only ``unknown_quantile`` of
 that class's training examples fell when it was learned, each scored as if left out of the fit: a
 sample whose best class leads the next by less than that class's threshold is reported as
-``unknown`` (a class never taught should not come back as a confident known one).
+``unknown`` (a class never taught should not come back as a confident known one). A threshold never
+exceeds ``max_unknown_margin`` (0.5): a class whose examples are nearly alike would otherwise call
+any fresh example that leads by less than almost 1 unknown.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ class HeadConfig:
     the features themselves; ``None``: the strategy's, ``Strategy.head_expansion``). ``seed``: the expansion's seed (the matrix is regenerated from it on
     load and checked against a stored digest, so it costs no disk). ``ridge``: a fixed lambda, or
     ``None`` to choose it by generalised cross-validation at every solve. ``min_examples_per_class``:
-    fewer examples of a new class is an error. ``unknown_quantile``: see the module docstring.
+    fewer examples of a new class is an error. ``unknown_quantile``, ``max_unknown_margin``: see the
+    module docstring.
     """
 
     kind: str | None = None
@@ -84,6 +87,7 @@ class HeadConfig:
     ridge: float | None = None
     min_examples_per_class: int = 2
     unknown_quantile: float = 0.05
+    max_unknown_margin: float = 0.5
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in HEAD_KINDS:
@@ -96,6 +100,8 @@ class HeadConfig:
             raise ValueError(f"head.ridge: must be a positive number or None, got {self.ridge}")
         if self.min_examples_per_class < 1:
             raise ValueError(f"head.min_examples_per_class: must be >= 1, got {self.min_examples_per_class}")
+        if not 0.0 <= self.max_unknown_margin <= 1.0:
+            raise ValueError(f"head.max_unknown_margin: must lie in [0, 1], got {self.max_unknown_margin}")
         if not 0.0 <= self.unknown_quantile < 0.5:
             raise ValueError(f"head.unknown_quantile: must lie in [0, 0.5), got {self.unknown_quantile}")
 
@@ -307,7 +313,8 @@ class StatisticsHead:
                 for c in range(first, stats[p].classes):
                     mine = margin[y == c]
                     if len(mine):
-                        new[c - first] = float(torch.quantile(mine, self.config.unknown_quantile))
+                        new[c - first] = min(float(torch.quantile(mine, self.config.unknown_quantile)),
+                                             self.config.max_unknown_margin)
             out[p] = torch.cat([self.thresholds[p], new])
         return out
 

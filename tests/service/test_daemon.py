@@ -181,9 +181,8 @@ def test_the_default_learner_keeps_old_classes_and_answers_unknown_for_a_class_n
                                     rng.uniform(-1, 1, 8000).astype(np.float32), 16000) for _ in range(6)]
     reply = d.client.classify([sample_from_arrays(s.image, s.audio, s.sample_rate) for s in known] + strangers)
     flags = [r.unknown for r in reply.results]
-    # The tiny synthetic classes are nearly noise-free, so their calibrated margins are tight: a few
-    # fresh examples of known classes fall below them; nearly every noise sample does.
-    assert sum(flags[:len(known)]) <= 3 and sum(flags[len(known):]) >= 5, flags
+    # Fresh examples of the classes taught are answered as known; most noise samples are not.
+    assert sum(flags[:len(known)]) <= 1 and sum(flags[len(known):]) >= 4, flags
     assert all(0.0 <= e.score <= 1.0 for r in reply.results for e in r.classes)
 
 
