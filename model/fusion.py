@@ -18,7 +18,7 @@ Default ``th = -1``: every pair takes the fusion branch, and masking is left to 
 weights. The paper uses 0.8 with encoders trained together (CLIP and AudioCLIP). With ``lite``'s
 encoders, trained apart, ``r`` rarely reaches 0.8: on AV-MNIST validation data (10% of train.csv,
 T = 5, seed 0) th = 0.8 fused 0-2% of pairs and reached 71.1% average accuracy, th = 0.4 fused
-72-89% and reached 80.9%, th = -1 reached 83.9% (docs/benchmarks.md has the commands).
+72-89% and reached 80.9%, th = -1 reached 83.9% (ab927db:docs/benchmarks.md has the commands).
 
 Decision (not pinned by the paper): ``unit_inputs`` (default on) L2-normalises ``v`` and ``a``
 before the cross-attention. The attention logits ``v . (w a) / sqrt(E)`` grow with the features'
@@ -27,7 +27,7 @@ training the logit gap is about 10 and the softmax puts 0.9999 of its weight on 
 50 AV-MNIST test pairs): sound never reaches the fused feature, and the saturated softmax passes no
 gradient that could change it. With unit inputs the two logits start within ``1 / sqrt(E)`` of each
 other. On validation data (T = 5, seed 0) average accuracy rose from 83.6 to 88.5 and the sound-only
-path's last accuracy from 25.0 to 35.9 (docs/benchmarks.md).
+path's last accuracy from 25.0 to 35.9 (ab927db:docs/benchmarks.md).
 
 Decision (not pinned by the paper): the MLP is residual with a zero-initialised last layer, so an
 untrained module returns a convex combination of ``v`` and ``a``, which already lives in the prototype

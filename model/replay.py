@@ -4,7 +4,7 @@ Why: without any old data, a new task's text prototypes are trained only to win 
 inputs. Nothing stops them from also winning on old classes' inputs, and on AV-MNIST with `lite`
 they do: after task 2, old samples were still ranked correctly among the old classes (91-98%) but
 every one of them scored highest on a new class, although their features had not moved at all on
-the audio path (docs/benchmarks.md, "Why mcil forgot").
+the audio path (ab927db:docs/benchmarks.md, "Why mcil forgot").
 
 What: after each task the learner records, per class and per modality, the mean and the standard
 deviation (per dimension) of the unimodal features ``v = F_v(image)`` and ``a = P(F_a(audio))`` of

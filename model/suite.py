@@ -12,7 +12,7 @@ seeds) and the forgetting curves (accuracy on all seen classes after each task):
 Each run has a process of its own (so its peak-memory figure is its own, not the largest of the
 runs before it). ``--workers N`` runs N at once, each with ``cpus // N`` PyTorch threads unless
 ``--threads`` says otherwise: on a 2-core machine, two one-thread runs train about 16% more per hour
-than one two-thread run (docs/benchmarks.md). A run that fails is reported at the end and leaves no
+than one two-thread run (ab927db:docs/benchmarks.md). A run that fails is reported at the end and leaves no
 file, so the next invocation retries it; the others still run.
 
 Runs in one folder should share their settings: where they do not (say, files from before a default

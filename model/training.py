@@ -290,3 +290,9 @@ def set_training(learner: Trainee, on: bool) -> None:
     """Only the learned parts switch mode: frozen parts (and their batch-norm statistics) stay in eval."""
     for module in (learner.backbone.image.adapters, learner.backbone.text.adapters, learner.fusion):
         module.train(on)
+
+
+def seed_learning(seed: int) -> None:
+    """Seeds every draw a task makes outside the loop's own generators (a new task's experts' initial
+    weights, router noise), so that learning the same examples again gives the same version."""
+    torch.manual_seed(seed)

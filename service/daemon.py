@@ -275,7 +275,7 @@ class Daemon:
 
     def _train(self, job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
         from model.protocol import ContinualEvaluation
-        from model.training import TrainingCancelled
+        from model.training import TrainingCancelled, seed_learning
 
         base = self.served
         ctx.phase("preparing", base_version=base.number)
@@ -296,6 +296,7 @@ class Daemon:
         evaluation.before_task(learner, list(upload.class_names), list(upload.held_out))
         if ctx.should_stop():
             raise TrainingCancelled("stopped before training")
+        seed_learning(self.config.learning.seed + len(base.learner.tasks))  # a job is reproducible
         learner.learn_task(list(upload.train), list(upload.class_names), progress=ctx.progress,
                            should_stop=ctx.should_stop)
         ctx.phase("evaluating", eta_seconds=None)
