@@ -98,10 +98,9 @@ class Job:
 
 
 ONE_CLASS_FIRST_TASK = (
-    "the first task teaches a single class: with no other class to tell it from, training on it has "
-    "nothing to separate (the cross-entropy over one class is zero), and with the default strategy, whose "
-    "features adapt on the first task only, every later class is learned on features that barely adapted "
-    "(docs/benchmarks.md, T = 10); teach at least two classes in the first task"
+    "the first task teaches a single class: the cross-entropy over one class is zero, so training on it "
+    "learns only from what else the loss holds (for mcil, the MI term that ties the fused feature to each "
+    "modality; docs/benchmarks.md, T = 10); teach at least two classes in the first task where you can"
 )
 
 
