@@ -138,8 +138,7 @@ class PathStatistics:
 
     def __init__(self, width: int, classes: int = 0) -> None:
         self.gram = torch.zeros(width, width, dtype=torch.float64)  # (M, M)  sum h h^T
-        self.targets = torch.zeros(width, classes, dtype=torch.float64)  # (M, K)  sum h y^T
-        self.sums = torch.zeros(classes, width, dtype=torch.float64)  # (K, M)  sum of h per class
+        self.targets = torch.zeros(width, classes, dtype=torch.float64)  # (M, K)  sum h y^T: column k sums class k
         self.counts = torch.zeros(classes, dtype=torch.int64)  # (K,)
 
     @property
@@ -151,7 +150,6 @@ class PathStatistics:
         if extra > 0:
             m = self.gram.shape[0]
             self.targets = torch.cat([self.targets, self.targets.new_zeros(m, extra)], dim=1)
-            self.sums = torch.cat([self.sums, self.sums.new_zeros(extra, m)])
             self.counts = torch.cat([self.counts, self.counts.new_zeros(extra)])
 
     def add(self, h: torch.Tensor, labels: torch.Tensor) -> None:
@@ -159,7 +157,6 @@ class PathStatistics:
         self.gram += h.T @ h
         onehot = F.one_hot(labels, self.classes).to(torch.float64)  # (N, K)
         self.targets += h.T @ onehot
-        self.sums += onehot.T @ h
         self.counts += onehot.sum(dim=0).to(torch.int64)
 
     def merged(self, other: "PathStatistics") -> "PathStatistics":
@@ -167,7 +164,6 @@ class PathStatistics:
         out = PathStatistics(self.gram.shape[0], self.classes + other.classes)
         out.gram = self.gram + other.gram
         out.targets = torch.cat([self.targets, other.targets], dim=1)
-        out.sums = torch.cat([self.sums, other.sums])
         out.counts = torch.cat([self.counts, other.counts])
         return out
 
@@ -277,7 +273,7 @@ class StatisticsHead:
     def _solve(self, path: str, s: PathStatistics) -> tuple[torch.Tensor, float, torch.Tensor | None]:
         """``(weights (M, K), lambda, Cholesky factor of G + lambda I or None)``."""
         if self.kind == "class-means":
-            means = s.sums / s.counts.clamp_min(1).unsqueeze(1).to(torch.float64)
+            means = s.targets.T / s.counts.clamp_min(1).unsqueeze(1).to(torch.float64)  # (K, M)
             return F.normalize(means, dim=1).T.to(torch.float32).contiguous(), 0.0, None
         lam = self.config.ridge if self.config.ridge is not None else gcv_ridge(s.gram, s.targets, s.n)
         system = s.gram + lam * torch.eye(s.gram.shape[0], dtype=torch.float64)
@@ -354,8 +350,6 @@ class StatisticsHead:
             out[f"{p}.gram_upper"] = s.gram[rows, cols].contiguous()
             out[f"{p}.targets"] = s.targets.contiguous()
             out[f"{p}.counts"] = s.counts.contiguous()
-            if self.kind == "class-means":
-                out[f"{p}.sums"] = s.sums.contiguous()
             out[f"{p}.thresholds"] = self.thresholds[p].contiguous()
         return out
 
@@ -374,8 +368,6 @@ class StatisticsHead:
                 s.gram = s.gram + s.gram.T - torch.diag(s.gram.diagonal())
                 s.targets = state[f"{p}.targets"].to(torch.float64).reshape(m, s.classes).clone()
                 s.counts = state[f"{p}.counts"].to(torch.int64).clone()
-                s.sums = (state[f"{p}.sums"].to(torch.float64).clone() if self.kind == "class-means"
-                          else torch.zeros(s.classes, m, dtype=torch.float64))
                 self.thresholds[p] = state[f"{p}.thresholds"].to(torch.float32).clone()
             except (KeyError, RuntimeError) as exc:
                 raise CheckpointError(source, f"head.{p}", f"missing or malformed statistics: {exc}") from None
@@ -387,7 +379,7 @@ class StatisticsHead:
 
 def _copy(s: PathStatistics) -> PathStatistics:
     out = PathStatistics(s.gram.shape[0], s.classes)
-    out.gram, out.targets, out.sums, out.counts = s.gram.clone(), s.targets.clone(), s.sums.clone(), s.counts.clone()
+    out.gram, out.targets, out.counts = s.gram.clone(), s.targets.clone(), s.counts.clone()
     return out
 
 
