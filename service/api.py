@@ -53,6 +53,8 @@ def boundary(method: F) -> F:
     def wrapped(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
+        except grpc.RpcError:  # raised by gRPC itself (a cancelled call's request stream): gRPC knows it
+            raise
         except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
             if context.code() is not None:  # already aborted
                 raise
@@ -141,7 +143,9 @@ class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
             except Exception:  # noqa: BLE001
                 pass
 
-        upload = receive_upload(request_iterator, self.daemon.upload_rules, count)
+        streams = self.daemon.streams
+        with streams.hold("upload", context, idle=True) as stream:
+            upload = receive_upload(streams.touching(stream, request_iterator), self.daemon.upload_rules, count)
         job, duplicate = self.daemon.submit(upload)
         return mcil_pb2.LearnNewClassesResponse(job_id=job.job_id, duplicate=duplicate,
                                                 train_examples=job.train_examples,
@@ -150,8 +154,9 @@ class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
     @streaming_boundary
     def WatchJob(self, request: mcil_pb2.JobRequest, context: grpc.ServicerContext) -> Iterator[mcil_pb2.Job]:
         assert self.daemon.jobs is not None
-        for job in self.daemon.jobs.watch(request.job_id, context.is_active):
-            yield job_message(job)
+        with self.daemon.streams.hold("watch", context, idle=False):
+            for job in self.daemon.jobs.watch(request.job_id, context.is_active):
+                yield job_message(job)
 
     @boundary
     def GetJob(self, request: mcil_pb2.JobRequest, context: grpc.ServicerContext) -> mcil_pb2.Job:

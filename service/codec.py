@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,13 @@ class DecodeLimits:
     max_audio_seconds: float = 60.0
     min_sample_rate: int = 8000
     max_sample_rate: int = 192000
+    decode_side: int = 1024  # larger images are reduced while decoding (every preset's input is <= 224 px)
+
+
+LARGE_DECODES = 2
+"""Images above ``decode_side`` decoded at once; more wait (each holds its full decoded size meanwhile)."""
+_large_decodes = threading.BoundedSemaphore(LARGE_DECODES)
+MAX_TENSOR_DIMENSIONS = 4  # an image is (H, W[, C]), audio (N,); more is refused before numpy sees it
 
 
 PATH_TO_PROTO = {"av": 1, "visual": 2, "audio": 3}
@@ -47,8 +55,10 @@ def _tensor(field: str, t: "mcil_pb2.Tensor") -> np.ndarray:
     dtype = _DTYPES.get(t.dtype)
     if dtype is None:
         raise InvalidRequest(f"{field}.dtype", "must be DTYPE_UINT8 or DTYPE_FLOAT32")
+    if len(t.shape) > MAX_TENSOR_DIMENSIONS:
+        raise InvalidRequest(f"{field}.shape", f"at most {MAX_TENSOR_DIMENSIONS} dimensions, got {len(t.shape)}")
     shape = tuple(int(d) for d in t.shape)
-    if not shape or any(d == 0 for d in shape):
+    if not shape or any(d <= 0 for d in shape):
         raise InvalidRequest(f"{field}.shape", f"must be non-empty with positive dimensions, got {list(shape)}")
     expected = math.prod(shape) * dtype.itemsize
     if len(t.data) != expected:
@@ -60,7 +70,13 @@ def _tensor(field: str, t: "mcil_pb2.Tensor") -> np.ndarray:
 
 
 def decode_image_bytes(field: str, data: bytes, limits: DecodeLimits) -> np.ndarray:
-    """An encoded image file -> ``(H, W, 3)`` uint8 RGB."""
+    """An encoded image file -> ``(H, W, 3)`` uint8 RGB, reduced on the way so that its shorter side
+    is at most about ``limits.decode_side`` (every preset's input is smaller; the model resizes it).
+
+    Memory per image is bounded by what the model needs, not by the size a file declares: the size is
+    checked from the header before any pixel is decoded, JPEGs decode straight at a reduced scale
+    (``draft``), other formats are reduced by an integer factor right after decoding, and at most
+    ``LARGE_DECODES`` images larger than that decode at once."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -70,11 +86,19 @@ def decode_image_bytes(field: str, data: bytes, limits: DecodeLimits) -> np.ndar
                 raise InvalidRequest(
                     field, f"image of {width}x{height} pixels exceeds the limit of {limits.max_image_pixels}"
                 )
-            rgb = img.convert("RGB")
-            return np.asarray(rgb, dtype=np.uint8).copy()  # (H, W, 3)
+            factor = min(width, height) // limits.decode_side
+            if factor < 2:
+                return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()  # (H, W, 3)
+            with _large_decodes:
+                img.draft("RGB", (width // factor, height // factor))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+                factor = min(img.size) // limits.decode_side
+                rgb = img.convert("RGB")
+                return np.asarray(rgb.reduce(factor) if factor >= 2 else rgb, dtype=np.uint8).copy()
     except InvalidRequest:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError:  # the header declares more pixels than Pillow's own bound
+        raise InvalidRequest(field, f"image declares more than the limit of {limits.max_image_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidRequest(field, f"cannot decode image: {type(exc).__name__}") from None
 
 
@@ -118,6 +142,8 @@ def check_audio(field: str, wave: np.ndarray, rate: int, limits: DecodeLimits) -
             f"{field}.sample_rate",
             f"must be in [{limits.min_sample_rate}, {limits.max_sample_rate}] Hz, got {rate}",
         )
+    if wave.shape[0] == 0:
+        raise InvalidRequest(field, "the recording has no samples")
     if wave.shape[0] > limits.max_audio_seconds * rate:
         raise InvalidRequest(field, f"recording exceeds the limit of {limits.max_audio_seconds:g} s")
     if wave.dtype != np.float32:

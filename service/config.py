@@ -60,6 +60,7 @@ class ServerConfig:
     runner_precision: str = "fp32"  # fp32 | fp16 (fp16 for GPU runners)
     runner_artifacts_dir: Path | None = None  # exported ONNX/engine files; None: the export cache
     max_workers: int = 32  # gRPC threads; each open WatchJob stream or upload holds one
+    max_open_streams: int = 24  # uploads + watches open at once; the other threads stay for Classify, health
     grace_seconds: float = 10.0
     log_level: str = "INFO"
 
@@ -78,6 +79,10 @@ class ServerConfig:
         if self.runner_precision not in ("fp32", "fp16"):
             raise ConfigError("server.runner_precision", f"must be fp32 or fp16, got {self.runner_precision!r}")
         _at_least("server.max_workers", self.max_workers, 2)
+        _at_least("server.max_open_streams", self.max_open_streams, 1)
+        if self.max_open_streams >= self.max_workers:
+            raise ConfigError("server.max_open_streams", f"must be below server.max_workers ({self.max_workers}) "
+                              f"so that Classify and health keep a thread, got {self.max_open_streams}")
         _at_least("server.grace_seconds", self.grace_seconds, 0)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("server.log_level", f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
@@ -142,8 +147,10 @@ class LimitsConfig:
     max_upload_examples: int = 50_000
     max_image_pixels: int = 4096 * 4096
     max_audio_seconds: float = 60.0
+    upload_idle_seconds: float = 30.0  # an upload that sends nothing this long is ended
 
     def __post_init__(self) -> None:
+        _at_least("limits.upload_idle_seconds", self.upload_idle_seconds, 0.1)
         _at_least("limits.max_message_bytes", self.max_message_bytes, 64 * 1024)
         _at_least("limits.max_classify_samples", self.max_classify_samples, 1)
         _at_least("limits.max_upload_bytes", self.max_upload_bytes, 1024)

@@ -23,10 +23,13 @@ from service.batching import Answer, ClassifyBatcher, predict_now
 from service.codec import DecodeLimits
 from service.config import ServerConfig, ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, InvalidRequest
+from service.failpoints import failpoint
 from service.jobs import Job, JobContext, JobRunner, TrainingOutcome, Upload
 from service.metrics import ServiceMetrics
+from service.recovery import discard_uncommitted_versions
 from service.serving import ModelSlot, ServedVersion
 from service.store import CorruptVersion, StateStore, VersionMeta
+from service.streams import StreamSlots
 from service.uploads import UploadRules
 
 if TYPE_CHECKING:
@@ -86,6 +89,7 @@ class Daemon:
             decode=self.decode_limits,
         )
         self._commit_lock = threading.Lock()  # one commit or rollback at a time
+        self.streams = StreamSlots(config.server.max_open_streams, config.limits.upload_idle_seconds)
         self._backbone: TriModalBackbone | None = backbone
         self._untrained: Learner | None = None
         self.slot: ModelSlot | None = None
@@ -156,6 +160,7 @@ class Daemon:
             raise ConfigError("server.state_dir", f"cannot use {str(self.store.root)!r}: {exc.strerror}") from None
         try:
             served = self._load_served()
+            discard_uncommitted_versions(self.store)
             self.slot = ModelSlot(served)
             self.jobs = JobRunner(self.store, self.metrics, self._train, max_queued=self.config.learning.max_queued_jobs,
                                   learner_trains=STRATEGIES[self.strategy].trains)
@@ -241,6 +246,7 @@ class Daemon:
             self.batcher.close()
         if self.jobs is not None:
             self.jobs.close(timeout=max(grace, 1.0) + 30.0)
+        self.streams.close()
         self.store.close()
 
     @property
@@ -359,13 +365,19 @@ class Daemon:
                 figures={k: dict(v) for k, v in figures.items()},
             )
             self.store.write_version(meta, learner.save, evaluation)
-            self.store.set_current(number)  # the commit point
+            failpoint("commit.after_rename")
+            try:
+                self.store.set_current(number)  # the commit point
+            except BaseException:
+                self.store.remove_version(number)  # never served: it must not linger as a version
+                raise
+            failpoint("commit.after_current")
             served = ServedVersion(number, learner, meta, evaluation)
             self.slot.swap(served)
             log.info("committed and serving version %d (%d classes)", number, len(served.classes))
             self._publish(served)
             try:
-                self.store.prune(self.config.retention.max_versions)
+                self.store.prune(self.config.retention.max_versions, protect=(base.number,))
             except OSError:
                 log.exception("cannot prune old versions")
             return number

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENDED = ("succeeded", "rejected", "failed", "cancelled")
+MAX_JOB_ID_LENGTH = 64  # ids are 16 hex digits; anything longer is refused before use
 INTERRUPTED = "interrupted: the daemon stopped before the job finished"
 KEEP_JOB_RECORDS = 500
 
@@ -253,6 +254,9 @@ class JobRunner:
             return job, False
 
     def get(self, job_id: str) -> Job:
+        if not job_id or len(job_id) > MAX_JOB_ID_LENGTH or not job_id.isprintable():
+            raise InvalidRequest("job_id", f"must be 1..{MAX_JOB_ID_LENGTH} printable characters "
+                                 f"(got {len(job_id)} characters)")
         with self._changed:
             job = self._jobs.get(job_id)
         if job is None:

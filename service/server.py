@@ -1,9 +1,9 @@
 """Build and run the daemon's gRPC server: ``create_server(config) -> (server, port)``.
 
 The server carries the ContinualLearner service, ``grpc.health.v1`` health checking and server
-reflection, behind two interceptors (metrics/logging outermost, then authentication). TLS and mutual
-TLS come from :class:`~service.config.SecurityConfig`; message sizes from
-:class:`~service.config.LimitsConfig`. Prometheus ``/metrics`` is served on its own port.
+reflection, behind three interceptors (metrics/logging outermost, then authentication, then strict
+parsing of request bytes). TLS and mutual TLS come from :class:`~service.config.SecurityConfig`;
+message sizes from :class:`~service.config.LimitsConfig`. Prometheus ``/metrics`` is served on its own port.
 
 Stopping (:meth:`DaemonServer.stop`): health goes NOT_SERVING, new calls are refused, in-flight calls
 get ``grace`` seconds to finish, queued Classify calls are answered, and a running training job is
@@ -112,7 +112,7 @@ def create_server(config: ServiceConfig, *, backbone: "TriModalBackbone | None" 
     from service.api import ContinualLearnerServicer
     from service.auth import Tokens, auth_interceptor
     from service.daemon import Daemon
-    from service.interceptors import observability_interceptor
+    from service.interceptors import observability_interceptor, parsing_interceptor
     from service.metrics import MetricsEndpoint
 
     tokens = Tokens.from_config(config.security)
@@ -129,7 +129,8 @@ def create_server(config: ServiceConfig, *, backbone: "TriModalBackbone | None" 
         size = config.limits.max_message_bytes
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.server.max_workers, thread_name_prefix="mcil-rpc"),
-            interceptors=[observability_interceptor(daemon.metrics), auth_interceptor(tokens, daemon.metrics)],
+            interceptors=[observability_interceptor(daemon.metrics), auth_interceptor(tokens, daemon.metrics),
+                          parsing_interceptor()],
             options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=config.server.max_workers * 8,

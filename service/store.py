@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from service.errors import FailedPrecondition, NotFound
+from service.failpoints import failpoint
 
 if TYPE_CHECKING:
     from model.samples import LabeledSample
@@ -329,19 +330,22 @@ class StateStore:
         os.rename(self.version_dir(number), doomed)  # atomic: the version disappears at once
         shutil.rmtree(doomed, ignore_errors=True)
 
-    def prune(self, keep: int) -> list[int]:
-        """Delete the oldest versions beyond ``keep`` (never the served one) and orphaned held-out files."""
-        current = self.current_version()
+    def prune(self, keep: int, protect: Sequence[int] = ()) -> list[int]:
+        """Delete the oldest versions beyond ``keep`` and orphaned held-out files. Never deleted: the
+        served version and those in ``protect`` (a commit protects the version it replaced, so the
+        newest version that was served before stays for Rollback)."""
+        kept = {self.current_version(), *protect}
         numbers = self.version_numbers()
         removed = []
         excess = len(numbers) - keep
         for number in numbers:
             if excess <= 0:
                 break
-            if number != current:
+            if number not in kept:
                 self.remove_version(number)
                 removed.append(number)
                 excess -= 1
+                failpoint("prune.after_remove")
         self.remove_orphan_held_out()
         return removed
 

@@ -97,3 +97,56 @@ def test_limits_protect_memory() -> None:
         decode_sample("s", mcil_pb2.Sample(image_bytes=big.getvalue()), LIMITS)
     with pytest.raises(InvalidRequest, match="exceeds the limit"):
         decode_sample("s", mcil_pb2.Sample(audio_bytes=_audio_bytes("WAV", seconds=6.0)), LIMITS)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A 57-byte PNG that declares ``width x height`` and holds no pixel."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def _wav(frames: int) -> bytes:
+    buf = io.BytesIO()
+    soundfile.write(buf, np.zeros(frames, np.float32), 16000, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("sample", "field", "problem"),
+    [
+        (mcil_pb2.Sample(image_bytes=_png_header(20000, 20000)), "s.image_bytes", "declares more than the limit"),
+        (mcil_pb2.Sample(image_bytes=_png_header(600, 600)), "s.image_bytes", "exceeds the limit"),
+        (mcil_pb2.Sample(audio_bytes=_wav(0)), "s.audio_bytes", "no samples"),
+        (mcil_pb2.Sample(image_tensor=_tensor([1] * 65, 1, b"\0")), "s.image_tensor.shape", "at most 4 dimensions"),
+        (mcil_pb2.Sample(audio_tensor=_tensor([1] * 65, 2, b"\0" * 4, 16000)), "s.audio_tensor.shape",
+         "at most 4 dimensions"),
+    ],
+)
+def test_hostile_headers_are_refused_before_decoding(sample: mcil_pb2.Sample, field: str, problem: str) -> None:
+    with pytest.raises(InvalidRequest, match=problem) as info:
+        decode_sample("s", sample, LIMITS)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_large_images_are_reduced_while_decoding_and_the_model_sees_the_same_input(fmt: str) -> None:
+    from model.images import prepare_images
+
+    side = 2048
+    yy, xx = np.mgrid[0:side, 0:side]
+    arr = np.stack([(xx * 255 // side), (yy * 255 // side), ((xx + yy) * 255 // (2 * side))], axis=2).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    limits = DecodeLimits(max_image_pixels=side * side, decode_side=512)
+    sample = decode_sample("s", mcil_pb2.Sample(image_bytes=buf.getvalue()), limits)
+    assert sample.image is not None and sample.image.shape == (512, 512, 3)  # 4x fewer pixels per side
+    direct = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    ours = prepare_images([sample.image], 160, [0.0] * 3, [1.0] * 3)
+    full = prepare_images([direct], 160, [0.0] * 3, [1.0] * 3)
+    assert float((ours - full).abs().max()) < 0.02  # of a [0, 1] range: what the model sees barely moves

@@ -128,3 +128,11 @@ def test_job_records(store: StateStore) -> None:
     assert [j["job_id"] for j in store.read_jobs()] == ["j0", "j1"]
     store.prune_jobs(keep=1)
     assert [j["job_id"] for j in store.read_jobs()] == ["j1"]
+
+
+def test_prune_keeps_the_version_a_commit_replaced(store: StateStore) -> None:
+    for n in (1, 2, 3, 4):
+        store.write_version(_meta(n), _save, {})
+    store.set_current(4)
+    assert store.prune(keep=2, protect=(2,)) == [1, 3]
+    assert store.version_numbers() == [2, 4]
