@@ -36,12 +36,13 @@ class DecodeLimits:
     max_audio_seconds: float = 60.0
     min_sample_rate: int = 8000
     max_sample_rate: int = 192000
-    decode_side: int = 1024  # larger images are reduced while decoding (every preset's input is <= 224 px)
+    decode_side: int = 512  # larger images are reduced while decoding (every preset's input is <= 224 px)
 
 
 LARGE_DECODES = 2
 """Images above ``decode_side`` decoded at once; more wait (each holds its full decoded size meanwhile)."""
 _large_decodes = threading.BoundedSemaphore(LARGE_DECODES)
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "I", "F")  # modes Pillow's reduce() takes as they are
 MAX_TENSOR_DIMENSIONS = 4  # an image is (H, W[, C]), audio (N,); more is refused before numpy sees it
 
 
@@ -92,8 +93,10 @@ def decode_image_bytes(field: str, data: bytes, limits: DecodeLimits) -> np.ndar
             with _large_decodes:
                 img.draft("RGB", (width // factor, height // factor))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
                 factor = min(img.size) // limits.decode_side
-                rgb = img.convert("RGB")
-                return np.asarray(rgb.reduce(factor) if factor >= 2 else rgb, dtype=np.uint8).copy()
+                small: Image.Image = img
+                if factor >= 2:  # reduce before converting: a conversion would copy the full size
+                    small = img.reduce(factor) if img.mode in _REDUCIBLE else img.convert("RGB").reduce(factor)
+                return np.asarray(small.convert("RGB"), dtype=np.uint8).copy()
     except InvalidRequest:
         raise
     except Image.DecompressionBombError:  # the header declares more pixels than Pillow's own bound

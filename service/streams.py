@@ -102,6 +102,6 @@ class StreamSlots:
                 log.info("ending an idle %s: nothing received for %.0f s (limits.upload_idle_seconds)",
                          stream.kind, now - stream.last_seen)
                 try:
-                    stream.context.cancel()  # type: ignore[attr-defined]
+                    stream.context.cancel()
                 except Exception:  # noqa: BLE001 - the call may have ended meanwhile
                     log.debug("cannot cancel an idle stream", exc_info=True)
