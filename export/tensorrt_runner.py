@@ -41,7 +41,7 @@ def _import_tensorrt() -> Any:
         import tensorrt
     except ImportError:
         raise RunnerUnavailableError(
-            "tensorrt", "the tensorrt Python package is not installed (pip install 'mcil-daemon[tensorrt]' on a GPU host)"
+            "tensorrt", "the tensorrt Python package is not installed (pip install 'mcil-daemon[gpu]' on a GPU host)"
         ) from None
     return tensorrt
 

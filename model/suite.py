@@ -290,7 +290,10 @@ def plot_forgetting_curve(results: list[dict[str, Any]], path: Path, tasks: int 
     Writes nothing and returns False when no main-row run with ``tasks`` tasks exists yet."""
     if not any(_group(results, strategy=s, tasks=tasks, ablation="none") for s in STRATEGY_ORDER):
         return False
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("the forgetting-curve plot needs matplotlib: pip install 'mcil-daemon[bench]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

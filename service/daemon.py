@@ -58,7 +58,8 @@ def attach_runner(learner: "Learner", server: ServerConfig) -> str:
         from export.errors import ExportError
         from export.runners import attach_runner as attach
     except ImportError as exc:
-        raise ConfigError("server.runner", f"{server.runner!r} needs export.runners: {exc}") from None
+        raise ConfigError("server.runner", f"{server.runner!r} needs the export extra "
+                          f"(pip install 'mcil-daemon[export]'): {exc}") from None
     try:
         return attach(learner.backbone, server.runner, server.runner_artifacts_dir,
                       fallback=server.runner_fallback, precision=server.runner_precision)
