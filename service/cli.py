@@ -6,10 +6,11 @@
     mcil classify ./samples/test/red-0.png ./samples/test/red-0.wav
     mcil status | mcil versions | mcil rollback 1 | mcil job ID [--cancel]
 
-Connection options (before the command): ``--target HOST:PORT`` (env ``MCIL_TARGET``, default
-127.0.0.1:50051), ``--token-file`` or env ``MCIL_TOKEN``, ``--ca``/``--cert``/``--key`` for TLS.
-Exit status: 0 on success, 1 when the daemon refused (its status code and message are printed), 2 for
-bad usage.
+Connection options (before or after the command): ``--target HOST:PORT`` (env ``MCIL_TARGET``,
+default 127.0.0.1:50051), ``--token-file`` or env ``MCIL_TOKEN``, ``--ca``/``--cert``/``--key`` for
+TLS. Options are never abbreviated (``--clas`` is an error, not ``--class``).
+Exit status: 0 on success, 1 when the daemon refused or cannot be reached (its status code and message
+are printed, with a hint), 2 for bad usage or a file that cannot be used.
 """
 
 from __future__ import annotations
@@ -32,6 +33,27 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 class UsageError(Exception):
     pass
+
+
+class Refused(Exception):
+    """The daemon refused a call; ``message`` is its reason, made readable (files named)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+def version_number(text: str) -> int:
+    """``rollback``'s argument: 0 (the untrained model) or a committed version number."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: versions are 0 (the untrained model) or a committed "
+                                         "version number (see `mcil versions`)")
+    return value
 
 
 def _files(directory: str | None, suffixes: Sequence[str]) -> list[Path]:
@@ -115,7 +137,41 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _examples(args: argparse.Namespace) -> tuple[list[str], list["mcil_pb2.LabeledExample"]]:
+def check_file(path: Path, min_audio_seconds: float = 0.1) -> None:
+    """Refuse, naming the file, an image or sound the daemon would refuse (before anything is sent)."""
+    if path.suffix.lower() in AUDIO_SUFFIXES:
+        import soundfile
+
+        try:
+            info = soundfile.info(str(path))
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            raise UsageError(f"{path}: not a WAV or FLAC file that can be read ({exc})") from None
+        if info.frames == 0 or info.duration < min_audio_seconds:
+            raise UsageError(f"{path}: the recording lasts {1000 * info.duration:.0f} ms; at least "
+                             f"{1000 * min_audio_seconds:.0f} ms are needed (is the file cut short?)")
+        return
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UsageError(f"{path}: not an image that can be read ({type(exc).__name__})") from None
+
+
+def name_files(message: str, sources: Sequence[str]) -> str:
+    """The daemon's ``examples[3].sample.audio_bytes: ...`` with the files of example 3 named."""
+    import re
+
+    def files(match: "re.Match[str]") -> str:
+        index = int(match.group(1))
+        return f"{match.group(0)} ({sources[index]})" if index < len(sources) else match.group(0)
+
+    return re.sub(r"examples\[(\d+)\]", files, message)
+
+
+def _examples(args: argparse.Namespace, sources: list[str]) -> tuple[list[str], list["mcil_pb2.LabeledExample"]]:
+    """The upload's examples; ``sources`` receives the file(s) of each, in order."""
     from service._proto import mcil_pb2
     from service.client import sample_from_files
 
@@ -127,6 +183,7 @@ def _examples(args: argparse.Namespace) -> tuple[list[str], list["mcil_pb2.Label
     if len(images) not in (0, len(names)) or len(audios) not in (0, len(names)):
         raise UsageError("give --images and/or --audio once per --class, in the same order")
     examples = []
+    sources.clear()
     for i, name in enumerate(names):
         image_files = _files(images[i] if images else None, IMAGE_SUFFIXES)
         audio_files = _files(audios[i] if audios else None, AUDIO_SUFFIXES)
@@ -135,16 +192,23 @@ def _examples(args: argparse.Namespace) -> tuple[list[str], list["mcil_pb2.Label
                              "(they are paired in sorted order)")
         count = max(len(image_files), len(audio_files))
         for j in range(count):
-            sample = sample_from_files(image_files[j] if image_files else None,
-                                       audio_files[j] if audio_files else None)
+            image = image_files[j] if image_files else None
+            audio = audio_files[j] if audio_files else None
+            for path in (image, audio):
+                if path is not None:
+                    check_file(path)
+            sample = sample_from_files(image, audio)
             examples.append(mcil_pb2.LabeledExample(label=name, sample=sample))
+            sources.append(" + ".join(str(p) for p in (image, audio) if p is not None))
     return names, examples
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
+    import grpc
     from tqdm import tqdm
 
-    names, examples = _examples(args)
+    sources: list[str] = []
+    names, examples = _examples(args, sources)
     total_bytes = sum(e.ByteSize() for e in examples)
     with _connect(args) as client:
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="upload", disable=args.quiet) as bar:
@@ -154,9 +218,12 @@ def cmd_learn(args: argparse.Namespace) -> int:
                 bar.update(nbytes - done[0])
                 done[0] = nbytes
 
-            reply = client.learn(names, examples, request_id=args.request_id,
-                                 held_out_fraction=args.held_out_fraction, expected_examples=len(examples),
-                                 on_sent=sent)
+            try:
+                reply = client.learn(names, examples, request_id=args.request_id,
+                                     held_out_fraction=args.held_out_fraction, expected_examples=len(examples),
+                                     on_sent=sent)
+            except grpc.RpcError as exc:
+                raise Refused(exc.code().name, name_files(exc.details() or "", sources)) from None
         dup = " (already submitted earlier)" if reply.duplicate else ""
         print(f"job {reply.job_id}{dup}: {reply.train_examples} training and {reply.held_out_examples} "
               "held-out examples")
@@ -165,7 +232,24 @@ def cmd_learn(args: argparse.Namespace) -> int:
         return _follow(client, reply.job_id, args.quiet)
 
 
+PHASE_WORDS = {
+    "queued": "waiting for the job ahead",
+    "preparing": "preparing (checking the upload, encoding its examples)",
+    "evaluating": "evaluating every learned task on its held-out examples",
+    "committing": "committing the new version",
+}
+
+FIGURES_LEGEND = (
+    "  new task: accuracy on the classes just taught; last: on every class so far; avg: mean of the\n"
+    "  accuracy after each task; forgetting: mean drop (points) of earlier tasks from their best;\n"
+    "  BWT/FWT: how learning changed earlier tasks / how much was known of a task before it was taught;\n"
+    "  M1, M2: the MCIL paper's combined figures (docs/metrics.md)."
+)
+
+
 def _follow(client: "Client", job_id: str, quiet: bool) -> int:
+    """Follow a job to its end: a line per phase with how long the one before took, a bar while it
+    trains, then the outcome and its figures (with what they mean)."""
     from tqdm import tqdm
 
     from service._proto import mcil_pb2
@@ -173,29 +257,43 @@ def _follow(client: "Client", job_id: str, quiet: bool) -> int:
     bar: Any = None
     final = None
     last_phase = None
+    phase_started = started = time.monotonic()
     warned: set[str] = set()
     for job in client.watch(job_id):
         # The daemon's warnings come with the job when it is accepted, or when it starts.
         _print_warnings(job, skip=warned)
         warned.update(job.warnings)
         final = job
+        if job.phase != last_phase:
+            now = time.monotonic()
+            if bar is not None:
+                bar.close()
+                bar = None
+            if not quiet and last_phase is not None:
+                print(f"    ({now - phase_started:.0f} s)", file=sys.stderr)
+            phase_started = now
+            name = _phase(job.phase)
+            if not quiet and job.phase not in (mcil_pb2.JOB_PHASE_TRAINING, mcil_pb2.JOB_PHASE_DONE):
+                print(f"  {PHASE_WORDS.get(name, name)} ...", file=sys.stderr)
         if job.phase == mcil_pb2.JOB_PHASE_TRAINING and job.steps:
             if bar is None:
-                bar = tqdm(total=job.steps, unit="step", desc="training", disable=quiet)
+                bar = tqdm(total=job.steps, unit="step", desc="  training", disable=quiet)
             bar.n = job.step
             loss = f"{job.loss:.3f}" if job.HasField("loss") else "-"
             bar.set_postfix_str(f"epoch {job.epoch}/{job.epochs} loss {loss}")
             bar.refresh()
-        elif not quiet and bar is None and job.phase != last_phase:
-            print(f"  {_phase(job.phase)}", file=sys.stderr)
         last_phase = job.phase
     if bar is not None:
         bar.close()
     assert final is not None
-    print(f"job {job_id}: {_state(final.state)}" + (f" ({final.message})" if final.message else ""))
+    print(f"job {job_id}: {_state(final.state)}" + (f" ({final.message})" if final.message else "")
+          + f" in {time.monotonic() - started:.0f} s")
     if final.committed_version:
         print(f"  serving version {final.committed_version}")
-    _print_metrics(final.metrics)
+    if final.metrics.paths:
+        _print_metrics(final.metrics)
+        if not quiet:
+            print(FIGURES_LEGEND)
     return 0 if final.state == mcil_pb2.JOB_STATE_SUCCEEDED else 1
 
 
@@ -275,24 +373,40 @@ def cmd_make_samples(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------------------
 
 
+def connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command shares. Given at the top level they carry defaults; repeated on each
+    command (``defaults=False``) they override only when given, so they may come before or after it."""
+
+    def d(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--target", default=d(os.environ.get("MCIL_TARGET", "127.0.0.1:50051")),
+                        help="daemon address HOST:PORT (env MCIL_TARGET; default 127.0.0.1:50051)")
+    parser.add_argument("--token-file", default=d(None), help="file holding the bearer token (else env MCIL_TOKEN)")
+    parser.add_argument("--ca", default=d(None), help="PEM CA certificate to verify the daemon (enables TLS)")
+    parser.add_argument("--cert", default=d(None), help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--key", default=d(None), help="PEM client private key (mutual TLS)")
+    parser.add_argument("--server-name", default=d(None), help="name to check the daemon's certificate against")
+    parser.add_argument("--timeout", type=float, default=d(120.0), help="seconds per call (default 120)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mcil", description="Client of the continual-learning daemon.")
-    parser.add_argument("--target", default=os.environ.get("MCIL_TARGET", "127.0.0.1:50051"),
-                        help="daemon address HOST:PORT (env MCIL_TARGET)")
-    parser.add_argument("--token-file", help="file holding the bearer token (else env MCIL_TOKEN)")
-    parser.add_argument("--ca", help="PEM CA certificate to verify the daemon (enables TLS)")
-    parser.add_argument("--cert", help="PEM client certificate (mutual TLS)")
-    parser.add_argument("--key", help="PEM client private key (mutual TLS)")
-    parser.add_argument("--server-name", help="name to check the daemon's certificate against")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per call (default 120)")
+    parser = argparse.ArgumentParser(prog="mcil", description="Client of the continual-learning daemon.",
+                                     allow_abbrev=False)
+    connection_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    connection_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("classify", help="classify an image and/or a sound")
+    def command(name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 - argparse's own word
+        return sub.add_parser(name, help=help, parents=[common], allow_abbrev=False)
+
+    p = command("classify", "classify an image and/or a sound")
     p.add_argument("files", nargs="+", metavar="FILE", help="an image file and/or a WAV/FLAC file")
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(run=cmd_classify)
 
-    p = sub.add_parser("learn", help="teach new classes from directories of examples")
+    p = command("learn", "teach new classes from directories of examples")
     p.add_argument("--class", dest="class_names", action="append", metavar="NAME", help="a new class (repeat)")
     p.add_argument("--images", action="append", metavar="DIR", help="image files of the class before it")
     p.add_argument("--audio", action="append", metavar="DIR", help="WAV/FLAC files of the class before it")
@@ -302,24 +416,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_learn)
 
-    p = sub.add_parser("status", help="what the daemon serves")
+    p = command("status", "what the daemon serves")
     p.set_defaults(run=cmd_status)
 
-    p = sub.add_parser("versions", help="committed versions")
+    p = command("versions", "committed versions")
     p.add_argument("-v", "--verbose", action="store_true", help="with their figures")
     p.set_defaults(run=cmd_versions)
 
-    p = sub.add_parser("rollback", help="serve an earlier committed version")
-    p.add_argument("version", type=int)
+    p = command("rollback", "serve an earlier committed version")
+    p.add_argument("version", type=version_number, help="a committed version (see `mcil versions`), or 0")
     p.set_defaults(run=cmd_rollback)
 
-    p = sub.add_parser("job", help="show, watch or cancel a training job")
+    p = command("job", "show, watch or cancel a training job")
     p.add_argument("job_id")
     p.add_argument("--watch", action="store_true")
     p.add_argument("--cancel", action="store_true")
     p.set_defaults(run=cmd_job)
 
-    p = sub.add_parser("make-samples", help="write a small synthetic sample set (images + WAVs)")
+    p = command("make-samples", "write a small synthetic sample set (images + WAVs)")
     p.add_argument("directory")
     p.add_argument("--per-class", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
@@ -331,19 +445,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except UsageError as exc:
+    except (UsageError, OSError) as exc:
         print(f"mcil: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"mcil: {exc}", file=sys.stderr)
-        return 2
+    except Refused as exc:
+        print(f"mcil: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - gRPC errors: print the status, not a traceback
         import grpc
 
-        if isinstance(exc, grpc.RpcError):
-            print(f"mcil: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
-        raise
+        if not isinstance(exc, grpc.RpcError):
+            raise
+        code = exc.code()
+        print(f"mcil: {code.name}: {exc.details()}", file=sys.stderr)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            print(f"mcil: cannot reach the daemon at {args.target}. Is it running? Start it with `mcild` "
+                  "(README, quick start), or point --target / MCIL_TARGET at it.", file=sys.stderr)
+        elif code == grpc.StatusCode.UNAUTHENTICATED:
+            print("mcil: give the daemon's token: --token-file FILE or env MCIL_TOKEN.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

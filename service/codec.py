@@ -34,6 +34,7 @@ class DecodeLimits:
 
     max_image_pixels: int = 4096 * 4096
     max_audio_seconds: float = 60.0
+    min_audio_seconds: float = 0.1
     min_sample_rate: int = 8000
     max_sample_rate: int = 192000
     decode_side: int = 512  # larger images are reduced while decoding (every preset's input is <= 224 px)
@@ -155,6 +156,9 @@ def check_audio(field: str, wave: np.ndarray, rate: int, limits: DecodeLimits) -
         raise InvalidRequest(f"{field}.data", "contains NaN or infinite values")
     if np.abs(wave).max() > 1.0 + 1e-6:
         raise InvalidRequest(f"{field}.data", "samples must lie in [-1, 1]")
+    if wave.shape[0] < limits.min_audio_seconds * rate:
+        raise InvalidRequest(field, f"the recording lasts {1000 * wave.shape[0] / rate:.0f} ms, shorter than "
+                             f"{1000 * limits.min_audio_seconds:.0f} ms (limits.min_audio_seconds; a cut file?)")
     return wave
 
 

@@ -147,6 +147,7 @@ class LimitsConfig:
     max_upload_examples: int = 50_000
     max_image_pixels: int = 4096 * 4096
     max_audio_seconds: float = 60.0
+    min_audio_seconds: float = 0.1  # shorter recordings are refused (a file cut short, a click)
     upload_idle_seconds: float = 30.0  # an upload that sends nothing this long is ended
 
     def __post_init__(self) -> None:
@@ -157,6 +158,10 @@ class LimitsConfig:
         _at_least("limits.max_upload_examples", self.max_upload_examples, 2)
         _at_least("limits.max_image_pixels", self.max_image_pixels, 1)
         _at_least("limits.max_audio_seconds", self.max_audio_seconds, 0.1)
+        _at_least("limits.min_audio_seconds", self.min_audio_seconds, 0.0)
+        if self.min_audio_seconds >= self.max_audio_seconds:
+            raise ConfigError("limits.min_audio_seconds", f"must be below limits.max_audio_seconds "
+                              f"({self.max_audio_seconds:g}), got {self.min_audio_seconds:g}")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from service.codec import DecodeLimits
 from service.config import ServerConfig, ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, InvalidRequest
 from service.failpoints import failpoint
-from service.jobs import Job, JobContext, JobRunner, TrainingOutcome, Upload
+from service.jobs import Job, JobContext, JobRunner, TrainingOutcome, Upload, same_names
 from service.metrics import ServiceMetrics
 from service.recovery import discard_uncommitted_versions
 from service.serving import ModelSlot, ServedVersion
@@ -78,7 +78,8 @@ class Daemon:
         self.metrics = metrics or ServiceMetrics()
         self.store = StateStore(config.server.state_dir)
         self.decode_limits = DecodeLimits(
-            max_image_pixels=config.limits.max_image_pixels, max_audio_seconds=config.limits.max_audio_seconds
+            max_image_pixels=config.limits.max_image_pixels, max_audio_seconds=config.limits.max_audio_seconds,
+            min_audio_seconds=config.limits.min_audio_seconds,
         )
         self.upload_rules = UploadRules(
             min_examples_per_class=config.learning.min_examples_per_class,
@@ -286,8 +287,7 @@ class Daemon:
 
         base = self.served
         ctx.phase("preparing", base_version=base.number)
-        known = set(base.classes)
-        clash = sorted(known & set(upload.class_names))
+        clash = same_names(upload.class_names, base.classes)
         if clash:
             raise InvalidRequest("header.class_names", f"class(es) {clash} already exist")
         ctx.check_task_warnings(base.classes)  # the job ahead may have failed: now the first task?

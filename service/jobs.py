@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENDED = ("succeeded", "rejected", "failed", "cancelled")
+def same_names(names: Sequence[str], others: Sequence[str]) -> list[str]:
+    """The names in ``names`` that ``others`` already holds, ignoring case (``Red`` is ``red``)."""
+    taken = {o.casefold() for o in others}
+    return sorted(n for n in names if n.casefold() in taken)
+
+
 MAX_JOB_ID_LENGTH = 64  # ids are 16 hex digits; anything longer is refused before use
 INTERRUPTED = "interrupted: the daemon stopped before the job finished"
 KEEP_JOB_RECORDS = 500
@@ -220,11 +226,11 @@ class JobRunner:
                 if job.digest != upload.digest:
                     raise InvalidRequest("header.request_id", "was already used for a different upload")
                 return job, True
-            existing_classes = sorted(set(upload.class_names) & set(known_classes))
+            existing_classes = same_names(upload.class_names, known_classes)
             if existing_classes:
                 raise InvalidRequest("header.class_names", f"class(es) {existing_classes} already exist")
             pending = [c for j in self._jobs.values() if not j.ended for c in j.class_names]
-            clash = sorted(set(upload.class_names) & set(pending))
+            clash = same_names(upload.class_names, pending)
             if clash:
                 raise InvalidRequest("header.class_names", f"class(es) {clash} are already being learned by a job")
             waiting = sum(1 for j in self._jobs.values() if j.state == "queued")

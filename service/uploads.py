@@ -60,9 +60,10 @@ def check_class_names(names: Sequence[str], max_classes: int) -> tuple[str, ...]
         if len(stripped) > MAX_NAME_LENGTH or not stripped.isprintable():
             raise InvalidRequest(f"header.class_names[{i}]", f"must be at most {MAX_NAME_LENGTH} printable characters")
         out.append(stripped)
-    duplicates = sorted({n for n in out if out.count(n) > 1})
+    folded = [n.casefold() for n in out]
+    duplicates = sorted({n for n in out if folded.count(n.casefold()) > 1})
     if duplicates:
-        raise InvalidRequest("header.class_names", f"duplicate class name(s) {duplicates}")
+        raise InvalidRequest("header.class_names", f"duplicate class name(s) {duplicates} (names ignore case)")
     return tuple(out)
 
 
