@@ -7,24 +7,22 @@ Start-up (:meth:`Daemon.open`): lock the state directory, find the served versio
 pointer; if that version is damaged, the newest valid version before it, with a log line), load it,
 and mark jobs that a crash interrupted as failed.
 
-A job (:meth:`Daemon._train`): clone the served learner, record the evaluation baseline for forward
-transfer, train, evaluate every learned task on its held-out examples, check the commit gate, then
-(:meth:`Daemon._commit`) write the version directory, move ``current``, and swap the served reference.
+A job runs :class:`service.learning.LearningPipeline` (train, evaluate, gate, commit); rollback and
+commit share one lock.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from service.batching import Answer, ClassifyBatcher, predict_now
 from service.codec import DecodeLimits
 from service.config import ServerConfig, ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, InvalidRequest
-from service.failpoints import failpoint
-from service.jobs import Job, JobContext, JobRunner, TrainingOutcome, Upload, same_names
+from service.jobs import Job, JobRunner, Upload
+from service.learning import LearningPipeline
 from service.metrics import ServiceMetrics
 from service.recovery import discard_uncommitted_versions
 from service.serving import ModelSlot, ServedVersion
@@ -37,7 +35,7 @@ if TYPE_CHECKING:
 
     from model.backbone import TriModalBackbone
     from model.learner import Learner
-    from model.samples import LabeledSample, Sample
+    from model.samples import Sample
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +91,7 @@ class Daemon:
         self._commit_lock = threading.Lock()  # one commit or rollback at a time
         self.streams = StreamSlots(config.server.max_open_streams, config.limits.upload_idle_seconds)
         self._backbone: TriModalBackbone | None = backbone
-        self._untrained: Learner | None = None
+        self.learning: LearningPipeline | None = None
         self.slot: ModelSlot | None = None
         self.jobs: JobRunner | None = None
         self.batcher: ClassifyBatcher | None = None
@@ -164,7 +162,11 @@ class Daemon:
             served = self._load_served()
             discard_uncommitted_versions(self.store)
             self.slot = ModelSlot(served)
-            self.jobs = JobRunner(self.store, self.metrics, self._train, max_queued=self.config.learning.max_queued_jobs,
+            self.learning = LearningPipeline(config=self.config, store=self.store, slot=self.slot,
+                                             preset=self.preset, fresh_learner=self._fresh_learner,
+                                             publish=self._publish, commit_lock=self._commit_lock)
+            self.jobs = JobRunner(self.store, self.metrics, self.learning,
+                                  max_queued=self.config.learning.max_queued_jobs,
                                   learner_trains=STRATEGIES[self.strategy].trains)
             committed = {served.meta.job_id: served.number} if served.meta else {}
             self.jobs.recover(committed)
@@ -281,108 +283,6 @@ class Daemon:
         assert self.jobs is not None
         return self.jobs.submit(upload, self.served.classes)
 
-    def _train(self, job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
-        from model.protocol import ContinualEvaluation
-        from model.training import TrainingCancelled, seed_learning
-
-        base = self.served
-        ctx.phase("preparing", base_version=base.number)
-        clash = same_names(upload.class_names, base.classes)
-        if clash:
-            raise InvalidRequest("header.class_names", f"class(es) {clash} already exist")
-        ctx.check_task_warnings(base.classes)  # the job ahead may have failed: now the first task?
-        learner = base.learner.clone()
-        baseline = self._baseline()
-        evaluation = (
-            ContinualEvaluation.from_dict(dict(base.evaluation), baseline=baseline) if base.evaluation
-            else ContinualEvaluation(baseline=baseline, seed=self.config.learning.seed)
-        )
-        held_old: list[list[LabeledSample]] = []
-        if base.meta is not None:
-            held_old = [self.store.read_held_out(name) for name in base.meta.held_out_files]
-        evaluation.before_task(learner, list(upload.class_names), list(upload.held_out))
-        if ctx.should_stop():
-            raise TrainingCancelled("stopped before training")
-        seed_learning(self.config.learning.seed + len(base.learner.tasks))  # a job is reproducible
-        learner.learn_task(list(upload.train), list(upload.class_names), progress=ctx.progress,
-                           should_stop=ctx.should_stop)
-        ctx.phase("evaluating", eta_seconds=None)
-        held_by_task = [*held_old, list(upload.held_out)]
-        evaluation.after_task(learner, held_by_task, list(upload.train))
-        figures = figures_of(evaluation)
-        held_counts = tuple(len(h) for h in held_by_task)
-        ctx.phase("evaluating", figures=figures, held_out_per_task=held_counts)
-        verdict = self._gate(figures)
-        if verdict:
-            return TrainingOutcome("rejected", figures, held_counts, message=verdict)
-        if ctx.should_stop():
-            raise TrainingCancelled("stopped before commit")
-        ctx.phase("committing")
-        number = self._commit(job, upload, learner, evaluation.to_dict(), figures, base, held_counts)
-        return TrainingOutcome("succeeded", figures, held_counts, committed_version=number)
-
-    def _baseline(self) -> "Learner":
-        """An untrained learner of the same preset and strategy: the b[t] of forward transfer."""
-        if self._untrained is None:
-            self._untrained = self._fresh_learner()
-        return self._untrained
-
-    def _gate(self, figures: Mapping[str, Mapping[str, float]]) -> str:
-        """Empty when the commit gate passes, else why it does not."""
-        gate = self.config.gate
-        f = figures.get(gate.path, {})
-        problems = []
-        if gate.max_forgetting is not None and f.get("forgetting", 0.0) > gate.max_forgetting:
-            problems.append(f"forgetting {f['forgetting']:.2f} points > max_forgetting {gate.max_forgetting:g}")
-        if gate.min_new_task_accuracy is not None and f.get("new_task_accuracy", 0.0) < gate.min_new_task_accuracy:
-            problems.append(f"new-task accuracy {f.get('new_task_accuracy', 0.0):.2f}% < "
-                            f"min_new_task_accuracy {gate.min_new_task_accuracy:g}%")
-        if gate.min_last_accuracy is not None and f.get("last_accuracy", 0.0) < gate.min_last_accuracy:
-            problems.append(f"last accuracy {f.get('last_accuracy', 0.0):.2f}% < "
-                            f"min_last_accuracy {gate.min_last_accuracy:g}%")
-        return ("commit gate (" + gate.path + " path): " + "; ".join(problems)) if problems else ""
-
-    def _commit(self, job: Job, upload: Upload, learner: "Learner", evaluation: dict[str, Any],
-                figures: Mapping[str, Mapping[str, float]], base: ServedVersion,
-                held_counts: tuple[int, ...]) -> int:
-        assert self.slot is not None
-        with self._commit_lock:
-            if self.slot.current.number != base.number:
-                raise FailedPrecondition(
-                    f"the served version changed from {base.number} to {self.slot.current.number} during training"
-                )
-            held_name = f"task-{job.job_id}.safetensors"
-            self.store.write_held_out(held_name, upload.held_out)
-            number = max([0, *self.store.version_numbers()]) + 1
-            meta = VersionMeta(
-                version=number,
-                created_at=time.time(),
-                job_id=job.job_id,
-                preset=self.preset,
-                strategy=learner.strategy_name,
-                tasks=tuple(tuple(t) for t in learner.tasks),
-                held_out_files=(*(base.meta.held_out_files if base.meta else ()), held_name),
-                held_out_counts=held_counts,
-                figures={k: dict(v) for k, v in figures.items()},
-            )
-            self.store.write_version(meta, learner.save, evaluation)
-            failpoint("commit.after_rename")
-            try:
-                self.store.set_current(number)  # the commit point
-            except BaseException:
-                self.store.remove_version(number)  # never served: it must not linger as a version
-                raise
-            failpoint("commit.after_current")
-            served = ServedVersion(number, learner, meta, evaluation)
-            self.slot.swap(served)
-            log.info("committed and serving version %d (%d classes)", number, len(served.classes))
-            self._publish(served)
-            try:
-                self.store.prune(self.config.retention.max_versions, protect=(base.number,))
-            except OSError:
-                log.exception("cannot prune old versions")
-            return number
-
     # -- versions ------------------------------------------------------------------------------------
     def versions(self) -> list[VersionMeta]:
         return self.store.list_valid()
@@ -434,21 +334,6 @@ class Daemon:
             self.metrics["mcil_model_versions_stored"].set(len(self.store.version_numbers()))
         except Exception:  # noqa: BLE001
             pass
-
-
-def figures_of(evaluation: Any) -> dict[str, dict[str, float]]:
-    """``{path: {figure: value}}`` from a ContinualEvaluation: the record's scalar figures (those it
-    could measure) plus ``new_task_accuracy``, the last entry of the accuracy matrix's last row."""
-    record = evaluation.record
-    out: dict[str, dict[str, float]] = {}
-    for path, values in record.summary().items():
-        scalars = {k: float(v) for k, v in values.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "tasks"}
-        rows = record.matrices[path].rows
-        if rows and rows[-1]:
-            scalars["new_task_accuracy"] = float(rows[-1][-1])
-        out[str(path)] = scalars
-    return out
 
 
 def last_rows(evaluation: Mapping[str, Any] | None) -> dict[str, list[float]]:

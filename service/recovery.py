@@ -1,6 +1,6 @@
 """Start-up recovery: make the state directory tell one story after a crash at any instruction.
 
-A commit is three steps (``Daemon._commit``): the version directory gets its final name, then
+A commit is three steps (``LearningPipeline._commit``, service/learning.py): the version directory gets its final name, then
 ``current`` is replaced (the commit point), then the job's record says ``succeeded``. A crash
 (kill -9, power loss) can stop it between any two of them. At start-up:
 
