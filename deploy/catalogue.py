@@ -84,7 +84,9 @@ def _metrics() -> Sequence[object]:
 
 def exported_series(extra: Iterable[str] = SCRAPE_SERIES) -> set[str]:
     """Every series name the daemon's exposition can contain, plus ``extra`` (Prometheus' own)."""
-    names = set(extra)
+    from service.metrics import STANDARD_SERIES
+
+    names = set(extra) | set(STANDARD_SERIES)
     for spec in _metrics():
         name, kind = spec.name, spec.kind  # type: ignore[attr-defined]
         if kind == "histogram":
@@ -109,6 +111,10 @@ def render() -> str:
         label_text = ", ".join(f"`{label}`" for label in labels) or "-"
         lines.append(f"| `{name}` | {kind} | {unit_of(name)} | {label_text} | {meaning} |")
         used_labels.extend(label for label in labels if label not in used_labels)
+    from service.metrics import STANDARD_SERIES
+
+    lines += ["", "Also exported, by prometheus_client's process and platform collectors (Linux): "
+              + ", ".join(f"`{name}`" for name in STANDARD_SERIES) + "."]
     values = label_values()
     lines += ["", "Label values:", ""]
     for label in used_labels:

@@ -197,9 +197,11 @@ class LearningConfig:
 
 @dataclass(frozen=True)
 class GateConfig:
-    """The commit gate: a trained job that misses a bound ends ``rejected`` and is not served."""
+    """The commit gate: a trained job that misses a bound ends ``rejected`` and is not served. On by
+    default: a job that makes the served model forget more than 10 points of what it knew (an upload
+    with swapped labels, a class that overwrites another) is not committed. ``null`` turns a bound off."""
 
-    max_forgetting: float | None = None  # percentage points (F_T on ``path``)
+    max_forgetting: float | None = 10.0  # percentage points (F_T on ``path``)
     min_new_task_accuracy: float | None = None  # percent, on the new task's held-out examples
     min_last_accuracy: float | None = None  # percent, A_T pooled over every task
     path: str = "av"  # modality path the bounds apply to: av, visual or audio
@@ -211,6 +213,17 @@ class GateConfig:
                 raise ConfigError(f"gate.{name}", f"must be in [0, 100] percent, got {value}")
         if self.path not in ("av", "visual", "audio"):
             raise ConfigError("gate.path", f"must be av, visual or audio, got {self.path!r}")
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """What the alerts compare against (published as metrics, so one alert rule fits every deployment)."""
+
+    classify_p99_seconds: float = 2.0  # CPU-sized; a GPU host promises less (e.g. 0.5)
+
+    def __post_init__(self) -> None:
+        if not self.classify_p99_seconds > 0:
+            raise ConfigError("monitoring.classify_p99_seconds", f"must be > 0, got {self.classify_p99_seconds}")
 
 
 @dataclass(frozen=True)
@@ -249,6 +262,7 @@ class ServiceConfig:
     learning: LearningConfig = field(default_factory=LearningConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
 
     def replace(self, section: str, **changes: Any) -> "ServiceConfig":

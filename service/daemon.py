@@ -74,6 +74,7 @@ class Daemon:
         (saves building one; the daemon never modifies it)."""
         self.config = config
         self.metrics = metrics or ServiceMetrics()
+        self.metrics["mcil_classify_latency_objective_seconds"].set(config.monitoring.classify_p99_seconds)
         self.store = StateStore(config.server.state_dir)
         self.decode_limits = DecodeLimits(
             max_image_pixels=config.limits.max_image_pixels, max_audio_seconds=config.limits.max_audio_seconds,

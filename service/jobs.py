@@ -340,6 +340,9 @@ class JobRunner:
             if persist:
                 self._write(job)
             self._changed.notify_all()
+        running = job.state == "running"
+        self._metrics.job_progress(job.phase if running else None, step=job.step, steps=job.steps,
+                                   loss=job.loss, eta_seconds=job.eta_seconds)
 
     def _check_task_warnings(self, job_id: str, known_classes: Sequence[str]) -> None:
         with self._changed:

@@ -63,6 +63,13 @@ METRICS: tuple[MetricSpec, ...] = (
                ("state",), JOB_BUCKETS),
     MetricSpec("mcil_jobs_queued", "gauge", "Training jobs waiting to start."),
     MetricSpec("mcil_jobs_running", "gauge", "Training jobs running (0 or 1)."),
+    MetricSpec("mcil_job_phase", "gauge",
+               "1 for the phase the running job is in, 0 for the others (all 0 when no job runs).", ("phase",)),
+    MetricSpec("mcil_job_step", "gauge", "Optimizer steps the running job has taken (0 when none runs)."),
+    MetricSpec("mcil_job_steps", "gauge", "Optimizer steps the running job will take in all (0 when none runs)."),
+    MetricSpec("mcil_job_loss", "gauge", "The running job's latest training loss (0 when none runs).",),
+    MetricSpec("mcil_job_eta_seconds", "gauge",
+               "Estimated seconds until the running job's training ends (0 when unknown or none runs)."),
     # -- the served model ----------------------------------------------------------------------------
     MetricSpec("mcil_model_version", "gauge", "The served model version (0 before anything was learned)."),
     MetricSpec("mcil_model_classes", "gauge", "Classes the served version knows."),
@@ -71,6 +78,9 @@ METRICS: tuple[MetricSpec, ...] = (
                ("preset", "strategy", "runner", "device")),
     MetricSpec("mcil_model_commit_timestamp_seconds", "gauge", "Unix time the served version was committed."),
     MetricSpec("mcil_model_versions_stored", "gauge", "Committed versions kept in the state directory."),
+    MetricSpec("mcil_classify_latency_objective_seconds", "gauge",
+               "The Classify p99 latency this deployment promises (monitoring.classify_p99_seconds); the "
+               "McilClassifyLatencyHigh alert compares against it."),
     # -- continual-learning figures (docs/metrics.md), per modality path, set at every commit ----------
     MetricSpec("mcil_continual_average_accuracy_ratio", "gauge",
                "Average incremental accuracy Acc_avg of the served version, as a ratio.", ("path",)),
@@ -90,11 +100,28 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 
 
+JOB_PHASES = ("preparing", "training", "evaluating", "committing")
+"""Values of ``mcil_job_phase``'s label (a queued or ended job has no phase there)."""
+
+STANDARD_SERIES = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                   "process_open_fds", "process_max_fds", "process_start_time_seconds", "python_info")
+"""The daemon process's own series (prometheus_client's process and platform collectors, Linux)."""
+
+
 class ServiceMetrics:
-    """The metrics of one daemon, on ``registry`` (a new one if not given)."""
+    """The metrics of one daemon, on ``registry`` (a new one if not given), with the process's memory,
+    CPU and file descriptors (``process_*``) and the Python version (``python_info``)."""
 
     def __init__(self, registry: "CollectorRegistry | None" = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            PlatformCollector,
+            ProcessCollector,
+            disable_created_metrics,
+        )
 
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output and nobody graphs them
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -109,6 +136,10 @@ class ServiceMetrics:
             else:
                 metric = Histogram(spec.name, spec.help, spec.labels, registry=self.registry, buckets=spec.buckets)
             self._metrics[spec.name] = metric
+        if registry is None:  # a registry of our own: add what the default registry would have had
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+        self.job_progress(None)
 
     def __getitem__(self, name: str) -> Any:
         return self._metrics[name]
@@ -120,6 +151,19 @@ class ServiceMetrics:
             self["mcil_request_duration_seconds"].labels(rpc, code).observe(seconds)
         except Exception:  # noqa: BLE001
             log.exception("metrics: cannot record a request")
+
+    def job_progress(self, phase: str | None, *, step: int = 0, steps: int = 0, loss: float | None = None,
+                     eta_seconds: float | None = None) -> None:
+        """Publish the running job's phase and progress (``phase=None``: no job runs)."""
+        try:
+            for name in JOB_PHASES:
+                self["mcil_job_phase"].labels(name).set(1 if name == phase else 0)
+            self["mcil_job_step"].set(step if phase else 0)
+            self["mcil_job_steps"].set(steps if phase else 0)
+            self["mcil_job_loss"].set(loss if phase and loss is not None else 0)
+            self["mcil_job_eta_seconds"].set(eta_seconds if phase and eta_seconds is not None else 0)
+        except Exception:  # noqa: BLE001
+            log.exception("metrics: cannot publish job progress")
 
     def set_model(self, *, version: int, classes: int, tasks: int, preset: str, strategy: str, runner: str, device: str,
                   committed_at: float, figures: Mapping[str, Mapping[str, Any]] | None,

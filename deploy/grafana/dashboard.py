@@ -140,7 +140,7 @@ def panels(exported: set[str]) -> list[dict[str, Any]]:
         row("Latency"),
         timeseries("Classify latency (p50, p90, p99)",
                    "Time from receiving a successful Classify call to sending its answer, including the batcher's "
-                   "wait. The McilClassifyLatencyHigh alert fires when p99 stays above 0.5 s.",
+                   "wait. The McilClassifyLatencyHigh alert fires when p99 stays above the deployment's objective (monitoring.classify_p99_seconds).",
                    targets(*quantiles("mcil_request_duration_seconds", f'{INST}, rpc="Classify", code="OK"')),
                    "s", width=8),
         timeseries("p99 latency by method",
@@ -167,6 +167,25 @@ def panels(exported: set[str]) -> list[dict[str, Any]]:
                    "Batched model calls per second made by the Classify batcher.",
                    targets((f"sum(rate(mcil_classify_batch_size_count{{{INST}}}[$__rate_interval]))", "model calls")),
                    "ops", width=8),
+        row("Training job and daemon process"),
+        timeseries("Training job progress",
+                   "Share of the running job's optimizer steps taken (0 when no job runs or the strategy trains "
+                   "nothing for this task), and the phase it is in (1 = current: preparing, training, "
+                   "evaluating, committing).",
+                   targets((f"mcil_job_step{{{INST}}} / clamp_min(mcil_job_steps{{{INST}}}, 1)", "steps done"),
+                           (f"max by (phase) (mcil_job_phase{{{INST}}})", "{{phase}}")),
+                   "percentunit", width=8, minimum=0, maximum=1),
+        timeseries("Training loss and time left",
+                   "The running job's latest training loss, and its estimated seconds until training ends "
+                   "(right axis; 0 when unknown or no job runs).",
+                   targets((f"mcil_job_loss{{{INST}}}", "loss"), (f"mcil_job_eta_seconds{{{INST}}}", "time left")),
+                   "short", width=8),
+        timeseries("Daemon memory and CPU",
+                   "Resident memory of the daemon process (left axis) and the CPU cores it used (right axis). "
+                   "Source: process_resident_memory_bytes, process_cpu_seconds_total.",
+                   targets((f"process_resident_memory_bytes{{{INST}}}", "resident memory"),
+                           (f"rate(process_cpu_seconds_total{{{INST}}}[$__rate_interval])", "CPU cores")),
+                   "bytes", width=8),
         row("Model version and commits"),
         stat("Daemon up", "1 when Prometheus' last scrape of /metrics succeeded (series up, added by Prometheus).",
              targets((f'up{{job="mcil", {INST}}}', "{{instance}}")), width=3),
@@ -247,12 +266,19 @@ def panels(exported: set[str]) -> list[dict[str, Any]]:
                    targets((figure("m1_ratio"), "M1 {{path}}"), (figure("m2"), "M2 {{path}}")),
                    "percentunit", width=12),
     ]
-    m1m2 = out[-1]
-    m1m2["fieldConfig"]["overrides"] = [{
-        "matcher": {"id": "byRegexp", "options": "^M2 .*"},
-        "properties": [{"id": "unit", "value": "none"}, {"id": "custom.axisPlacement", "value": "right"}],
-    }]
+    by_title = {p.get("title"): p for p in out}
+    right_axis(out[-1], "^M2 .*", "none")
+    right_axis(by_title["Training loss and time left"], "^time left$", "s")
+    right_axis(by_title["Daemon memory and CPU"], "^CPU cores$", "short")
     return out
+
+
+def right_axis(panel: dict[str, Any], series: str, unit: str) -> None:
+    """Draw the series matching ``series`` (a regex on the legend) on the right axis, in ``unit``."""
+    panel["fieldConfig"]["overrides"].append({
+        "matcher": {"id": "byRegexp", "options": series},
+        "properties": [{"id": "unit", "value": unit}, {"id": "custom.axisPlacement", "value": "right"}],
+    })
 
 
 def layout(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

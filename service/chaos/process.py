@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 FAST_SETTINGS = {
     "learning.epochs": "3", "learning.min_steps": "0", "learning.batch_size": "8",
-    "learning.min_examples_per_class": "4", "retention.max_versions": "3",
+    "learning.min_examples_per_class": "4", "retention.max_versions": "3", "gate.max_forgetting": "null",
 }
 """A task of the tiny preset learns in seconds; retention is small so that pruning happens often."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from service.metrics import METRICS, ServiceMetrics
+from service.metrics import METRICS, STANDARD_SERIES, ServiceMetrics
 
 from .conftest import ROOT
 
@@ -53,7 +53,12 @@ def test_catalogue_equals_what_a_daemon_registry_exposes(catalogue: ModuleType) 
     metrics = ServiceMetrics()
     text = metrics.render().decode()
     families = _exposition_families(text)
-    assert families == {spec.name: spec.kind for spec in METRICS}
+    ours = {name: kind for name, kind in families.items() if name.startswith("mcil_")}
+    assert ours == {spec.name: spec.kind for spec in METRICS}
+    # The process and platform collectors: memory, CPU, file descriptors, the Python version.
+    series = set(re.findall(r"^([a-z_]+)(?:\{| )", text, flags=re.M))
+    assert set(STANDARD_SERIES) <= series, sorted(set(STANDARD_SERIES) - series)
+    assert set(families) - set(ours) <= set(STANDARD_SERIES)
 
 
 def test_promtool_accepts_the_exposition_with_every_series_present(

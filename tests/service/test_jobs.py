@@ -162,3 +162,32 @@ def test_jobs_written_before_warnings_existed_read_with_none() -> None:
     data = Job(job_id="j", request_id="r", digest="", class_names=("x",)).to_dict()
     del data["warnings"]
     assert Job.from_dict(data).warnings == ()
+
+
+def test_the_running_jobs_phase_and_progress_are_published(store: StateStore) -> None:
+    from model.training import TrainingProgress
+
+    metrics = ServiceMetrics()
+    seen: dict[str, float | None] = {}
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    def train(job: Job, upload: Upload, ctx: JobContext) -> TrainingOutcome:
+        ctx.phase("preparing")
+        seen["preparing"] = value("mcil_job_phase", phase="preparing")
+        ctx.progress(TrainingProgress(phase="training", epoch=1, epochs=2, step=3, steps=10, loss=0.25))
+        seen["training"] = value("mcil_job_phase", phase="training")
+        seen["preparing after"] = value("mcil_job_phase", phase="preparing")
+        seen["step"], seen["steps"], seen["loss"] = value("mcil_job_step"), value("mcil_job_steps"), value("mcil_job_loss")
+        return TrainingOutcome("succeeded", {}, ())
+
+    runner = JobRunner(store, metrics, train, max_queued=1)
+    runner.start()
+    job, _ = runner.submit(_upload("r"), known_classes=())
+    for _ in runner.watch(job.job_id, lambda: True):
+        pass
+    runner.close(timeout=5)
+    assert seen == {"preparing": 1.0, "training": 1.0, "preparing after": 0.0, "step": 3.0, "steps": 10.0,
+                    "loss": 0.25}
+    assert value("mcil_job_phase", phase="training") == 0.0 and value("mcil_job_step") == 0.0  # the job ended
