@@ -24,7 +24,7 @@ from service.errors import ConfigError, FailedPrecondition, InvalidRequest
 from service.jobs import Job, JobRunner, Upload
 from service.learning import LearningPipeline
 from service.metrics import ServiceMetrics
-from service.recovery import discard_uncommitted_versions
+from service.recovery import discard_uncommitted_versions, enforce_retention
 from service.serving import ModelSlot, ServedVersion
 from service.store import CorruptVersion, StateStore, VersionMeta
 from service.streams import StreamSlots
@@ -162,6 +162,7 @@ class Daemon:
         try:
             served = self._load_served()
             discard_uncommitted_versions(self.store)
+            enforce_retention(self.store, self.config.retention.max_versions)
             self.slot = ModelSlot(served)
             self.learning = LearningPipeline(config=self.config, store=self.store, slot=self.slot,
                                              preset=self.preset, fresh_learner=self._fresh_learner,

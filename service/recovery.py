@@ -8,6 +8,7 @@ A commit is three steps (``LearningPipeline._commit``, service/learning.py): the
     between rename and current   the version was never served: the directory is **discarded**, the
                                  job is recorded failed (interrupted)
     between current and record   the version is served: the job is recorded **succeeded**
+    before retention pruned      the oldest versions beyond ``retention.max_versions`` are pruned
 
 We discard rather than roll forward because ``current`` is the one commit point the daemon documents:
 a client that saw the job still running when the daemon died was never told it committed, and
@@ -39,6 +40,15 @@ def version_job_id(store: "StateStore", number: int) -> str | None:
         return None
     job_id = data.get("job_id") if isinstance(data, dict) else None
     return job_id if isinstance(job_id, str) else None
+
+
+def enforce_retention(store: "StateStore", max_versions: int) -> list[int]:
+    """Prune at start-up what a crash between a commit and its pruning left above ``max_versions``.
+    Kept: the served version and the newest other one (the version the last commit replaced, or the
+    one a rollback left), as a commit keeps them."""
+    current = store.current_version()
+    others = [n for n in store.version_numbers() if n != current]
+    return store.prune(max_versions, protect=others[-1:])
 
 
 def discard_uncommitted_versions(store: "StateStore") -> list[int]:

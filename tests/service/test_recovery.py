@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.recovery import discard_uncommitted_versions
+from service.recovery import discard_uncommitted_versions, enforce_retention
 from service.store import StateStore, VersionMeta
 
 
@@ -57,3 +57,15 @@ def test_a_failed_jobs_version_is_discarded_even_below_nothing_served(store: Sta
     _job(store, 1, "failed")  # recorded failed by an earlier daemon that did not clean up
     assert discard_uncommitted_versions(store) == [1]
     assert store.version_numbers() == [] and store.current_version() == 0
+
+
+def test_retention_a_crash_kept_from_happening_is_enforced_at_start(store: StateStore) -> None:
+    for n in (1, 2, 3, 4):
+        store.write_version(_meta(n), _save, {})
+    store.set_current(4)  # committed, then killed before pruning
+    assert enforce_retention(store, max_versions=2) == [1, 2]
+    assert store.version_numbers() == [3, 4]
+    store.write_version(_meta(5), _save, {})
+    store.set_current(4)  # rolled back from 5: both stay, the oldest goes
+    assert enforce_retention(store, max_versions=2) == [3]
+    assert store.version_numbers() == [4, 5]
