@@ -106,10 +106,13 @@ def job_message(job: "Job") -> mcil_pb2.Job:
     return msg
 
 
-def version_message(meta: "VersionMeta", current: int) -> mcil_pb2.VersionInfo:
+def version_message(meta: "VersionMeta", current: int,
+                    task_accuracies: Mapping[str, list[float]] | None = None) -> mcil_pb2.VersionInfo:
     msg = mcil_pb2.VersionInfo(version=meta.version, created_at=meta.created_at, class_names=meta.classes,
                                tasks=len(meta.tasks), job_id=meta.job_id, current=meta.version == current)
     metrics_message(meta.figures, meta.held_out_counts, msg.metrics)
+    for path, row in (task_accuracies or {}).items():
+        msg.metrics.paths[path].task_accuracy.extend(row)
     return msg
 
 
@@ -202,7 +205,7 @@ class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
         current = self.daemon.served.number
         response = mcil_pb2.ListVersionsResponse(current_version=current)
         for meta in self.daemon.versions():
-            response.versions.append(version_message(meta, current))
+            response.versions.append(version_message(meta, current, self.daemon.task_accuracies(meta.version)))
         return response
 
     @boundary

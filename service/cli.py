@@ -5,6 +5,7 @@
                --class green --images ./samples/green/images --audio ./samples/green/audio
     mcil classify ./samples/test/red-0.png ./samples/test/red-0.wav
     mcil status | mcil versions | mcil rollback 1 | mcil job ID [--cancel]
+    mcil report --out report.html                     # accuracy matrices and forgetting, as a picture
 
 Connection options (before or after the command): ``--target HOST:PORT`` (env ``MCIL_TARGET``,
 default 127.0.0.1:50051), ``--token-file`` or env ``MCIL_TOKEN``, ``--ca``/``--cert``/``--key`` for
@@ -23,16 +24,11 @@ from collections.abc import Set
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from service.upload_files import AUDIO_SUFFIXES, UsageError, examples_from_dirs, name_files
+
 if TYPE_CHECKING:
     from service._proto import mcil_pb2
     from service.client import Client
-
-AUDIO_SUFFIXES = (".wav", ".flac")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-class UsageError(Exception):
-    pass
 
 
 class Refused(Exception):
@@ -54,18 +50,6 @@ def version_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{value}: versions are 0 (the untrained model) or a committed "
                                          "version number (see `mcil versions`)")
     return value
-
-
-def _files(directory: str | None, suffixes: Sequence[str]) -> list[Path]:
-    if directory is None:
-        return []
-    path = Path(directory)
-    if not path.is_dir():
-        raise UsageError(f"{directory}: not a directory")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
-    if not files:
-        raise UsageError(f"{directory}: no {'/'.join(suffixes)} files")
-    return files
 
 
 def _connect(args: argparse.Namespace) -> "Client":
@@ -137,78 +121,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_file(path: Path, min_audio_seconds: float = 0.1) -> None:
-    """Refuse, naming the file, an image or sound the daemon would refuse (before anything is sent)."""
-    if path.suffix.lower() in AUDIO_SUFFIXES:
-        import soundfile
-
-        try:
-            info = soundfile.info(str(path))
-        except (RuntimeError, soundfile.LibsndfileError) as exc:
-            raise UsageError(f"{path}: not a WAV or FLAC file that can be read ({exc})") from None
-        if info.frames == 0 or info.duration < min_audio_seconds:
-            raise UsageError(f"{path}: the recording lasts {1000 * info.duration:.0f} ms; at least "
-                             f"{1000 * min_audio_seconds:.0f} ms are needed (is the file cut short?)")
-        return
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UsageError(f"{path}: not an image that can be read ({type(exc).__name__})") from None
-
-
-def name_files(message: str, sources: Sequence[str]) -> str:
-    """The daemon's ``examples[3].sample.audio_bytes: ...`` with the files of example 3 named."""
-    import re
-
-    def files(match: "re.Match[str]") -> str:
-        index = int(match.group(1))
-        return f"{match.group(0)} ({sources[index]})" if index < len(sources) else match.group(0)
-
-    return re.sub(r"examples\[(\d+)\]", files, message)
-
-
-def _examples(args: argparse.Namespace, sources: list[str]) -> tuple[list[str], list["mcil_pb2.LabeledExample"]]:
-    """The upload's examples; ``sources`` receives the file(s) of each, in order."""
-    from service._proto import mcil_pb2
-    from service.client import sample_from_files
-
-    names: list[str] = args.class_names or []
-    images: list[str | None] = args.images or []
-    audios: list[str | None] = args.audio or []
-    if not names:
-        raise UsageError("give at least one --class NAME with --images DIR and/or --audio DIR")
-    if len(images) not in (0, len(names)) or len(audios) not in (0, len(names)):
-        raise UsageError("give --images and/or --audio once per --class, in the same order")
-    examples = []
-    sources.clear()
-    for i, name in enumerate(names):
-        image_files = _files(images[i] if images else None, IMAGE_SUFFIXES)
-        audio_files = _files(audios[i] if audios else None, AUDIO_SUFFIXES)
-        if image_files and audio_files and len(image_files) != len(audio_files):
-            raise UsageError(f"class {name}: {len(image_files)} images but {len(audio_files)} audio files "
-                             "(they are paired in sorted order)")
-        count = max(len(image_files), len(audio_files))
-        for j in range(count):
-            image = image_files[j] if image_files else None
-            audio = audio_files[j] if audio_files else None
-            for path in (image, audio):
-                if path is not None:
-                    check_file(path)
-            sample = sample_from_files(image, audio)
-            examples.append(mcil_pb2.LabeledExample(label=name, sample=sample))
-            sources.append(" + ".join(str(p) for p in (image, audio) if p is not None))
-    return names, examples
-
-
 def cmd_learn(args: argparse.Namespace) -> int:
     import grpc
     from tqdm import tqdm
 
     sources: list[str] = []
-    names, examples = _examples(args, sources)
+    names, examples = examples_from_dirs(args, sources)
     total_bytes = sum(e.ByteSize() for e in examples)
     with _connect(args) as client:
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="upload", disable=args.quiet) as bar:
@@ -360,6 +278,22 @@ def _print_warnings(job: Any, skip: Set[str] = frozenset()) -> None:
             print(f"warning: {warning}", file=sys.stderr)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from service.report import render_html, render_svg, version_rows
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".svg", ".html"):
+        raise UsageError(f"--out {args.out}: give a .svg or .html file")
+    with _connect(args) as client:
+        versions = version_rows(client.list_versions())
+    if not versions:
+        raise UsageError("no committed versions yet: nothing to draw (teach a class first: mcil learn)")
+    text = render_svg(versions) if out.suffix.lower() == ".svg" else render_html(versions, args.target)
+    out.write_text(text)
+    print(f"{out}: accuracy matrices and forgetting of {len(versions)} version(s)")
+    return 0
+
+
 def cmd_make_samples(args: argparse.Namespace) -> int:
     from service.sample_files import write_sample_set
 
@@ -432,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true")
     p.add_argument("--cancel", action="store_true")
     p.set_defaults(run=cmd_job)
+
+    p = command("report", "draw the versions' accuracy matrices and forgetting (SVG or HTML)")
+    p.add_argument("--out", required=True, metavar="FILE", help="report.svg or report.html")
+    p.set_defaults(run=cmd_report)
 
     p = command("make-samples", "write a small synthetic sample set (images + WAVs)")
     p.add_argument("directory")

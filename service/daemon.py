@@ -289,6 +289,13 @@ class Daemon:
     def versions(self) -> list[VersionMeta]:
         return self.store.list_valid()
 
+    def task_accuracies(self, number: int) -> dict[str, list[float]]:
+        """``{path: accuracy per learned task after version number's task}`` (percent); empty if unreadable."""
+        try:
+            return last_rows(self.store.read_evaluation(number))
+        except (OSError, ValueError, KeyError, TypeError, CorruptVersion):
+            return {}
+
     def rollback(self, number: int) -> VersionMeta:
         """Serve committed version ``number`` again; 0 is the untrained model (nothing learned)."""
         assert self.slot is not None and self.jobs is not None

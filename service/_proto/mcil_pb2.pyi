@@ -178,7 +178,7 @@ class JobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class PathFigures(_message.Message):
-    __slots__ = ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt", "m1", "m2", "new_task_accuracy")
+    __slots__ = ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt", "m1", "m2", "new_task_accuracy", "task_accuracy")
     AVERAGE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     LAST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     FORGETTING_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +187,7 @@ class PathFigures(_message.Message):
     M1_FIELD_NUMBER: _ClassVar[int]
     M2_FIELD_NUMBER: _ClassVar[int]
     NEW_TASK_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    TASK_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     average_accuracy: float
     last_accuracy: float
     forgetting: float
@@ -195,7 +196,8 @@ class PathFigures(_message.Message):
     m1: float
     m2: float
     new_task_accuracy: float
-    def __init__(self, average_accuracy: _Optional[float] = ..., last_accuracy: _Optional[float] = ..., forgetting: _Optional[float] = ..., bwt: _Optional[float] = ..., fwt: _Optional[float] = ..., m1: _Optional[float] = ..., m2: _Optional[float] = ..., new_task_accuracy: _Optional[float] = ...) -> None: ...
+    task_accuracy: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, average_accuracy: _Optional[float] = ..., last_accuracy: _Optional[float] = ..., forgetting: _Optional[float] = ..., bwt: _Optional[float] = ..., fwt: _Optional[float] = ..., m1: _Optional[float] = ..., m2: _Optional[float] = ..., new_task_accuracy: _Optional[float] = ..., task_accuracy: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class JobMetrics(_message.Message):
     __slots__ = ("paths", "tasks", "held_out_per_task")

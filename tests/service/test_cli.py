@@ -113,3 +113,25 @@ def test_a_warning_found_when_a_job_starts_is_printed_once_by_the_follower(
     assert "cancelled" in captured.out
     # Accepted behind a two-class task, "blue" became the first task when that one was cancelled.
     assert captured.err.count("warning: the first task teaches a single class") == 1
+
+
+def test_report_draws_the_versions(start_daemon: Callable[..., Running], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    samples = tmp_path / "samples"
+    assert main(["make-samples", str(samples), "--per-class", "6"]) == 0
+    d = start_daemon(make_config(tmp_path / "state"))
+    target = ["--target", d.target]
+    assert main([*target, "report", "--out", str(tmp_path / "r.svg")]) == 2  # nothing learned yet
+    for names in (["red", "green"], ["blue"]):
+        args = [*target, "learn", "--quiet"]
+        for name in names:
+            args += ["--class", name, "--images", str(samples / name / "images"), "--audio", str(samples / name / "audio")]
+        assert main(args) == 0
+    for name in ("report.svg", "report.html"):
+        assert main([*target, "report", "--out", str(tmp_path / name)]) == 0
+        text = (tmp_path / name).read_text()
+        assert text.count("<rect x=") >= 3 * 3  # three paths x (1 + 2) matrix cells
+        assert "Forgetting over versions" in text and "<polyline" in text and "v2 *" in text
+    versions = d.client.list_versions().versions
+    assert [len(v.metrics.paths["av"].task_accuracy) for v in versions] == [1, 2]  # rows of the matrix
+    assert "every figure" in (tmp_path / "report.html").read_text().lower()
