@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -59,7 +60,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if not sep:
             raise ConfigError(key or item, "--set needs SECTION.FIELD=VALUE")
         overrides[key.strip()] = value
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, os.environ)
 
 
 def serve(config: Any) -> int:

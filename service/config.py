@@ -392,7 +392,36 @@ def merge_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
     return merged
 
 
-def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> ServiceConfig:
-    """Defaults, then the file at ``path`` (if any), then ``overrides`` (``{"server.listen": ...}``)."""
+ENV_PREFIX = "MCIL_"
+
+
+def environment_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """``MCIL_<SECTION>__<FIELD>=value`` variables as ``{"section.field": value}`` (for containers and
+    systemd units). Variables without the double underscore (``MCIL_TARGET``, ``MCIL_TOKEN``: the
+    client's) are not configuration and are left alone."""
+    out = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].partition("__")
+        if not section or not key:
+            raise ConfigError(name, "environment overrides are written MCIL_SECTION__FIELD=value")
+        out[f"{section.lower()}.{key.lower()}"] = value
+    return out
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Defaults, then the file at ``path`` (if any), then ``MCIL_SECTION__FIELD`` variables of
+    ``environ`` (none unless given; the daemon passes ``os.environ``), then ``overrides``
+    (``{"server.listen": ...}``: the command line's ``--set`` and flags)."""
     data = read_config_file(path) if path is not None else {}
-    return config_from_dict(merge_overrides(data, overrides or {}))
+    from_env = environment_overrides(environ or {})
+    merged = merge_overrides(merge_overrides(data, from_env), overrides or {})
+    try:
+        return config_from_dict(merged)
+    except ConfigError as exc:
+        if exc.field in from_env and exc.field not in (overrides or {}):  # say where the bad value came from
+            env_name = ENV_PREFIX + exc.field.replace(".", "__").upper()
+            raise ConfigError(f"{exc.field} (environment variable {env_name})", exc.problem) from None
+        raise

@@ -81,3 +81,18 @@ def test_cli_reports_config_errors_with_exit_status_2(capsys: pytest.CaptureFixt
 
     assert main(["check-config", "--listen", "bad"]) == 2
     assert "server.listen" in capsys.readouterr().err
+
+
+def test_environment_variables_override_the_file_and_flags_override_them(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("server: {preset: tiny, max_workers: 8, max_open_streams: 4}\n")
+    env = {"MCIL_SERVER__MAX_WORKERS": "16", "MCIL_GATE__MAX_FORGETTING": "null", "MCIL_TARGET": "h:1",
+           "MCIL_LIMITS__UPLOAD_IDLE_SECONDS": "5"}
+    config = load_config(path, {"limits.upload_idle_seconds": "7"}, env)
+    assert config.server.preset == "tiny" and config.server.max_workers == 16  # env over the file
+    assert config.gate.max_forgetting is None and config.limits.upload_idle_seconds == 7.0  # flags over env
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {}, {"MCIL_SERVER__MAX_WORKERS": "many"})
+    assert "environment variable MCIL_SERVER__MAX_WORKERS" in str(info.value) and "integer" in str(info.value)
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(None, {}, {"MCIL_NOPE__X": "1"})
