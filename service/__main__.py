@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from service.config import load_config
+    from service.config_loader import load_config
 
     overrides: dict[str, Any] = {}
     for flag, key in (("listen", "server.listen"), ("metrics_listen", "server.metrics_listen"),

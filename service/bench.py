@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from model.synthetic import make_dataset
     from service._proto import mcil_pb2
     from service.client import Client, sample_from_arrays
-    from service.config import load_config
+    from service.config_loader import load_config
     from service.server import create_server
 
     names = [f"class{i}" for i in range(args.classes)]

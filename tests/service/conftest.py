@@ -12,7 +12,8 @@ from model.samples import LabeledSample
 from model.synthetic import make_dataset
 from service._proto import mcil_pb2
 from service.client import Client, sample_from_arrays
-from service.config import ServiceConfig, load_config
+from service.config import ServiceConfig
+from service.config_loader import load_config
 from service.server import DaemonServer, create_server
 
 FAST_SETTINGS = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.__main__ import build_parser, config_from_args
-from service.config import load_config
+from service.config_loader import load_config
 from service.errors import ConfigError
 
 
