@@ -20,14 +20,13 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Set
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from service.job_view import follow, phase_name, print_metrics, print_warnings, state_name
 from service.upload_files import AUDIO_SUFFIXES, UsageError, examples_from_dirs, name_files
 
 if TYPE_CHECKING:
-    from service._proto import mcil_pb2
     from service.client import Client
 
 
@@ -68,27 +67,6 @@ def _connect(args: argparse.Namespace) -> "Client":
 
 def _path_name(path: int) -> str:
     return {1: "audio-visual", 2: "visual", 3: "audio"}.get(path, "unknown")
-
-
-def _state(state: int) -> str:
-    from service._proto import mcil_pb2
-
-    return str(mcil_pb2.JobState.Name(state)).removeprefix("JOB_STATE_").lower()
-
-
-def _phase(phase: int) -> str:
-    from service._proto import mcil_pb2
-
-    return str(mcil_pb2.JobPhase.Name(phase)).removeprefix("JOB_PHASE_").lower()
-
-
-def _print_metrics(metrics: "mcil_pb2.JobMetrics", indent: str = "  ") -> None:
-    for path in ("av", "visual", "audio"):
-        if path in metrics.paths:
-            f = metrics.paths[path]
-            print(f"{indent}{path:6s} new task {f.new_task_accuracy:5.1f}%  last {f.last_accuracy:5.1f}%  "
-                  f"avg {f.average_accuracy:5.1f}%  forgetting {f.forgetting:5.1f}  BWT {f.bwt:+.1f}  "
-                  f"FWT {f.fwt:+.1f}  M1 {f.m1:.1f}  M2 {f.m2:.3f}")
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -147,72 +125,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
               "held-out examples")
         if args.no_wait:
             return 0
-        return _follow(client, reply.job_id, args.quiet)
-
-
-PHASE_WORDS = {
-    "queued": "waiting for the job ahead",
-    "preparing": "preparing (checking the upload, encoding its examples)",
-    "evaluating": "evaluating every learned task on its held-out examples",
-    "committing": "committing the new version",
-}
-
-FIGURES_LEGEND = (
-    "  new task: accuracy on the classes just taught; last: on every class so far; avg: mean of the\n"
-    "  accuracy after each task; forgetting: mean drop (points) of earlier tasks from their best;\n"
-    "  BWT/FWT: how learning changed earlier tasks / how much was known of a task before it was taught;\n"
-    "  M1, M2: the MCIL paper's combined figures (docs/metrics.md)."
-)
-
-
-def _follow(client: "Client", job_id: str, quiet: bool) -> int:
-    """Follow a job to its end: a line per phase with how long the one before took, a bar while it
-    trains, then the outcome and its figures (with what they mean)."""
-    from tqdm import tqdm
-
-    from service._proto import mcil_pb2
-
-    bar: Any = None
-    final = None
-    last_phase = None
-    phase_started = started = time.monotonic()
-    warned: set[str] = set()
-    for job in client.watch(job_id):
-        # The daemon's warnings come with the job when it is accepted, or when it starts.
-        _print_warnings(job, skip=warned)
-        warned.update(job.warnings)
-        final = job
-        if job.phase != last_phase:
-            now = time.monotonic()
-            if bar is not None:
-                bar.close()
-                bar = None
-            if not quiet and last_phase is not None:
-                print(f"    ({now - phase_started:.0f} s)", file=sys.stderr)
-            phase_started = now
-            name = _phase(job.phase)
-            if not quiet and job.phase not in (mcil_pb2.JOB_PHASE_TRAINING, mcil_pb2.JOB_PHASE_DONE):
-                print(f"  {PHASE_WORDS.get(name, name)} ...", file=sys.stderr)
-        if job.phase == mcil_pb2.JOB_PHASE_TRAINING and job.steps:
-            if bar is None:
-                bar = tqdm(total=job.steps, unit="step", desc="  training", disable=quiet)
-            bar.n = job.step
-            loss = f"{job.loss:.3f}" if job.HasField("loss") else "-"
-            bar.set_postfix_str(f"epoch {job.epoch}/{job.epochs} loss {loss}")
-            bar.refresh()
-        last_phase = job.phase
-    if bar is not None:
-        bar.close()
-    assert final is not None
-    print(f"job {job_id}: {_state(final.state)}" + (f" ({final.message})" if final.message else "")
-          + f" in {time.monotonic() - started:.0f} s")
-    if final.committed_version:
-        print(f"  serving version {final.committed_version}")
-    if final.metrics.paths:
-        _print_metrics(final.metrics)
-        if not quiet:
-            print(FIGURES_LEGEND)
-    return 0 if final.state == mcil_pb2.JOB_STATE_SUCCEEDED else 1
+        return follow(client, reply.job_id, args.quiet)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -243,7 +156,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.created_at))
         print(f"{mark} {v.version:4d}  {when}  {v.tasks} task(s): {', '.join(v.class_names)}")
         if args.verbose:
-            _print_metrics(v.metrics, indent="        ")
+            print_metrics(v.metrics, indent="        ")
     return 0
 
 
@@ -259,23 +172,17 @@ def cmd_job(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         if args.cancel:
             job = client.cancel_job(args.job_id)
-            print(f"job {job.job_id}: {_state(job.state)}")
+            print(f"job {job.job_id}: {state_name(job.state)}")
             return 0
         if args.watch:
-            return _follow(client, args.job_id, quiet=False)
+            return follow(client, args.job_id, quiet=False)
         job = client.get_job(args.job_id)
-    print(f"job {job.job_id}: {_state(job.state)} ({_phase(job.phase)}), classes {', '.join(job.class_names)}")
+    print(f"job {job.job_id}: {state_name(job.state)} ({phase_name(job.phase)}), classes {', '.join(job.class_names)}")
     if job.message:
         print(f"  {job.message}")
-    _print_warnings(job)
-    _print_metrics(job.metrics)
+    print_warnings(job)
+    print_metrics(job.metrics)
     return 0
-
-
-def _print_warnings(job: Any, skip: Set[str] = frozenset()) -> None:
-    for warning in job.warnings:
-        if warning not in skip:
-            print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
