@@ -15,6 +15,7 @@ from service.client import Client, sample_from_arrays
 from service.config import ServiceConfig
 from service.config_loader import load_config
 from service.server import DaemonServer, create_server
+from service.store import StateStore
 
 FAST_SETTINGS = {
     "server.preset": "tiny",
@@ -79,3 +80,12 @@ def start_daemon(tiny_backbone: TriModalBackbone) -> Iterator[Callable[..., Runn
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    """An open state directory under ``tmp_path / "state"`` (closed after the test)."""
+    s = StateStore(tmp_path / "state")
+    s.open()
+    yield s
+    s.close()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from service.recovery import discard_uncommitted_versions, enforce_retention
 from service.store import StateStore, VersionMeta
 
@@ -18,14 +16,6 @@ def _meta(number: int) -> VersionMeta:
 
 def _save(directory: Path) -> None:
     (directory / "learner.json").write_text("{}")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> StateStore:
-    s = StateStore(tmp_path / "state")
-    s.open()
-    yield s
-    s.close()
 
 
 def _job(store: StateStore, number: int, state: str) -> None:

@@ -24,14 +24,6 @@ def _save(directory: Path) -> None:
     (directory / "learner.json").write_text("{}")
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> StateStore:
-    s = StateStore(tmp_path / "state")
-    s.open()
-    yield s
-    s.close()
-
-
 def test_write_verify_and_point(store: StateStore) -> None:
     assert store.current_version() == 0 and store.version_numbers() == []
     store.write_version(_meta(1), _save, {"record": {}})
