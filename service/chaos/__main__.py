@@ -84,7 +84,7 @@ def campaign(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {"settings": {k: getattr(args, k) for k in FULL}}
     started = time.monotonic()
-    kills = run_kills(work / "kills", args.kills, args.commit_window, seed=args.seed,
+    kills = run_kills(work / "kills", args.kills, args.commit_window, seed=args.seed, strategy=args.strategy,
                       make_examples=labelled_examples, say=say)
     out["kills"] = dataclasses.asdict(kills)
     state = serving_state(work)
@@ -138,7 +138,8 @@ def table(r: dict[str, Any]) -> str:
     codes = ", ".join(f"{c} {n}" for c, n in sorted(f["codes"].items(), key=lambda x: -x[1]))
     rows = [
         ("kill -9 at random and targeted moments of a job, restart, verify",
-         f"{k['trials']} ({k['commit_window']} in the commit window)",
+         f"{k['trials']} ({k['commit_window']} in the commit window, "
+         f"{sum(k.get('landed', {}).values())} where aimed)",
          f"{k['failed_starts']} failed starts, {k['inconsistent']} inconsistent states, {k['lost_versions']} lost versions"),
         ("fuzzed requests (every rpc, hostile samples, raw bytes)", f"{f['requests']:,}",
          f"{f['crashes']} crashes, {f['bad']} INTERNAL/UNKNOWN, {f['state_changes']} state changes, "
@@ -164,6 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in FULL.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"default {value} ({QUICK[name]} quick)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default="mcil", help="the kill trials' learner (mcil-paper trains every task)")
     p.add_argument("--work", type=Path, default=None, help="keep the state directories and logs here")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--no-progress", action="store_true")

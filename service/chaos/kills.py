@@ -3,7 +3,9 @@
 Each trial submits a learning job (two new classes) and kills the daemon:
 
     random                    at a uniformly random moment of the job
-    phase:<phase>             as soon as WatchJob reports the phase (preparing, evaluating, committing)
+    phase:<phase>             as soon as WatchJob reports the phase (preparing, training, evaluating,
+                              committing; with ``mcil`` only a first task trains, so a training kill
+                              lands only there: ``--strategy mcil-paper`` trains every task)
     failpoint:<point>         the daemon kills itself there (service/failpoints.py), e.g. between a
                               version's rename and the move of ``current``
 
@@ -37,6 +39,7 @@ PHASES = {"preparing": mcil_pb2.JOB_PHASE_PREPARING, "training": mcil_pb2.JOB_PH
 class KillReport:
     trials: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    landed: dict[str, int] = field(default_factory=dict)  # kills that hit the moment aimed at, by kind
     failed_starts: int = 0
     inconsistent: int = 0  # trials after which check_state found a problem
     lost_versions: int = 0  # versions a client saw committed that are gone (not by retention)
@@ -55,7 +58,7 @@ def plan_trials(trials: int, commit_window: int, rng: random.Random) -> list[str
     """``commit_window`` kills at commit.after_rename, one of each other point and phase, the rest random."""
     fixed = ["failpoint:commit.after_rename"] * commit_window
     fixed += [f"failpoint:{p}" for p in POINTS if p != "commit.after_rename"]
-    fixed += [f"phase:{p}" for p in ("preparing", "evaluating", "committing")]
+    fixed += [f"phase:{p}" for p in ("preparing", "training", "evaluating", "committing")]
     plan = fixed[:trials] + ["random"] * max(0, trials - len(fixed))
     rng.shuffle(plan)
     return plan
@@ -179,6 +182,8 @@ def run_kills(work: Path, trials: int, commit_window: int, *, seed: int = 0, str
             reply = daemon.client.learn(names, make_examples(names, i))
             history.seen_committed.setdefault(reply.job_id, 0)
             landed = _kill_at(daemon, kind, reply.job_id, rng, job_seconds, history)
+            if landed:
+                report.landed[kind] = report.landed.get(kind, 0) + 1
             if kind == "random" and landed:
                 job_seconds = max(0.5, 0.8 * job_seconds + 0.2 * (time.monotonic() - started))
             if kind == "failpoint:commit.after_rename" and landed:
