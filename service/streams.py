@@ -10,9 +10,9 @@ thread for as long as it is open. Two rules keep the others answered (docs/servi
   (the client sees CANCELLED, the log says why) and its thread returns to the pool. Watches are idle
   by design (they wait for the job) and end with their job, or when the client goes.
 
-Why not an asyncio server (``grpc.aio``): measured, the threaded server answers Classify within the
-same p99 while 100 uploads stall once these two rules hold (``python -m service.chaos``), and the
-model core below it is synchronous anyway (PyTorch calls block a thread whatever the server is).
+Why not an asyncio server (``grpc.aio``): with these two rules the threaded server keeps Classify's
+p99 within 1.3x of idle while 100 uploads stall (``python -m service.chaos``, docs/service.md), and
+the model core below it is synchronous anyway (PyTorch calls block a thread whatever the server is).
 """
 
 from __future__ import annotations
