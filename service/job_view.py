@@ -92,7 +92,7 @@ def follow(client: "Client", job_id: str, quiet: bool) -> int:
                 bar = tqdm(total=job.steps, unit="step", desc="  training", disable=quiet)
             bar.n = job.step
             loss = f"{job.loss:.3f}" if job.HasField("loss") else "-"
-            bar.set_postfix_str(f"epoch {job.epoch}/{job.epochs} loss {loss}")
+            bar.set_postfix_str(f"epoch {job.epoch}/{job.epochs} loss {loss}", refresh=False)
             bar.refresh()
         last_phase = job.phase
     if bar is not None:
