@@ -24,7 +24,6 @@ per task (minutes on a CPU, against seconds) buys nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from model.batch import EncodedBatch
 from model.heads import HeadConfig, StatisticsHead, unit_features
 from model.learner import Learner
 from model.metrics import average_accuracy, forgetting, last_accuracy, pooled_accuracy
-from model.probe import mute_image_experts, prepare, tasks_problem
+from model.probe import emit, mute_image_experts, prepare, tasks_refused
 from model.samples import PATHS, LabeledSample
 
 PARTS = {"visual": ("v",), "audio": ("a",), "av": ("v", "a", "fused")}
@@ -136,15 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if run_arguments_invalid(args):
         return 2
-    problem = tasks_problem(args, "per-task experts need a second task")
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
+    if tasks_refused(args, "per-task experts need a second task"):
         return 2
-    text = json.dumps(probe(args), indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(probe(args), args.out)
     return 0
 
 

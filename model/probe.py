@@ -108,6 +108,23 @@ def tasks_problem(args: argparse.Namespace, why_two: str) -> str | None:
     return None
 
 
+def tasks_refused(args: argparse.Namespace, why_two: str) -> bool:
+    """Print what is wrong with ``--tasks`` (see :func:`tasks_problem`) and say whether it was refused."""
+    problem = tasks_problem(args, why_two)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+    return problem is not None
+
+
+def emit(report: dict[str, Any], out: Path | None, text: str | None = None) -> None:
+    """Print ``text`` (the report as JSON unless given) and write the report as JSON to ``out``."""
+    as_json = json.dumps(report, indent=2)
+    print(as_json if text is None else text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(as_json)
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=-1) == labels).float().mean())
 
@@ -162,16 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.replayed_features < 0:
         print(f"error: --replayed-features: must be >= 0, got {args.replayed_features}", file=sys.stderr)
         return 2
-    problem = tasks_problem(args, "the probe learns two tasks")
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
+    if tasks_refused(args, "the probe learns two tasks"):
         return 2
-    report = probe(args, prepare(args, args.tasks, args.replayed_features))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(probe(args, prepare(args, args.tasks, args.replayed_features)), args.out)
     return 0
 
 

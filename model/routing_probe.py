@@ -19,7 +19,6 @@ benchmark's class order (``--tasks``, ``--seed``) from 90% of ``train.csv`` and 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import torch
 from model.batch import EncodedBatch
 from model.bench import add_run_arguments, run_arguments_invalid
 from model.learner import Learner
-from model.probe import ProbeSetup, accuracy, mute_image_experts, prepare, tasks_problem
+from model.probe import ProbeSetup, accuracy, emit, mute_image_experts, prepare, tasks_refused
 from model.protocol import restrict
 from model.strategies import STRATEGIES
 from model.strategies.moe_adapters import MoEAdapters
@@ -109,15 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if run_arguments_invalid(args):
         return 2
-    problem = tasks_problem(args, "routing between tasks")
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
+    if tasks_refused(args, "routing between tasks"):
         return 2
     report = probe(args, prepare(args, args.tasks))
-    print(summary(report))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+    emit(report, args.out, summary(report))
     return 0
 
 
