@@ -20,9 +20,10 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from service.errors import ConfigError
+from service.interceptors import handler_interceptor
 
 if TYPE_CHECKING:
     import grpc
@@ -119,28 +120,18 @@ def _refusal(handler: "grpc.RpcMethodHandler", code_name: str) -> "grpc.RpcMetho
 
 
 def auth_interceptor(tokens: Tokens, metrics: "ServiceMetrics") -> "grpc.ServerInterceptor":
-    import grpc
+    def check(details: "grpc.HandlerCallDetails", handler: "grpc.RpcMethodHandler") -> "grpc.RpcMethodHandler":
+        try:
+            verdict = tokens.decide(details.method, bearer(details.invocation_metadata))
+        except Exception:  # noqa: BLE001 - a bug here must refuse, never let through
+            log.exception("auth: cannot decide on %s", details.method)
+            verdict = "UNAUTHENTICATED"
+        if verdict is None:
+            return handler
+        try:
+            metrics["mcil_auth_failures_total"].labels(verdict).inc()
+        except Exception:  # noqa: BLE001
+            pass
+        return _refusal(handler, verdict)
 
-    class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-        def intercept_service(
-            self,
-            continuation: Callable[["grpc.HandlerCallDetails"], "grpc.RpcMethodHandler | None"],
-            details: "grpc.HandlerCallDetails",
-        ) -> "grpc.RpcMethodHandler | None":
-            handler = continuation(details)
-            if handler is None:
-                return None
-            try:
-                verdict = tokens.decide(details.method, bearer(details.invocation_metadata))
-            except Exception:  # noqa: BLE001 - a bug here must refuse, never let through
-                log.exception("auth: cannot decide on %s", details.method)
-                verdict = "UNAUTHENTICATED"
-            if verdict is None:
-                return handler
-            try:
-                metrics["mcil_auth_failures_total"].labels(verdict).inc()
-            except Exception:  # noqa: BLE001
-                pass
-            return _refusal(handler, verdict)
-
-    return AuthInterceptor()
+    return handler_interceptor(check)

@@ -1,5 +1,6 @@
 """The daemon's gRPC server interceptors: request metrics and access logging (a failure to record
 never fails a request), and strict parsing of request messages (malformed bytes are a client error).
+Both, and authentication (service/auth.py), are built with :func:`handler_interceptor`.
 
 Every call is counted and timed by method and final status code (``mcil_requests_total``,
 ``mcil_request_duration_seconds``) and logged at DEBUG (INFO for failures) with its duration. The
@@ -31,9 +32,44 @@ def _code_name(context: Any, default: str) -> str:
     return str(getattr(code, "name", code))
 
 
-def observability_interceptor(metrics: "ServiceMetrics") -> "grpc.ServerInterceptor":
+HandlerRewrite = Callable[["grpc.HandlerCallDetails", "grpc.RpcMethodHandler"], "grpc.RpcMethodHandler | None"]
+"""What an interceptor does to the handler of one call (return it, or a handler wrapping it)."""
+
+_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+"""A method handler's four shapes (request streaming, response streaming), as gRPC names them."""
+
+
+def handler_interceptor(rewrite: HandlerRewrite) -> "grpc.ServerInterceptor":
+    """A server interceptor that passes each call's handler (when the method exists) to ``rewrite``."""
     import grpc
 
+    class Interceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+        def intercept_service(
+            self,
+            continuation: Callable[["grpc.HandlerCallDetails"], "grpc.RpcMethodHandler | None"],
+            details: "grpc.HandlerCallDetails",
+        ) -> "grpc.RpcMethodHandler | None":
+            handler = continuation(details)
+            return None if handler is None else rewrite(details, handler)
+
+    return Interceptor()
+
+
+def rebuild(handler: "grpc.RpcMethodHandler", wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]],
+            request_deserializer: Callable[[bytes], Any] | None) -> "grpc.RpcMethodHandler":
+    """``handler`` with its behaviour replaced by ``wrap(kind, behaviour)`` (``kind``: one of ``_KINDS``)."""
+    import grpc
+
+    for kind in _KINDS:
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            make = getattr(grpc, f"{kind}_rpc_method_handler")
+            return make(wrap(kind, behavior), request_deserializer=request_deserializer,
+                        response_serializer=handler.response_serializer)
+    return handler
+
+
+def observability_interceptor(metrics: "ServiceMetrics") -> "grpc.ServerInterceptor":
     def record(method: str, code: str, started: float) -> None:
         try:
             seconds = time.perf_counter() - started
@@ -70,32 +106,16 @@ def observability_interceptor(metrics: "ServiceMetrics") -> "grpc.ServerIntercep
 
         return wrapped
 
-    class ObservabilityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-        def intercept_service(
-            self,
-            continuation: Callable[["grpc.HandlerCallDetails"], "grpc.RpcMethodHandler | None"],
-            details: "grpc.HandlerCallDetails",
-        ) -> "grpc.RpcMethodHandler | None":
-            handler = continuation(details)
-            if handler is None:
-                return None
-            try:
-                method = details.method
-                kwargs = {"request_deserializer": handler.request_deserializer,
-                          "response_serializer": handler.response_serializer}
-                if handler.unary_unary is not None:
-                    return grpc.unary_unary_rpc_method_handler(unary(method, handler.unary_unary), **kwargs)
-                if handler.stream_unary is not None:
-                    return grpc.stream_unary_rpc_method_handler(unary(method, handler.stream_unary), **kwargs)
-                if handler.unary_stream is not None:
-                    return grpc.unary_stream_rpc_method_handler(streaming(method, handler.unary_stream), **kwargs)
-                if handler.stream_stream is not None:
-                    return grpc.stream_stream_rpc_method_handler(streaming(method, handler.stream_stream), **kwargs)
-            except Exception:  # noqa: BLE001 - fall back to the plain handler
-                log.exception("cannot instrument %s", details.method)
+    def instrument(details: "grpc.HandlerCallDetails", handler: "grpc.RpcMethodHandler") -> "grpc.RpcMethodHandler":
+        method = details.method
+        try:
+            return rebuild(handler, lambda kind, behavior: (streaming if kind.endswith("_stream") else unary)(
+                method, behavior), handler.request_deserializer)
+        except Exception:  # noqa: BLE001 - fall back to the plain handler
+            log.exception("cannot instrument %s", method)
             return handler
 
-    return ObservabilityInterceptor()
+    return handler_interceptor(instrument)
 
 
 def parsing_interceptor() -> "grpc.ServerInterceptor":
@@ -105,45 +125,28 @@ def parsing_interceptor() -> "grpc.ServerInterceptor":
     traceback in the log. Installed innermost; every service (health and reflection too) gets it."""
     import grpc
 
-    class ParsingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-        def intercept_service(
-            self,
-            continuation: Callable[["grpc.HandlerCallDetails"], "grpc.RpcMethodHandler | None"],
-            details: "grpc.HandlerCallDetails",
-        ) -> "grpc.RpcMethodHandler | None":
-            handler = continuation(details)
-            if handler is None or handler.request_deserializer is None:
-                return handler
-            parse = handler.request_deserializer
-            method = details.method
+    def parse_inside(details: "grpc.HandlerCallDetails", handler: "grpc.RpcMethodHandler") -> "grpc.RpcMethodHandler":
+        if handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+        method = details.method
 
-            def parsed(raw: bytes, context: "grpc.ServicerContext") -> Any:
-                try:
-                    return parse(raw)
-                except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, UnicodeDecodeError, ...
-                    log.info("%s: malformed request message (%s, %d bytes)", method, type(exc).__name__, len(raw))
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                  f"request: not a valid message for {method} ({type(exc).__name__})")
+        def parsed(raw: bytes, context: "grpc.ServicerContext") -> Any:
+            try:
+                return parse(raw)
+            except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, UnicodeDecodeError, ...
+                log.info("%s: malformed request message (%s, %d bytes)", method, type(exc).__name__, len(raw))
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"request: not a valid message for {method} ({type(exc).__name__})")
 
-            def messages(raw: Iterator[bytes], context: "grpc.ServicerContext") -> Iterator[Any]:
-                for item in raw:
-                    yield parsed(item, context)
+        def messages(raw: Iterator[bytes], context: "grpc.ServicerContext") -> Iterator[Any]:
+            for item in raw:
+                yield parsed(item, context)
 
-            kwargs = {"response_serializer": handler.response_serializer}
-            if handler.unary_unary is not None:
-                inner_uu = handler.unary_unary
-                return grpc.unary_unary_rpc_method_handler(
-                    lambda raw, ctx: inner_uu(parsed(raw, ctx), ctx), **kwargs)
-            if handler.unary_stream is not None:
-                inner_us = handler.unary_stream
-                return grpc.unary_stream_rpc_method_handler(
-                    lambda raw, ctx: inner_us(parsed(raw, ctx), ctx), **kwargs)
-            if handler.stream_unary is not None:
-                inner_su = handler.stream_unary
-                return grpc.stream_unary_rpc_method_handler(
-                    lambda raw, ctx: inner_su(messages(raw, ctx), ctx), **kwargs)
-            inner_ss = handler.stream_stream
-            return grpc.stream_stream_rpc_method_handler(
-                lambda raw, ctx: inner_ss(messages(raw, ctx), ctx), **kwargs)
+        def wrap(kind: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+            read = messages if kind.startswith("stream_") else parsed
+            return lambda raw, context: behavior(read(raw, context), context)
 
-    return ParsingInterceptor()
+        return rebuild(handler, wrap, None)  # the call receives bytes; ``wrap`` parses them
+
+    return handler_interceptor(parse_inside)

@@ -29,7 +29,6 @@ class VersionRow:
     version: int
     classes: list[str]
     current: bool
-    created_at: float
     rows: dict[str, list[float]]  # path -> accuracy per task after this version
     figures: dict[str, dict[str, float]]  # path -> figure -> value
 
@@ -40,7 +39,7 @@ def version_rows(reply: "mcil_pb2.ListVersionsResponse") -> list[VersionRow]:
         rows = {p: list(v.metrics.paths[p].task_accuracy) for p in PATHS if p in v.metrics.paths}
         figures = {p: {f: float(getattr(v.metrics.paths[p], f)) for f in FIGURES}
                    for p in PATHS if p in v.metrics.paths}
-        out.append(VersionRow(v.version, list(v.class_names), v.current, v.created_at, rows, figures))
+        out.append(VersionRow(v.version, list(v.class_names), v.current, rows, figures))
     return out
 
 
@@ -136,7 +135,9 @@ def render_html(versions: Sequence[VersionRow], target: str) -> str:
                 continue
             cells = "".join(f"<td>{v.figures[path][f]:.3f}</td>" if f == "m2" else f"<td>{v.figures[path][f]:.1f}</td>"
                             for f in FIGURES)
-            rows.append(f"<tr><td>v{v.version}{' (served)' if v.current else ''}</td><td>{path}</td>{cells}</tr>")
+            classes = html.escape(", ".join(v.classes))
+            rows.append(f"<tr><td>v{v.version}{' (served)' if v.current else ''}</td><td>{classes}</td>"
+                        f"<td>{path}</td>{cells}</tr>")
     made = time.strftime("%Y-%m-%d %H:%M:%S")
     return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>mcil report: {html.escape(target)}</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -144,5 +145,5 @@ def render_html(versions: Sequence[VersionRow], target: str) -> str:
             f"<h1>Versions of the daemon at {html.escape(target)}</h1><p>Made {made}. Accuracy in percent on "
             "each task's held-out examples; forgetting in points (docs/metrics.md).</p>\n"
             + render_svg(versions)
-            + f"<h2>Every figure</h2><table><tr><th>version</th><th>path</th>{header}</tr>\n"
+            + f"<h2>Every figure</h2><table><tr><th>version</th><th>classes</th><th>path</th>{header}</tr>\n"
             + "\n".join(rows) + "\n</table></body></html>\n")

@@ -103,7 +103,6 @@ def campaign(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         say("largest images ...")
         out["images"] = dataclasses.asdict(memory_for_largest_images(serving, args.images, 4096))
-        out["images"]["added_mib"] = out["images"]["rss_peak_mib"] - out["images"]["rss_before_mib"]
         say("stalled uploads ...")
         out["stalls"] = dataclasses.asdict(classify_through_stalled_uploads(serving, probe, args.stalls, 4, 5.0))
         say("Classify through a learn + commit ...")

@@ -172,10 +172,7 @@ class ImageReport:
     errors: int
     rss_before_mib: float
     rss_peak_mib: float
-
-    @property
-    def added_mib(self) -> float:
-        return self.rss_peak_mib - self.rss_before_mib
+    added_mib: float  # the peak above what it held before the calls
 
 
 def largest_image(side: int, fmt: str) -> bytes:
@@ -197,13 +194,13 @@ def memory_for_largest_images(daemon: DaemonProcess, images: int, side: int) -> 
     warm = mcil_pb2.Sample(image_bytes=largest_image(256, "PNG"))
     for _ in range(3):  # the first calls allocate the model's working memory: not the images' cost
         daemon.client.classify([warm], top_k=1)
-    before = daemon.memory_kib()[0]
+    before = daemon.resident_kib()
     peak = [before]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], daemon.memory_kib()[0])
+            peak[0] = max(peak[0], daemon.resident_kib())
             time.sleep(0.005)
 
     errors = [0]
@@ -226,4 +223,5 @@ def memory_for_largest_images(daemon: DaemonProcess, images: int, side: int) -> 
         t.join()
     stop.set()
     sampler.join()
-    return ImageReport(images, side, max(len(f) for f in files), errors[0], before / 1024, peak[0] / 1024)
+    return ImageReport(images, side, max(len(f) for f in files), errors[0], before / 1024, peak[0] / 1024,
+                       (peak[0] - before) / 1024)

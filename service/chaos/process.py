@@ -88,14 +88,13 @@ class DaemonProcess:
             return False
         return True
 
-    def memory_kib(self) -> tuple[int, int]:
-        """(resident now, resident peak) of the daemon, in KiB, from /proc."""
-        fields = {}
+    def resident_kib(self) -> int:
+        """The daemon's resident memory now, in KiB (VmRSS in /proc)."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0])
-        return fields["VmRSS"], fields["VmHWM"]
+            if key == "VmRSS":
+                return int(value.split()[0])
+        raise RuntimeError(f"no VmRSS in /proc/{self.pid}/status")
 
     def log_tail(self, lines: int = 30) -> str:
         try:
