@@ -5,7 +5,8 @@
     ExportError
     ├── ManifestError (also ValueError)     a manifest that is malformed or does not match the backbone
     ├── RunnerUnavailableError              a runner kind this machine cannot provide (names what is missing)
-    └── SegmentExportError                  a frozen piece the ONNX exporter could not convert
+    ├── SegmentExportError                  a frozen piece the ONNX exporter could not convert
+    └── CompileError                        a version that cannot be served as graphs (export/compiled.py)
 
 The daemon treats :class:`RunnerUnavailableError` as "fall back to the next runner" when fallback is on.
 """
@@ -42,3 +43,12 @@ class SegmentExportError(ExportError):
         self.segment = segment
         self.problem = problem
         super().__init__(f"{segment}: {problem}")
+
+
+class CompileError(ExportError):
+    """A version cannot be compiled into graphs, or its graphs cannot be loaded (``field`` names why)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")

@@ -191,8 +191,11 @@ class Router(nn.Module):
             if self.training and head.weight.requires_grad:
                 key.update(u.detach())  # the task being learned tracks where its inputs are
             task_logits = head(z)  # (B, n_t)
-            if self.config.task_prior > 0 and int(key.seen) > 0:
-                task_logits = task_logits - self.config.task_prior * key.distance(u)
+            if self.config.task_prior > 0:
+                # A key that has seen no input yet adds nothing. A tensor factor rather than a Python
+                # test on ``seen``, so the router exports as one graph (export/compiled.py).
+                known = (key.seen > 0).to(u.dtype)
+                task_logits = task_logits - self.config.task_prior * known * key.distance(u)
             logits.append(task_logits)
         return torch.cat(logits, dim=-1)  # (B, E)
 
@@ -207,6 +210,9 @@ class MixtureOfExperts(nn.Module):
         self.experts = nn.ModuleDict()
         self.router = Router(width, router)
         self.task_keys: list[str] = []
+        # ``dense``: every expert runs on every sample and the gates (zero off the top-k) weigh them;
+        # the same sums as routing, with no data-dependent shapes, for the exported graphs.
+        self.dense = False
 
     @property
     def n_experts(self) -> int:
@@ -257,6 +263,10 @@ class MixtureOfExperts(nn.Module):
             zero = torch.zeros_like(h)
             return (zero, h.new_zeros(h.shape[0], 0)) if return_gates else zero
         g = self.gates(h)  # (B, E)
+        if self.dense:
+            outs = [expert(h) for expert in self.experts.values()]
+            dense = sum(g[:, e].view(-1, *([1] * (o.dim() - 1))) * o for e, o in enumerate(outs))
+            return (cast(torch.Tensor, dense), g) if return_gates else cast(torch.Tensor, dense)
         mixed: torch.Tensor | None = None
         for e, expert in enumerate(self.experts.values()):
             rows = g[:, e].nonzero().flatten()  # only the samples routed to this expert

@@ -135,6 +135,19 @@ class AAVFM(nn.Module):
         fused: torch.Tensor = f_ca + self.mlp(f_ca)
         return fused
 
+    def fuse_pairs(self, v: torch.Tensor, a: torch.Tensor, prototypes: torch.Tensor,
+                   logit_scale: float) -> torch.Tensor:
+        """The fused feature of samples that all have both inputs, as :meth:`forward` computes it, with
+        no data-dependent branch (for the exported graphs, export/compiled.py): ``(B, E)``."""
+        fuse = pearson(v, a) >= self.config.threshold
+        strong = self.config.strong_modality
+        if strong == "auto":
+            pick_v = confidence(v, prototypes, logit_scale) >= confidence(a, prototypes, logit_scale)
+        else:
+            pick_v = torch.full_like(fuse, strong == "visual")
+        single = torch.where(pick_v.unsqueeze(-1), v, a)
+        return torch.where(fuse.unsqueeze(-1), self.fuse(v, a), single)
+
     def forward(
         self,
         v: torch.Tensor,
@@ -178,6 +191,12 @@ class ConcatFusion(nn.Module):
             eye = torch.eye(dim) / 2
             self.linear.weight.copy_(torch.cat([eye, eye], dim=1))
             self.linear.bias.zero_()
+
+    def fuse_pairs(self, v: torch.Tensor, a: torch.Tensor, prototypes: torch.Tensor,
+                   logit_scale: float) -> torch.Tensor:
+        """The fused feature of samples that all have both inputs: ``(B, E)``."""
+        fused: torch.Tensor = self.linear(torch.cat([v, a], dim=-1))
+        return fused
 
     def forward(
         self,

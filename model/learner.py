@@ -56,7 +56,7 @@ from model.heads import StatisticsHead
 from model.learner_config import LearnerConfig
 from model.prompts import TEMPLATES, class_prototypes
 from model.replay import ClassStatistics
-from model.samples import PATHS, LabeledSample, Prediction, Sample
+from model.samples import LabeledSample, Prediction, Sample, rank
 from model.strategies import create_strategy
 from model.strategies.base import Strategy
 from model.training import TaskReport, TrainingProgress, train_task
@@ -313,16 +313,7 @@ class Learner:
         out = self.infer(self.encode_inputs(samples))
         # Prototypes: a softmax over every class. A statistics head: its own scores in [0, 1] (the ridge
         # estimate of each class's indicator, or the cosine to the class mean), not normalised.
-        probs = out.logits.softmax(dim=-1) if self.head is None else out.logits.clamp(0.0, 1.0)
-        k = min(top_k, probs.shape[1])
-        values, index = probs.topk(k, dim=-1)
-        names = self.classes
-        unknown = out.unknown if out.unknown is not None else torch.zeros(len(probs), dtype=torch.bool)
-        return [
-            Prediction(tuple(names[j] for j in idx.tolist()), tuple(float(x) for x in val.tolist()), PATHS[int(p)],
-                       bool(u))
-            for idx, val, p, u in zip(index, values, out.fusion.path, unknown)
-        ]
+        return rank(out.logits, out.fusion.path, out.unknown, self.classes, top_k, normalise=self.head is None)
 
     # -- copies and persistence -------------------------------------------------------------------
     def clone(self) -> "Learner":

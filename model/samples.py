@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+import torch
 
 PATHS = ("av", "visual", "audio")
 """Modality paths: both inputs through the fusion module, image only, audio only."""
@@ -57,3 +59,17 @@ class Prediction:
     scores: tuple[float, ...]
     path: str
     unknown: bool = False
+
+
+def rank(scores: torch.Tensor, paths: torch.Tensor, unknown: torch.Tensor | None, classes: Sequence[str],
+         top_k: int, normalise: bool) -> list[Prediction]:
+    """One :class:`Prediction` per row of ``scores (B, C)``: the ``top_k`` classes, best first.
+
+    ``normalise``: a softmax over every class (prototype scores); otherwise the scores are a statistics
+    head's own, clamped to [0, 1] (model/heads.py). ``paths``: ``(B,)`` codes into :data:`PATHS`."""
+    probs = scores.softmax(dim=-1) if normalise else scores.clamp(0.0, 1.0)
+    values, index = probs.topk(min(top_k, probs.shape[1]), dim=-1)
+    flags = unknown if unknown is not None else torch.zeros(len(probs), dtype=torch.bool)
+    return [Prediction(tuple(classes[j] for j in idx.tolist()), tuple(float(x) for x in val.tolist()),
+                       PATHS[int(p)], bool(u))
+            for idx, val, p, u in zip(index, values, paths, flags)]

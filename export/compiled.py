@@ -1,0 +1,177 @@
+"""A committed version served as graphs on ONNX Runtime: the compiled version.
+
+    compiled = CompiledVersion.compile(learner)           # export and check the graphs (lite: ~45 s, 2 cores)
+    compiled.write(version_dir)                           # compiled.json + compiled.<path>.onnx
+    compiled = CompiledVersion.load(version_dir, learner)  # checked against the learner it serves
+    compiled.predict(samples, top_k=5)                    # what learner.predict answers, faster
+
+The learner stays the source of truth: it validates and prepares the inputs (decoding, resizing,
+the frozen audio encoder: ``Learner.encode_inputs``), owns the classes and the head's unknown
+thresholds, and keeps learning. Only the forward from model-ready inputs to class scores runs on the
+graphs (``export/served_graphs.py``): one ONNX Runtime call per modality path present in a batch.
+
+Files name the learner state they were compiled from (``state_sha256`` over the learned tensors,
+the prototypes and the head's weights): loading graphs next to a learner they were not compiled
+from raises :class:`~export.errors.CompileError`, and the daemon then serves the hybrid path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+
+from export.errors import CompileError
+from export.served_graphs import GRAPH_PATHS, INPUTS, export_graphs
+from model.batch import ENCODE_CHUNK
+from model.errors import InvalidInputError
+from model.fusion import PATH_CODES
+from model.samples import Prediction, rank
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+    from model.batch import EncodedBatch
+    from model.learner import Learner
+    from model.samples import Sample
+
+FORMAT = 1
+META_FILE = "compiled.json"
+
+
+def graph_file(path: str) -> str:
+    return f"compiled.{path}.onnx"
+
+
+def state_sha256(learner: "Learner") -> str:
+    """A digest of everything the graphs were built from that learning can change."""
+    digest = hashlib.sha256()
+    tensors = {f"learned.{k}": v for k, v in learner.learned_tensors().items()}
+    tensors["prototypes"] = learner.prototypes.detach().cpu()
+    if learner.head is not None:
+        tensors.update({f"head.{p}": w for p, w in learner.head.weights.items()})
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        digest.update(t.numpy().tobytes())
+    digest.update(json.dumps(learner.classes).encode())
+    return digest.hexdigest()
+
+
+def session(model: bytes | Path, threads: int) -> "onnxruntime.InferenceSession":
+    """A CPU session on ``threads`` intra-op threads that sleep between calls (no spinning)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    source = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+class CompiledVersion:
+    """A learner's served forward as one ONNX Runtime session per modality path (module docstring)."""
+
+    def __init__(self, learner: "Learner", graphs: dict[str, bytes], *, threads: int | None = None,
+                 compile_seconds: float | None = None) -> None:
+        self.learner = learner
+        self.graphs = graphs
+        self.threads = threads or max(1, torch.get_num_threads())
+        self.compile_seconds = compile_seconds
+        self.sessions = {path: session(data, self.threads) for path, data in graphs.items()}
+
+    # -- building and files ---------------------------------------------------------------------------
+    @classmethod
+    def compile(cls, learner: "Learner", *, threads: int | None = None) -> "CompiledVersion":
+        """Exports and checks ``learner``'s graphs. Raises CompileError (the reason in ``field``)."""
+        started = time.perf_counter()
+        graphs = export_graphs(learner)
+        return cls(learner, graphs, threads=threads, compile_seconds=time.perf_counter() - started)
+
+    def write(self, directory: Path) -> None:
+        """Writes ``compiled.json`` and one ``compiled.<path>.onnx`` per path into ``directory``."""
+        for path, data in self.graphs.items():
+            (directory / graph_file(path)).write_bytes(data)
+        meta = {"format": FORMAT, "paths": sorted(self.graphs), "classes": self.learner.classes,
+                "state_sha256": state_sha256(self.learner), "compile_seconds": self.compile_seconds,
+                "inputs": {p: list(INPUTS[p]) for p in self.graphs}}
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @staticmethod
+    def present(directory: Path) -> bool:
+        return (directory / META_FILE).is_file()
+
+    @classmethod
+    def load(cls, directory: Path, learner: "Learner", *, threads: int | None = None) -> "CompiledVersion":
+        """The graphs in ``directory``, checked to come from ``learner``'s state. Raises CompileError."""
+        try:
+            meta: dict[str, Any] = json.loads((directory / META_FILE).read_text())
+            paths = [str(p) for p in meta["paths"]]
+            expected = str(meta["state_sha256"])
+            fmt = meta["format"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CompileError(META_FILE, f"missing or unreadable: {exc}") from None
+        if fmt != FORMAT:
+            raise CompileError(f"{META_FILE}.format", f"format {fmt!r}, this build reads {FORMAT}")
+        if any(p not in GRAPH_PATHS for p in paths):
+            raise CompileError(f"{META_FILE}.paths", f"unknown path in {paths}")
+        if expected != state_sha256(learner):
+            raise CompileError(f"{META_FILE}.state_sha256", "the graphs were compiled from another learner state")
+        try:
+            graphs = {p: (directory / graph_file(p)).read_bytes() for p in paths}
+            return cls(learner, graphs, threads=threads, compile_seconds=meta.get("compile_seconds"))
+        except Exception as exc:  # ONNX Runtime raises its own types for a damaged file
+            raise CompileError(graph_file(paths[0]) if paths else META_FILE,
+                               f"cannot load: {type(exc).__name__}: {exc}") from None
+
+    # -- serving -------------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        return self.learner.classes
+
+    def predict(self, samples: Sequence["Sample"], top_k: int = 5) -> list[Prediction]:
+        """Top-k classes for each sample, as :meth:`model.learner.Learner.predict` answers them."""
+        if not isinstance(top_k, int) or top_k < 1:
+            raise InvalidInputError("top_k", f"must be a positive integer, got {top_k!r}")
+        batch = self.learner.encode_inputs(samples)
+        scores, paths, unknown = self.scores(batch)
+        return rank(scores, paths, unknown, self.classes, top_k, normalise=False)
+
+    def scores(self, batch: "EncodedBatch") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(scores (B, K), path codes (B,), unknown (B,))`` of model-ready inputs, on the CPU."""
+        head = self.learner.head
+        assert head is not None  # compile() refuses learners without a statistics head
+        n = len(batch)
+        scores = torch.zeros(n, len(self.classes))
+        codes = torch.zeros(n, dtype=torch.long)
+        unknown = torch.zeros(n, dtype=torch.bool)
+        has_image, has_audio = batch.has_image.cpu(), batch.has_audio.cpu()
+        groups = {"av": has_image & has_audio, "visual": has_image & ~has_audio, "audio": has_audio & ~has_image}
+        for path, mask in groups.items():
+            rows = mask.nonzero().flatten()
+            if not len(rows):
+                continue
+            if path in self.sessions:
+                s = self._run(path, batch, rows)
+            else:  # a path the head has seen no example of scores 0 everywhere (StatisticsHead.scores)
+                s = torch.zeros(len(rows), len(self.classes))
+            scores[rows], codes[rows], unknown[rows] = s, PATH_CODES[path], head.unknown(s, path)
+        return scores, codes, unknown
+
+    def _run(self, path: str, batch: "EncodedBatch", rows: torch.Tensor) -> torch.Tensor:
+        tensors = {"images": batch.images, "audio": batch.audio}
+        out = []
+        for start in range(0, len(rows), ENCODE_CHUNK):
+            chunk = rows[start:start + ENCODE_CHUNK].to(batch.images.device)
+            feeds = {name: np.ascontiguousarray(tensors[name][chunk].detach().cpu().numpy(), dtype=np.float32)
+                     for name in INPUTS[path]}
+            out.append(torch.from_numpy(self.sessions[path].run(None, feeds)[0]))
+        return torch.cat(out)

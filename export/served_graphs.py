@@ -1,0 +1,184 @@
+"""The served forward of a committed version, one graph per modality path, exported to ONNX.
+
+A committed version never changes, so everything between the model-ready inputs and the class
+scores can run as one graph per modality path (``export/compiled.py`` serves them)::
+
+    visual   images (B, 3, H, W)                        -> scores (B, K)
+    audio    audio (B, audio_dim)                       -> scores (B, K)
+    av       images (B, 3, H, W), audio (B, audio_dim)  -> scores (B, K)
+
+Each graph holds the frozen image blocks with the version's experts and routers, the projections,
+the fusion module and the statistics head (its random expansion and solved weights), exactly as
+:meth:`model.learner.Learner.infer` computes them (``model/head_inputs.py``). ``audio`` is the frozen
+audio encoder's output (``EncodedBatch.audio``): the encoder is already ONNX (the speech embedding's
+two files) and its windows differ in number per clip, so it runs before the graphs.
+
+Two rewrites keep each graph free of data-dependent shapes; both compute the same sums:
+
+- the mixtures of experts run every expert on every sample, weighed by the (sparse) gates
+  (``MixtureOfExperts.dense``); the eager learner runs only the routed experts;
+- the fusion module takes the branch-free form for pairs (``fuse_pairs``).
+
+Only versions scored by a statistics head (``analytic`` or ``class-means``) compile: the prototype
+scores of the other strategies stay on the hybrid path (:func:`compile_problem` says why).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import tempfile
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from export.decompositions import decompose_unsupported
+from export.errors import CompileError
+from export.onnx import BATCH_DIM, MAX_BATCH, OPSET
+from model.experts import MixtureOfExperts
+from model.fusion import AAVFM, ConcatFusion
+from model.heads import unit_features
+
+if TYPE_CHECKING:
+    from model.learner import Learner
+
+GRAPH_PATHS = ("av", "visual", "audio")
+INPUTS = {"av": ("images", "audio"), "visual": ("images",), "audio": ("audio",)}
+
+
+def compile_problem(learner: "Learner") -> str:
+    """Why ``learner`` cannot be served as graphs, or ``""`` when it can."""
+    if learner.head is None:
+        return (f"strategy {learner.strategy_name!r} scores with text prototypes; only versions with a "
+                "statistics head (analytic, class-means) compile")
+    if not learner.classes:
+        return "no classes learned yet"
+    return ""
+
+
+class ServedPath(nn.Module):
+    """One modality path of a version's served forward: model-ready inputs -> head scores ``(B, K)``.
+
+    Holds copies of the learned parts (experts, routers, projections, fusion) and shares the frozen
+    tensors with the learner (``TriModalBackbone.__deepcopy__``); the learner is left as it was."""
+
+    def __init__(self, learner: "Learner", path: str) -> None:
+        super().__init__()
+        head = learner.head
+        if head is None or path not in head.weights:
+            raise CompileError(f"head.{path}", "the head has no solved weights for this path")
+        self.path = path
+        self.features = learner.config.head.features
+        self.backbone = copy.deepcopy(learner.backbone)
+        self.backbone.image.set_runner(None)  # the graph holds the frozen blocks themselves
+        for mixture in self.backbone.image.mixtures:
+            cast_mixture(mixture).dense = True
+        fusion = copy.deepcopy(learner.fusion)
+        if not isinstance(fusion, (AAVFM, ConcatFusion)):
+            raise CompileError("fusion", f"no branch-free form for {type(fusion).__name__}")
+        self.fusion = fusion
+        self.logit_scale = learner.logit_scale
+        self.class_means = head.kind == "class-means"
+        self.register_buffer("prototypes", learner.prototypes.detach().clone())
+        expansion = head.expansions[path]
+        self.register_buffer("expansion", None if expansion is None else expansion.clone())
+        self.register_buffer("weights", head.weights[path].clone())
+        self.eval()
+
+    prototypes: torch.Tensor
+    expansion: torch.Tensor | None
+    weights: torch.Tensor
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        named = dict(zip(INPUTS[self.path], inputs))
+        images, audio = named.get("images"), named.get("audio")
+        frozen: list[torch.Tensor] = []
+        adapted: list[torch.Tensor] = []
+        if self.features in ("frozen", "both"):
+            if images is not None:
+                frozen.append(self.backbone.image.frozen_features(images))
+            if audio is not None:
+                frozen.append(audio)
+        if self.features in ("adapted", "both"):
+            v = self.backbone.encode_image(images) if images is not None else None
+            a = self.backbone.project_audio(audio) if audio is not None else None
+            adapted += [x for x in (v, a) if x is not None]
+            if v is not None and a is not None:
+                adapted.append(self.fusion.fuse_pairs(v, a, self.prototypes, self.logit_scale))
+        x = unit_features(frozen + adapted)
+        h = x if self.expansion is None else torch.relu(x @ self.expansion)
+        if self.class_means:
+            h = F.normalize(h, dim=1)
+        scores: torch.Tensor = h @ self.weights
+        return scores
+
+
+def cast_mixture(module: nn.Module) -> MixtureOfExperts:
+    if not isinstance(module, MixtureOfExperts):
+        raise CompileError("backbone.image.adapters", f"expected MixtureOfExperts, got {type(module).__name__}")
+    return module
+
+
+def example_inputs(learner: "Learner", path: str, batch: int = 2) -> tuple[torch.Tensor, ...]:
+    """Model-ready inputs of the right shapes (random, seeded) for tracing and checking a graph."""
+    b = learner.backbone
+    gen = torch.Generator().manual_seed(0)
+    tensors = {"images": torch.randn(batch, 3, b.image_size, b.image_size, generator=gen),
+               "audio": torch.randn(batch, b.audio_dim, generator=gen).abs()}
+    return tuple(tensors[name] for name in INPUTS[path])
+
+
+def export_path(learner: "Learner", path: str) -> bytes:
+    """The ONNX model (bytes) of one modality path, checked against the eager module."""
+    module = ServedPath(learner, path).cpu()
+    args = example_inputs(learner, path)
+    batch = torch.export.Dim(BATCH_DIM, min=1, max=MAX_BATCH)
+    dynamic = (tuple({0: batch} for _ in args),)  # forward(*inputs): one entry holding every input's
+    with tempfile.TemporaryDirectory(prefix="mcil-compile-") as tmp:
+        file = Path(tmp) / f"{path}.onnx"
+        try:
+            with redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used", category=UserWarning)
+                program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
+                program = decompose_unsupported(program)
+                torch.onnx.export(program, (), str(file), input_names=list(INPUTS[path]), output_names=["scores"],
+                                  opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
+        except Exception as exc:  # the exporter raises many unrelated types
+            raise CompileError(f"graphs.{path}", f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+        data = file.read_bytes()
+    check_graph(data, module, args, path)
+    return data
+
+
+def check_graph(data: bytes, module: nn.Module, args: tuple[torch.Tensor, ...], path: str,
+                tolerance: float = 1e-4) -> None:
+    """Raises :class:`CompileError` unless the graph reproduces ``module`` on ``args``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run(None, {name: a.numpy() for name, a in zip(INPUTS[path], args)})[0]
+    with torch.no_grad():
+        want = module(*args).numpy()
+    worst = float(abs(got - want).max(initial=0.0))
+    if got.shape != want.shape or not worst <= tolerance:
+        raise CompileError(f"graphs.{path}", f"the exported graph differs from PyTorch by {worst:g} "
+                           f"(tolerance {tolerance:g})")
+
+
+def export_graphs(learner: "Learner") -> dict[str, bytes]:
+    """Every modality path the version's head has weights for, as ONNX bytes. Raises CompileError."""
+    problem = compile_problem(learner)
+    if problem:
+        raise CompileError("strategy", problem)
+    assert learner.head is not None
+    return {path: export_path(learner, path) for path in GRAPH_PATHS if path in learner.head.weights}
+
+
+def describe(graphs: dict[str, bytes]) -> dict[str, Any]:
+    return {path: {"bytes": len(data)} for path, data in graphs.items()}
