@@ -34,7 +34,8 @@ _STATES = {
 _PHASES = {
     "queued": mcil_pb2.JOB_PHASE_QUEUED, "preparing": mcil_pb2.JOB_PHASE_PREPARING,
     "training": mcil_pb2.JOB_PHASE_TRAINING, "evaluating": mcil_pb2.JOB_PHASE_EVALUATING,
-    "committing": mcil_pb2.JOB_PHASE_COMMITTING, "done": mcil_pb2.JOB_PHASE_DONE,
+    "compiling": mcil_pb2.JOB_PHASE_COMPILING, "committing": mcil_pb2.JOB_PHASE_COMMITTING,
+    "done": mcil_pb2.JOB_PHASE_DONE,
 }
 _FIGURES = ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt", "m1", "m2", "new_task_accuracy")
 
@@ -186,7 +187,7 @@ class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
         per_task = counts.get("per_task", {}) if isinstance(counts.get("per_task"), dict) else {}
         info = mcil_pb2.ModelInfo(
             preset=learner.preset, strategy=learner.strategy_name, version=served.number,
-            runner=self.daemon.runner, keeps_exemplars=bool(learner.keeps_exemplars),
+            runner=self.daemon.serving_runner(served), keeps_exemplars=bool(learner.keeps_exemplars),
             queued_jobs=self.daemon.jobs.queued_count(), running_job_id=self.daemon.jobs.running_job_id,
             device=self.daemon.device_description,
         )

@@ -41,7 +41,7 @@ class _Pending:
 
 def predict_now(slot: "ModelSlot", samples: Sequence["Sample"], top_k: int) -> Answer:
     served = slot.current
-    return served.number, served.learner.predict(list(samples), top_k=top_k)
+    return served.number, served.predict(samples, top_k)
 
 
 class ClassifyBatcher:

@@ -57,6 +57,9 @@ class ServerConfig:
     runner_fallback: bool = True  # a runner that cannot run here falls back to the next in RUNNERS
     runner_precision: str = "fp32"  # fp32 | fp16 (fp16 for GPU runners)
     runner_artifacts_dir: Path | None = None  # exported ONNX/engine files; None: the export cache
+    # Serve each committed version as ONNX Runtime graphs (export/compiled.py) when its strategy has a
+    # statistics head and the learner is on the CPU; otherwise, or off, the hybrid path (runner above).
+    compiled: bool = True
     max_workers: int = 32  # gRPC threads; each open WatchJob stream or upload holds one
     max_open_streams: int = 24  # uploads + watches open at once; the other threads stay for Classify, health
     grace_seconds: float = 10.0

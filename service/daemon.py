@@ -25,7 +25,7 @@ from service.jobs import Job, JobRunner, Upload
 from service.learning import LearningPipeline
 from service.metrics import ServiceMetrics
 from service.recovery import discard_uncommitted_versions, enforce_retention
-from service.serving import ModelSlot, ServedVersion
+from service.serving import COMPILED_RUNNER, ModelSlot, ServedVersion, load_compiled
 from service.store import CorruptVersion, StateStore, VersionMeta
 from service.streams import StreamSlots
 from service.uploads import UploadRules
@@ -100,6 +100,10 @@ class Daemon:
         self.strategy = config.server.strategy
         self.runner = config.server.runner  # the runner in use (after any fallback)
         self.device: torch.device | None = None  # where the learner computes, once open
+
+    def serving_runner(self, served: ServedVersion) -> str:
+        """What runs ``served``'s Classify: its compiled graphs, or the frozen backbone's runner."""
+        return COMPILED_RUNNER if served.compiled is not None else self.runner
 
     @property
     def device_description(self) -> str:
@@ -240,11 +244,13 @@ class Daemon:
     def _load_version(self, number: int, meta: VersionMeta) -> ServedVersion:
         from model.learner import Learner
 
-        learner = Learner.load(self.store.version_dir(number), backbone=self._backbone)
+        directory = self.store.version_dir(number)
+        learner = Learner.load(directory, backbone=self._backbone)
         self.runner = attach_runner(learner, self.config.server)
         if [list(t) for t in meta.tasks] != learner.tasks:
             raise CorruptVersion("version.json and learner.json disagree on the learned classes")
-        return ServedVersion(number, learner, meta, self.store.read_evaluation(number))
+        compiled = load_compiled(directory, learner) if self.config.server.compiled else None
+        return ServedVersion(number, learner, meta, self.store.read_evaluation(number), compiled)
 
     def close(self, grace: float) -> None:
         """Stop the batcher (answering what is queued) and the job runner (interrupting a job)."""
@@ -332,7 +338,7 @@ class Daemon:
             tasks=len(served.learner.tasks),
             preset=self.preset,
             strategy=served.learner.strategy_name,
-            runner=self.runner,
+            runner=self.serving_runner(served),
             device=self.device_description,
             committed_at=meta.created_at if meta else 0.0,
             figures=meta.figures if meta else None,

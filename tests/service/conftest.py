@@ -29,6 +29,7 @@ FAST_SETTINGS = {
     "learning.min_examples_per_class": "4",
     "batching.max_delay_ms": "2",
     "gate.max_forgetting": "null",  # the tiny model forgets a lot in two epochs; gate tests set their own
+    "server.compiled": "false",  # compiling takes ~10 s a version; tests/service/test_compiled_serving.py covers it
 }
 """The tiny preset with two epochs (and no minimum number of steps): a task trains and commits in about a second."""
 

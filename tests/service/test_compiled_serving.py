@@ -1,0 +1,87 @@
+"""The daemon serves committed versions as compiled graphs (``server.compiled``, service/serving.py).
+
+A real daemon (tiny preset) on loopback: a committed version carries its graphs in its directory and
+answers Classify from them, with the answers of its learner; a restart loads the graphs instead of
+compiling again; strategies without a statistics head, and ``server.compiled: false``, serve the
+hybrid path and write no graphs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from model.synthetic import make_dataset
+from service._proto import mcil_pb2
+from service.client import sample_from_arrays
+from service.serving import COMPILED_RUNNER
+from tests.service.conftest import Running, examples, make_config, task_data
+
+GRAPH_FILES = {"compiled.json", "compiled.av.onnx", "compiled.visual.onnx", "compiled.audio.onnx"}
+SCORE_BOUND = 1e-4
+"""Graphs and learner compute the same sums in another order (dense experts): float32 rounding only."""
+
+
+def _learn(d: Running, names: list[str], first_index: int) -> int:
+    reply = d.client.learn(names, examples(task_data(names, per_class=6, first_index=first_index)))
+    job = d.client.wait(reply.job_id, timeout=300)
+    assert job.state == mcil_pb2.JOB_STATE_SUCCEEDED, job.message
+    return int(job.committed_version)
+
+
+def _probe() -> tuple[list[mcil_pb2.Sample], list]:
+    data = make_dataset(["p0", "p1", "p2", "p3"], 1, seed=7)
+    msgs = [sample_from_arrays(s.image, s.audio, s.sample_rate) for s in data]
+    msgs += [sample_from_arrays(data[0].image), sample_from_arrays(audio=data[1].audio, sample_rate=16000)]
+    from model.samples import Sample
+
+    samples = [Sample(image=s.image, audio=s.audio, sample_rate=s.sample_rate) for s in data]
+    samples += [samples[0].only("visual"), samples[1].only("audio")]
+    return msgs, samples
+
+
+def _files(d: Running, version: int) -> set[str]:
+    directory = d.server.daemon.store.version_dir(version)
+    return {p.name for p in directory.iterdir() if p.name.startswith("compiled")}
+
+
+def test_a_committed_version_is_served_from_its_graphs_and_reloaded_after_a_restart(
+        start_daemon: Callable[..., Running], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(tmp_path, server__compiled="true")
+    d = start_daemon(config)
+    assert _learn(d, ["red", "green"], 0) == 1
+    assert _learn(d, ["blue", "white"], 2) == 2
+    assert _files(d, 2) == GRAPH_FILES
+    served = d.server.daemon.served
+    assert served.compiled is not None and d.client.model_info().runner == COMPILED_RUNNER
+    msgs, samples = _probe()
+    got = d.client.classify(msgs, top_k=4)
+    want = served.learner.predict(samples, top_k=4)  # the hybrid path of the same version
+    for result, expected in zip(got.results, want):
+        assert [c.name for c in result.classes] == list(expected.classes)
+        assert max(abs(c.score - s) for c, s in zip(result.classes, expected.scores)) <= SCORE_BOUND
+        assert result.unknown == expected.unknown
+    d.stop()
+
+    with caplog.at_level(logging.INFO, logger="service.serving"):
+        again = start_daemon(config)
+    assert again.server.daemon.served.compiled is not None
+    assert again.client.model_info().runner == COMPILED_RUNNER
+    assert not any("compiled the version" in r.getMessage() for r in caplog.records)  # loaded, not rebuilt
+    assert [c.name for c in again.client.classify(msgs, top_k=4).results[0].classes] == [
+        c.name for c in got.results[0].classes]
+
+
+@pytest.mark.parametrize("setting, strategy", [("false", "mcil"), ("true", "mcil-paper")])
+def test_the_hybrid_path_serves_when_compiling_is_off_or_impossible(
+        start_daemon: Callable[..., Running], tmp_path: Path, setting: str, strategy: str) -> None:
+    d = start_daemon(make_config(tmp_path, server__compiled=setting, server__strategy=strategy))
+    version = _learn(d, ["red", "green"], 0)
+    assert _files(d, version) == set()
+    assert d.server.daemon.served.compiled is None
+    assert d.client.model_info().runner == "pytorch"
+    msgs, _ = _probe()
+    assert len(d.client.classify(msgs).results) == len(msgs)
