@@ -81,12 +81,13 @@ class CompiledVersion:
     """A learner's served forward as one ONNX Runtime session per modality path (module docstring)."""
 
     def __init__(self, learner: "Learner", graphs: dict[str, bytes], *, threads: int | None = None,
-                 compile_seconds: float | None = None) -> None:
+                 compile_seconds: float | None = None,
+                 sessions: "dict[str, onnxruntime.InferenceSession] | None" = None) -> None:
         self.learner = learner
         self.graphs = graphs
         self.threads = threads or max(1, torch.get_num_threads())
         self.compile_seconds = compile_seconds
-        self.sessions = {path: session(data, self.threads) for path, data in graphs.items()}
+        self.sessions = sessions or {path: session(data, self.threads) for path, data in graphs.items()}
 
     # -- building and files ---------------------------------------------------------------------------
     @classmethod
@@ -123,14 +124,20 @@ class CompiledVersion:
             raise CompileError(f"{META_FILE}.format", f"format {fmt!r}, this build reads {FORMAT}")
         if any(p not in GRAPH_PATHS for p in paths):
             raise CompileError(f"{META_FILE}.paths", f"unknown path in {paths}")
+        needed = sorted(p for p in GRAPH_PATHS if learner.head is not None and p in learner.head.weights)
+        if sorted(paths) != needed:
+            raise CompileError(f"{META_FILE}.paths", f"lists {sorted(paths)}; the learner's head scores {needed}")
         if expected != state_sha256(learner):
             raise CompileError(f"{META_FILE}.state_sha256", "the graphs were compiled from another learner state")
-        try:
-            graphs = {p: (directory / graph_file(p)).read_bytes() for p in paths}
-            return cls(learner, graphs, threads=threads, compile_seconds=meta.get("compile_seconds"))
-        except Exception as exc:  # ONNX Runtime raises its own types for a damaged file
-            raise CompileError(graph_file(paths[0]) if paths else META_FILE,
-                               f"cannot load: {type(exc).__name__}: {exc}") from None
+        threads = threads or max(1, torch.get_num_threads())
+        graphs, sessions = {}, {}
+        for p in paths:
+            try:
+                graphs[p] = (directory / graph_file(p)).read_bytes()
+                sessions[p] = session(graphs[p], threads)
+            except Exception as exc:  # ONNX Runtime raises its own types for a damaged file
+                raise CompileError(graph_file(p), f"cannot load: {type(exc).__name__}: {exc}") from None
+        return cls(learner, graphs, threads=threads, compile_seconds=meta.get("compile_seconds"), sessions=sessions)
 
     # -- serving -------------------------------------------------------------------------------------
     @property

@@ -248,14 +248,8 @@ def test_a_damaged_graph_file_raises_compile_error(versions: Callable[[str], Ver
     assert err.value.field in {graph_file(p) for p in PATHS}
 
 
-NAMES_FIRST_FILE = ("CompiledVersion.load names graph_file(paths[0]) (compiled.audio.onnx, the first in sorted "
-                    "order) whichever graph file is damaged or missing: the except clause wraps the whole "
-                    "loop over paths instead of the one file being read")
-
-
 @pytest.mark.parametrize("damage", list(DAMAGES))
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=NAMES_FIRST_FILE))
-                                  if p != "audio" else p for p in PATHS])
+@pytest.mark.parametrize("path", PATHS)
 def test_a_damaged_graph_file_is_named_in_the_error(versions: Callable[[str], Version], tmp_path: Path,
                                                     path: str, damage: str) -> None:
     v = versions("mcil")
@@ -298,10 +292,6 @@ def test_a_missing_or_garbled_meta_file_raises(versions: Callable[[str], Version
     assert err.value.field == field
 
 
-@pytest.mark.xfail(strict=True, reason="CompiledVersion.load accepts a compiled.json whose 'paths' omit a path "
-                   "the learner's head has weights for (it checks only that each listed path is known); "
-                   "CompiledVersion.scores then gives that path's samples all-zero scores (the branch meant "
-                   "for a path the head has never seen), so they come back ranked arbitrarily and unknown")
 def test_meta_listing_fewer_paths_than_the_head_is_refused(versions: Callable[[str], Version],
                                                           tmp_path: Path) -> None:
     v = versions("mcil")

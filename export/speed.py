@@ -1,0 +1,154 @@
+"""What Classify costs in one process: the frozen monolith, the hybrid path and the compiled version.
+
+Three ways to answer the same decoded samples, timed side by side (``service/classify_speed.py``
+runs them and the gRPC measurement as one command)::
+
+    monolith   the frozen encoders exported whole, no experts: inputs prepared, the audio encoder,
+               the image encoder as one ONNX graph. The physical reference: no learned part at all.
+    hybrid     Learner.predict: frozen blocks in PyTorch, experts, fusion and head in PyTorch
+    compiled   CompiledVersion.predict: inputs prepared, the audio encoder, one graph per path
+
+and where the time goes, stage by stage (:func:`stage_times`), each stage timed alone on the same
+batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import statistics
+import tempfile
+import time
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.decompositions import decompose_unsupported
+from export.onnx import BATCH_DIM, MAX_BATCH, OPSET
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+    from export.compiled import CompiledVersion
+    from model.learner import Learner
+    from model.samples import Sample
+
+
+class _FrozenImage(nn.Module):
+    def __init__(self, learner: "Learner") -> None:
+        super().__init__()
+        self.backbone = copy.deepcopy(learner.backbone)
+        self.backbone.image.set_runner(None)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.backbone.image.frozen_features(images)
+        return out
+
+
+class Monolith:
+    """The frozen image encoder as one ONNX graph, with the learner's own input preparation and audio
+    encoder (already ONNX): the cost of the frozen network alone."""
+
+    def __init__(self, learner: "Learner", threads: int) -> None:
+        from export.compiled import session
+
+        self.learner = learner
+        module = _FrozenImage(learner).eval()
+        size = learner.backbone.image_size
+        args = (torch.randn(2, 3, size, size),)
+        with tempfile.TemporaryDirectory(prefix="mcil-monolith-") as tmp, redirect_stdout(io.StringIO()), \
+                warnings.catch_warnings(), torch.no_grad():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            file = Path(tmp) / "image.onnx"
+            program = torch.export.export(module, args, dynamic_shapes=({0: torch.export.Dim(BATCH_DIM, min=1,
+                                                                                            max=MAX_BATCH)},),
+                                          strict=False)
+            torch.onnx.export(decompose_unsupported(program), (), str(file), input_names=["images"],
+                              output_names=["features"], opset_version=OPSET, dynamo=True, external_data=False)
+            self.session: "onnxruntime.InferenceSession" = session(file.read_bytes(), threads)
+
+    def image_features(self, images: torch.Tensor) -> np.ndarray:
+        out: np.ndarray = self.session.run(None, {"images": images.numpy()})[0]
+        return out
+
+    def forward(self, samples: Sequence["Sample"]) -> None:
+        batch = self.learner.encode_inputs(samples)
+        rows = batch.has_image.nonzero().flatten()
+        if len(rows):
+            self.image_features(batch.images[rows])
+
+
+def timings(action: Callable[[], object], runs: int) -> list[float]:
+    """Seconds of ``runs`` calls of ``action`` after one warm-up call."""
+    action()
+    out = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100.0 * (len(ordered) - 1)))))]
+
+
+def side_by_side(actions: Mapping[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
+    """Times every action ``runs`` times, interleaved round by round in a rotating order, so that
+    they share whatever else the machine is doing."""
+    for action in actions.values():
+        action()
+    out: dict[str, list[float]] = {name: [] for name in actions}
+    names = list(actions)
+    for r in range(runs):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            started = time.perf_counter()
+            actions[name]()
+            out[name].append(time.perf_counter() - started)
+    return out
+
+
+def stage_times(learner: "Learner", compiled: "CompiledVersion", monolith: Monolith,
+                samples: Sequence["Sample"], runs: int) -> dict[str, float]:
+    """Median milliseconds of each stage of Classify on ``samples`` (pairs), each stage timed alone."""
+    from model.head_inputs import head_scores
+
+    b = learner.backbone
+    images_in = [s.image for s in samples]
+    waves = [s.audio for s in samples]
+    rates = [s.sample_rate for s in samples]
+    batch = learner.encode_inputs(samples)
+    prepared = b.prepare_audio(waves, rates)  # type: ignore[arg-type]
+    encoder = b.audio
+    log_mel = getattr(encoder, "log_mel", None)
+    stages: dict[str, Callable[[], object]] = {
+        "image preparation (resize, normalise)": lambda: b.prepare_images(images_in),  # type: ignore[arg-type]
+        "audio preparation (resample, fit the clip)": lambda: b.prepare_audio(waves, rates),  # type: ignore[arg-type]
+        "audio encoder (mel + embedding windows)": lambda: b.encode_audio_raw(prepared),
+    }
+    if log_mel is not None:
+        stages["audio encoder: mel spectrogram alone"] = lambda: [log_mel(w) for w in prepared.numpy()]
+    with torch.no_grad():
+        v = b.encode_image(batch.images)
+        a = b.project_audio(batch.audio)
+        out = learner.fused_features(batch)
+        stages.update({
+            "hybrid: frozen image blocks (PyTorch)": lambda: b.image.frozen_features(batch.images),
+            "hybrid: image blocks with experts (PyTorch)": lambda: b.encode_image(batch.images),
+            "hybrid: projection + fusion": lambda: learner.fusion(v, b.project_audio(batch.audio), batch.has_image,
+                                                                   batch.has_audio, learner.prototypes,
+                                                                   learner.logit_scale),
+            "hybrid: head (statistics, unknown)": lambda: head_scores(learner, learner.head, batch, out)
+            if learner.head is not None else None,
+            "compiled: graphs (experts, fusion, head)": lambda: compiled.scores(batch),
+            "monolith: frozen image graph": lambda: monolith.image_features(batch.images),
+        })
+        del a
+        medians = {name: 1000 * statistics.median(timings(action, runs)) for name, action in stages.items()}
+    return medians

@@ -1,0 +1,237 @@
+"""``python -m service.classify_speed``: how fast Classify answers, against the frozen network alone.
+
+One run measures, side by side on the same machine and the same inputs:
+
+1. in one process, per batch size (1, 8, 32 pairs): the frozen monolith (the encoders exported
+   whole, no experts), the hybrid path (``Learner.predict``) and the compiled version
+   (``CompiledVersion.predict``), interleaved round by round (``export/speed.py``); whether the
+   compiled answers agree with the hybrid ones; where the time goes, stage by stage;
+2. a real daemon (``python -m service serve``, a child process) that learns one task over gRPC,
+   then answers 1, 8 and 32 concurrent clients sending one pair per request (dynamic batching on),
+   serving the compiled version, the hybrid path (``server.compiled: false``, the same committed
+   version), and the compiled version with ``batching.max_delay_ms: 0`` (a batch takes only what
+   queued while the last one ran); and its resident memory when idle.
+
+Inputs are AV-MNIST pairs from ``train.csv`` when the data is there (``--data``), synthetic pairs
+otherwise; the learner is the default ``mcil`` after one short task (its accuracy is irrelevant
+here). Not a test: the figures depend on the machine, which is written with them.
+
+    python -m service.classify_speed --write docs/benchmarks.md --json docs/reports/speed/lite.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+SECTION = "## Classify speed: compiled versions against the frozen network"
+BATCHES = (1, 8, 32)
+CLIENTS = (1, 8, 32)
+DEFAULT_DATA = Path("../shared/data/avmnist")
+
+
+def _samples(data: Path, classes: int, per_class: int, probe: int) -> tuple[list[Any], list[Any], str]:
+    """``(training examples, probe pairs, where they came from)``."""
+    from model.samples import Sample
+
+    if (data / "train.csv").is_file():
+        from model.data import read_split
+
+        split = read_split(data, "train", limit_per_class=per_class + probe)
+        names = split.class_names[:classes]
+        chosen = [s for s in split.samples if s.label in names]
+        train, rest = [], []
+        for name in names:
+            mine = [s for s in chosen if s.label == name]
+            train += mine[:per_class]
+            rest += mine[per_class:]
+        source = f"AV-MNIST train.csv ({data})"
+    else:
+        from model.synthetic import make_dataset
+
+        names = [f"class{i}" for i in range(classes)]
+        train, rest = make_dataset(names, per_class, seed=0, image_size=64), make_dataset(names, probe, seed=1,
+                                                                                            image_size=64)
+        source = "synthetic pairs (model/synthetic.py; AV-MNIST not found)"
+    pairs = [Sample(image=s.image, audio=s.audio, sample_rate=s.sample_rate) for s in rest]
+    return train, pairs, source
+
+
+def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> dict[str, Any]:
+    from export.compiled import CompiledVersion
+    from export.speed import Monolith, percentile, side_by_side, stage_times
+    from model.learner import create_learner
+    from model.learner_config import LearnerConfig
+    from model.training import TrainingConfig
+
+    config = replace(LearnerConfig(), training=TrainingConfig(epochs=1, min_steps=0))
+    learner = create_learner(preset, "mcil", config=config)
+    names = sorted({s.label for s in train})
+    learner.learn_task(train, names)
+    compiled = CompiledVersion.compile(learner)
+    monolith = Monolith(learner, torch.get_num_threads())
+    hybrid, fast = learner.predict(probe), compiled.predict(probe)
+    out: dict[str, Any] = {
+        "compile_seconds": compiled.compile_seconds,
+        "parity": {"pairs": len(probe), "top1_same": sum(h.classes[0] == c.classes[0] for h, c in zip(hybrid, fast)),
+                   "max_score_difference": max(abs(x - y) for h, c in zip(hybrid, fast)
+                                               for x, y in zip(h.scores, c.scores))},
+        "batches": {}, "stages": {},
+    }
+    for n in BATCHES:
+        batch = [probe[i % len(probe)] for i in range(n)]
+        actions = {"monolith": lambda b=batch: monolith.forward(b), "hybrid": lambda b=batch: learner.predict(b),
+                   "compiled": lambda b=batch: compiled.predict(b)}
+        times = side_by_side(actions, max(3, runs if n == 1 else runs // 4))
+        out["batches"][str(n)] = {name: {"p50_ms": 1000 * statistics.median(t), "p99_ms": 1000 * percentile(t, 99),
+                                         "per_second": n * len(t) / sum(t), "runs": len(t)}
+                                  for name, t in times.items()}
+    for n in (1, 32):
+        batch = [probe[i % len(probe)] for i in range(n)]
+        out["stages"][str(n)] = stage_times(learner, compiled, monolith, batch, max(3, runs // (4 if n > 1 else 1)))
+    return out
+
+
+def _drive(target: str, samples: Sequence[Any], clients: int, requests: int) -> dict[str, float]:
+    from export.speed import percentile
+    from service.client import Client
+
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+
+    def worker(index: int) -> None:
+        with Client(target, timeout=120) as client:
+            client.classify([samples[index % len(samples)]])
+            barrier.wait()
+            mine = []
+            for i in range(requests):
+                started = time.perf_counter()
+                try:
+                    client.classify([samples[(index + i) % len(samples)]])
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+                    return
+                mine.append(time.perf_counter() - started)
+            with lock:
+                latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed; first: {errors[0]!r}")
+    return {"requests": len(latencies), "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * percentile(latencies, 99), "pairs_per_second": len(latencies) / elapsed}
+
+
+def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) -> dict[str, Any]:
+    from service._proto import mcil_pb2
+    from service.chaos.process import DaemonProcess
+    from service.client import sample_from_arrays
+
+    msgs = [mcil_pb2.LabeledExample(label=s.label, sample=sample_from_arrays(s.image, s.audio, s.sample_rate))
+            for s in train]
+    names = sorted({s.label for s in train})
+    pairs = [sample_from_arrays(s.image, s.audio, s.sample_rate) for s in probe]
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mcil-speed-") as tmp:
+        state = Path(tmp) / "state"
+        settings = {"learning.epochs": "1", "learning.min_steps": "0", "learning.batch_size": "16"}
+        daemon = DaemonProcess(state, preset=preset, settings=settings, log_path=Path(tmp) / "learn.log",
+                               start_timeout=600)
+        try:
+            out["idle_rss_mib_before_learning"] = daemon.resident_kib() / 1024
+            job = daemon.client.wait(daemon.client.learn(names, msgs).job_id, timeout=3600)
+            if job.state != mcil_pb2.JOB_STATE_SUCCEEDED:
+                raise RuntimeError(f"the task was not committed: {job.message}")
+            time.sleep(2)
+            out["idle_rss_mib_after_learning"] = daemon.resident_kib() / 1024
+        finally:
+            daemon.close()
+        modes = (("compiled", {"server.compiled": "true"}), ("hybrid", {"server.compiled": "false"}),
+                 ("compiled_no_wait", {"server.compiled": "true", "batching.max_delay_ms": "0"}))
+        for mode, overrides in modes:
+            daemon = DaemonProcess(state, preset=preset, settings={**settings, **overrides},
+                                   log_path=Path(tmp) / f"{mode}.log", start_timeout=600)
+            try:
+                runner = daemon.client.model_info().runner
+                time.sleep(2)
+                rss_start = daemon.resident_kib() / 1024
+                rows = {str(c): _drive(daemon.target, pairs, c, requests if c > 1 else 2 * requests) for c in CLIENTS}
+                time.sleep(2)
+                out[mode] = {"runner": runner, "idle_rss_mib_after_start": rss_start,
+                             "idle_rss_mib_after_serving": daemon.resident_kib() / 1024, "clients": rows}
+            finally:
+                daemon.close()
+        shutil.rmtree(state, ignore_errors=True)
+    return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}), {torch.get_num_threads()} PyTorch threads, no GPU used"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.classify_speed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="lite")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="AV-MNIST folder (synthetic pairs if absent)")
+    parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--per-class", type=int, default=30, help="training examples per class")
+    parser.add_argument("--runs", type=int, default=40, help="timed calls at batch 1 (a quarter of it at 8 and 32)")
+    parser.add_argument("--requests", type=int, default=20, help="requests per gRPC client (twice that for one)")
+    parser.add_argument("--skip-grpc", action="store_true", help="only the in-process measurements")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--write", type=Path, help="replace this benchmark's section of a Markdown file")
+    args = parser.parse_args(argv)
+
+    from service.classify_speed_report import render, write_section
+
+    started = time.perf_counter()
+    train, probe, source = _samples(args.data, args.classes, args.per_class, probe=11)
+    results: dict[str, Any] = {"preset": args.preset, "machine": machine(), "inputs": source,
+                               "load_average_at_start": os.getloadavg()[0]}
+    results["in_process"] = in_process(args.preset, train, probe, args.runs)
+    if not args.skip_grpc:
+        results["grpc"] = over_grpc(args.preset, train, probe, args.requests)
+    results["seconds"] = time.perf_counter() - started
+    results["load_average_at_end"] = os.getloadavg()[0]
+    command = "python -m service.classify_speed" + (f" --preset {args.preset}" if args.preset != "lite" else "")
+    text = render(results, command)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    if args.write:
+        write_section(args.write, SECTION, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

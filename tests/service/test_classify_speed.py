@@ -1,0 +1,31 @@
+"""``python -m service.classify_speed`` runs end to end and writes its section (tiny preset, in process).
+
+No timing is asserted (figures depend on the machine); what is checked is that the three ways of
+answering are all measured and that the compiled answers agree with the hybrid ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from service.classify_speed import SECTION, main
+
+
+def test_the_speed_benchmark_measures_all_three_paths_and_writes_its_section(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    out = tmp_path / "speed.json"
+    assert main(["--preset", "tiny", "--data", str(tmp_path / "absent"), "--runs", "3", "--skip-grpc",
+                 "--json", str(out), "--write", str(doc)]) == 0
+    results = json.loads(out.read_text())
+    batches = results["in_process"]["batches"]
+    assert set(batches) == {"1", "8", "32"}
+    assert all(set(row) == {"monolith", "hybrid", "compiled"} for row in batches.values())
+    parity = results["in_process"]["parity"]
+    assert parity["top1_same"] == parity["pairs"] and parity["max_score_difference"] <= 1e-4
+    text = doc.read_text()
+    assert "## Other\n\nkept" in text and SECTION in text and "compiled / monolith" in text
+    assert main(["--preset", "tiny", "--data", str(tmp_path / "absent"), "--runs", "3", "--skip-grpc",
+                 "--write", str(doc)]) == 0
+    assert doc.read_text().count(SECTION) == 1  # replaced, not appended again
