@@ -11,15 +11,23 @@ thresholds, and keeps learning. Only the forward from model-ready inputs to clas
 graphs (``export/served_graphs.py``): one ONNX Runtime call per modality path present in a batch.
 
 Files name the learner state they were compiled from (``state_sha256`` over the learned tensors,
-the prototypes and the head's weights): loading graphs next to a learner they were not compiled
-from raises :class:`~export.errors.CompileError`, and the daemon then serves the hybrid path.
+the prototypes and the head's statistics, all as a saved version holds them): loading graphs next
+to a learner they were not compiled from raises :class:`~export.errors.CompileError`, and the
+daemon then serves the hybrid path.
+
+From the command line (the daemon runs this in a child process after each commit, so that the
+exporter's memory and threads never live in the serving process)::
+
+    python -m export.compiled VERSION_DIR --out DIR [--weights clip=ViT-B-16.pt] [--threads N]
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -54,8 +62,8 @@ def state_sha256(learner: "Learner") -> str:
     digest = hashlib.sha256()
     tensors = {f"learned.{k}": v for k, v in learner.learned_tensors().items()}
     tensors["prototypes"] = learner.prototypes.detach().cpu()
-    if learner.head is not None:
-        tensors.update({f"head.{p}": w for p, w in learner.head.weights.items()})
+    if learner.head is not None:  # its statistics as saved (the weights are solved from them again on load)
+        tensors.update({f"head.{k}": v for k, v in learner.head.state_dict().items()})
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
@@ -182,3 +190,36 @@ class CompiledVersion:
                      for name in INPUTS[path]}
             out.append(torch.from_numpy(self.sessions[path].run(None, feeds)[0]))
         return torch.cat(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Compiles the saved version in VERSION_DIR into ``--out``; exit 1 (reason on stderr) if it cannot."""
+    from export.onnx import configure_logging, parse_weights
+    from model.learner import Learner
+
+    parser = argparse.ArgumentParser(prog="python -m export.compiled", description=main.__doc__)
+    parser.add_argument("version_dir", type=Path, help="a saved version (learner.json and its tensors)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for compiled.json and the graphs")
+    parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                        help="weight file the version's preset needs, e.g. clip=ViT-B-16.pt (repeatable)")
+    parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: PyTorch's)")
+    args = parser.parse_args(argv)
+    configure_logging()
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    try:
+        learner = Learner.load(args.version_dir, weights=parse_weights(args.weights))
+        compiled = CompiledVersion.compile(learner)
+        args.out.mkdir(parents=True, exist_ok=True)
+        compiled.write(args.out)
+    except (CompileError, ValueError, OSError) as exc:  # CheckpointError is a ValueError
+        print(f"cannot compile {args.version_dir}: {exc}", file=sys.stderr)
+        return 1
+    print(f"compiled {args.version_dir} into {len(compiled.graphs)} graphs in {compiled.compile_seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

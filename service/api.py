@@ -34,8 +34,7 @@ _STATES = {
 _PHASES = {
     "queued": mcil_pb2.JOB_PHASE_QUEUED, "preparing": mcil_pb2.JOB_PHASE_PREPARING,
     "training": mcil_pb2.JOB_PHASE_TRAINING, "evaluating": mcil_pb2.JOB_PHASE_EVALUATING,
-    "compiling": mcil_pb2.JOB_PHASE_COMPILING, "committing": mcil_pb2.JOB_PHASE_COMMITTING,
-    "done": mcil_pb2.JOB_PHASE_DONE,
+    "committing": mcil_pb2.JOB_PHASE_COMMITTING, "done": mcil_pb2.JOB_PHASE_DONE,
 }
 _FIGURES = ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt", "m1", "m2", "new_task_accuracy")
 

@@ -115,8 +115,16 @@ def _drive(target: str, samples: Sequence[Any], clients: int, requests: int) -> 
 
     def worker(index: int) -> None:
         with Client(target, timeout=120) as client:
-            client.classify([samples[index % len(samples)]])
-            barrier.wait()
+            try:
+                client.classify([samples[index % len(samples)]])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                barrier.abort()
+                return
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                return  # another client failed its first call
             mine = []
             for i in range(requests):
                 started = time.perf_counter()
@@ -132,7 +140,10 @@ def _drive(target: str, samples: Sequence[Any], clients: int, requests: int) -> 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
-    barrier.wait()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass  # a client failed its first call: reported below
     started = time.perf_counter()
     for t in threads:
         t.join()

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace as dc_replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from service.batching import Answer, ClassifyBatcher, predict_now
 from service.codec import DecodeLimits
+from service.compiling import Compiler
 from service.config import ServerConfig, ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, InvalidRequest
 from service.jobs import Job, JobRunner, Upload
 from service.learning import LearningPipeline
 from service.metrics import ServiceMetrics
 from service.recovery import discard_uncommitted_versions, enforce_retention
-from service.serving import COMPILED_RUNNER, ModelSlot, ServedVersion, load_compiled
+from service.serving import COMPILED_RUNNER, ModelSlot, ServedVersion
 from service.store import CorruptVersion, StateStore, VersionMeta
 from service.streams import StreamSlots
 from service.uploads import UploadRules
@@ -33,6 +35,7 @@ from service.uploads import UploadRules
 if TYPE_CHECKING:
     import torch
 
+    from export.compiled import CompiledVersion
     from model.backbone import TriModalBackbone
     from model.learner import Learner
     from model.samples import Sample
@@ -90,6 +93,7 @@ class Daemon:
             decode=self.decode_limits,
         )
         self._commit_lock = threading.Lock()  # one commit or rollback at a time
+        self.compiler: Compiler | None = None  # with server.compiled, once open
         self.streams = StreamSlots(config.server.max_open_streams, config.limits.upload_idle_seconds)
         self._backbone: TriModalBackbone | None = backbone
         self.learning: LearningPipeline | None = None
@@ -163,6 +167,13 @@ class Daemon:
             self.store.open()
         except OSError as exc:
             raise ConfigError("server.state_dir", f"cannot use {str(self.store.root)!r}: {exc.strerror}") from None
+        if self.config.server.compiled:
+            w = self.config.weights
+            weights = [f"--weights={name}={path}" for name, path in (("clip", w.clip), ("audioclip", w.audioclip),
+                                                                     ("audio_projection", w.audio_projection))
+                       if path is not None]
+            self.compiler = Compiler(self.store.root / "compiled", self._compiled_ready, weights)
+            self.compiler.sweep(self.store.version_numbers(), leftovers=True)
         try:
             served = self._load_served()
             discard_uncommitted_versions(self.store)
@@ -185,6 +196,8 @@ class Daemon:
                                                workers=b.workers)
             self._publish(served)
         except BaseException:
+            if self.compiler is not None:
+                self.compiler.close()
             self.store.close()
             raise
 
@@ -223,7 +236,6 @@ class Daemon:
     def _fresh_learner(self) -> "Learner":
         """An untrained learner of the configured preset and strategy (training overrides applied)."""
         import copy
-        from dataclasses import replace as dc_replace
 
         from model.learner import create_learner
         from model.learner_config import LearnerConfig
@@ -249,11 +261,13 @@ class Daemon:
         self.runner = attach_runner(learner, self.config.server)
         if [list(t) for t in meta.tasks] != learner.tasks:
             raise CorruptVersion("version.json and learner.json disagree on the learned classes")
-        compiled = load_compiled(directory, learner) if self.config.server.compiled else None
+        compiled = self.compiler.load(number, learner) if self.compiler is not None else None
         return ServedVersion(number, learner, meta, self.store.read_evaluation(number), compiled)
 
     def close(self, grace: float) -> None:
         """Stop the batcher (answering what is queued) and the job runner (interrupting a job)."""
+        if self.compiler is not None:
+            self.compiler.close()
         if self.batcher is not None:
             self.batcher.close()
         if self.jobs is not None:
@@ -330,7 +344,23 @@ class Daemon:
             self._publish(served)
             return meta
 
+    def _compiled_ready(self, number: int, compiled: "CompiledVersion") -> None:
+        """The compiler's callback: serve version ``number`` from its graphs if it is still served."""
+        assert self.slot is not None
+        with self._commit_lock:
+            current = self.slot.current
+            if current.number != number or current.compiled is not None or current.learner is not compiled.learner:
+                return  # a commit or rollback came first; the folder stays for a later load
+            served = dc_replace(current, compiled=compiled)
+            self.slot.swap(served)
+        log.info("version %d now answers from its compiled graphs", number)
+        self._publish(served)
+
     def _publish(self, served: ServedVersion) -> None:
+        if self.compiler is not None:
+            self.compiler.sweep(self.store.version_numbers())
+            if served.compiled is None and served.number > 0:
+                self.compiler.submit(served.number, self.store.version_dir(served.number), served.learner)
         meta = served.meta
         self.metrics.set_model(
             version=served.number,

@@ -48,7 +48,6 @@ PHASE_WORDS = {
     "queued": "waiting for the job ahead",
     "preparing": "preparing (checking the upload, encoding its examples)",
     "evaluating": "evaluating every learned task on its held-out examples",
-    "compiling": "compiling the new version into ONNX graphs for serving",
     "committing": "committing the new version",
 }
 

@@ -6,7 +6,7 @@ hands the result to a ``commit`` callback (the daemon writes the version and swa
 are written to the state directory at every change of state or phase, so after a crash the daemon
 finds jobs that were queued or running and marks them failed.
 
-    queued -> running (preparing -> training -> evaluating [-> compiling] -> committing) -> succeeded | rejected
+    queued -> running (preparing -> training -> evaluating -> committing) -> succeeded | rejected
                      \\-> failed | cancelled
 """
 

@@ -5,8 +5,6 @@
     training     ``learner.learn_task`` (the strategy decides what trains; ``mcil``: the first task only)
     evaluating   every learned task on its held-out examples, per modality path (docs/metrics.md)
     gate         the commit gate's bounds (``gate.*``); a job that misses one ends REJECTED
-    compiling    the version's served forward as ONNX graphs (``server.compiled``; service/serving.py):
-                 written with the version; a version that cannot compile serves the hybrid path
     committing   write the version directory, move ``current`` (the commit point), swap the served
                  version, prune old versions (never the served one nor the one it replaced)
 
@@ -19,18 +17,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from service.config import ServiceConfig
 from service.errors import FailedPrecondition, InvalidRequest
 from service.failpoints import failpoint
 from service.jobs import Job, JobContext, TrainingOutcome, Upload, same_names
-from service.serving import ModelSlot, ServedVersion, compile_version
+from service.serving import ModelSlot, ServedVersion
 from service.store import StateStore, VersionMeta
 
 if TYPE_CHECKING:
-    from export.compiled import CompiledVersion
     from model.learner import Learner
     from model.samples import LabeledSample
 
@@ -91,14 +87,8 @@ class LearningPipeline:
             return TrainingOutcome("rejected", figures, held_counts, message=verdict)
         if ctx.should_stop():
             raise TrainingCancelled("stopped before commit")
-        compiled = None
-        if self.config.server.compiled:
-            ctx.phase("compiling")
-            compiled = compile_version(learner)
-            if ctx.should_stop():
-                raise TrainingCancelled("stopped before commit")
         ctx.phase("committing")
-        number = self._commit(job, upload, learner, evaluation.to_dict(), figures, base, held_counts, compiled)
+        number = self._commit(job, upload, learner, evaluation.to_dict(), figures, base, held_counts)
         return TrainingOutcome("succeeded", figures, held_counts, committed_version=number)
 
     def _baseline(self) -> "Learner":
@@ -124,7 +114,7 @@ class LearningPipeline:
 
     def _commit(self, job: Job, upload: Upload, learner: "Learner", evaluation: dict[str, Any],
                 figures: Mapping[str, Mapping[str, float]], base: ServedVersion,
-                held_counts: tuple[int, ...], compiled: "CompiledVersion | None" = None) -> int:
+                held_counts: tuple[int, ...]) -> int:
         with self._commit_lock:
             if self.slot.current.number != base.number:
                 raise FailedPrecondition(
@@ -144,12 +134,7 @@ class LearningPipeline:
                 held_out_counts=held_counts,
                 figures={k: dict(v) for k, v in figures.items()},
             )
-            def save(directory: Path) -> None:
-                learner.save(directory)
-                if compiled is not None:
-                    compiled.write(directory)
-
-            self.store.write_version(meta, save, evaluation)
+            self.store.write_version(meta, learner.save, evaluation)
             failpoint("commit.after_rename")
             try:
                 self.store.set_current(number)  # the commit point
@@ -157,7 +142,7 @@ class LearningPipeline:
                 self.store.remove_version(number)  # never served: it must not linger as a version
                 raise
             failpoint("commit.after_current")
-            served = ServedVersion(number, learner, meta, evaluation, compiled)
+            served = ServedVersion(number, learner, meta, evaluation)
             self.slot.swap(served)
             log.info("committed and serving version %d (%d classes)", number, len(served.classes))
             self._publish(served)

@@ -39,7 +39,6 @@ class JobPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_PHASE_EVALUATING: _ClassVar[JobPhase]
     JOB_PHASE_COMMITTING: _ClassVar[JobPhase]
     JOB_PHASE_DONE: _ClassVar[JobPhase]
-    JOB_PHASE_COMPILING: _ClassVar[JobPhase]
 DTYPE_UNSPECIFIED: DType
 DTYPE_UINT8: DType
 DTYPE_FLOAT32: DType
@@ -61,7 +60,6 @@ JOB_PHASE_TRAINING: JobPhase
 JOB_PHASE_EVALUATING: JobPhase
 JOB_PHASE_COMMITTING: JobPhase
 JOB_PHASE_DONE: JobPhase
-JOB_PHASE_COMPILING: JobPhase
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "dtype", "data", "sample_rate")

@@ -1,14 +1,17 @@
-"""The daemon serves committed versions as compiled graphs (``server.compiled``, service/serving.py).
+"""The daemon serves committed versions from compiled graphs (``server.compiled``, service/compiling.py).
 
-A real daemon (tiny preset) on loopback: a committed version carries its graphs in its directory and
-answers Classify from them, with the answers of its learner; a restart loads the graphs instead of
-compiling again; strategies without a statistics head, and ``server.compiled: false``, serve the
-hybrid path and write no graphs.
+A real daemon (tiny preset) on loopback: a committed version is compiled in the background, its
+graphs land in ``compiled/v000N`` and it then answers Classify from them, with the answers of its
+learner; a restart loads the graphs instead of compiling again, and compiles again what was
+deleted; strategies without a statistics head, and ``server.compiled: false``, serve the hybrid
+path and write no graphs.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -44,8 +47,18 @@ def _probe() -> tuple[list[mcil_pb2.Sample], list]:
 
 
 def _files(d: Running, version: int) -> set[str]:
-    directory = d.server.daemon.store.version_dir(version)
-    return {p.name for p in directory.iterdir() if p.name.startswith("compiled")}
+    directory = d.server.daemon.store.root / "compiled" / f"v{version:04d}"
+    return {p.name for p in directory.iterdir()} if directory.is_dir() else set()
+
+
+def _wait_compiled(d: Running, version: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        served = d.server.daemon.served
+        if served.number == version and served.compiled is not None:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"version {version} was not served compiled within {timeout:g} s")
 
 
 def test_a_committed_version_is_served_from_its_graphs_and_reloaded_after_a_restart(
@@ -54,6 +67,7 @@ def test_a_committed_version_is_served_from_its_graphs_and_reloaded_after_a_rest
     d = start_daemon(config)
     assert _learn(d, ["red", "green"], 0) == 1
     assert _learn(d, ["blue", "white"], 2) == 2
+    _wait_compiled(d, 2)
     assert _files(d, 2) == GRAPH_FILES
     served = d.server.daemon.served
     assert served.compiled is not None and d.client.model_info().runner == COMPILED_RUNNER
@@ -73,6 +87,12 @@ def test_a_committed_version_is_served_from_its_graphs_and_reloaded_after_a_rest
     assert not any("compiled the version" in r.getMessage() for r in caplog.records)  # loaded, not rebuilt
     assert [c.name for c in again.client.classify(msgs, top_k=4).results[0].classes] == [
         c.name for c in got.results[0].classes]
+    again.stop()
+
+    shutil.rmtree(tmp_path / "compiled")  # a cache: a start without it compiles again
+    third = start_daemon(config)
+    _wait_compiled(third, 2)
+    assert _files(third, 2) == GRAPH_FILES and third.client.model_info().runner == COMPILED_RUNNER
 
 
 @pytest.mark.parametrize("setting, strategy", [("false", "mcil"), ("true", "mcil-paper")])
@@ -80,6 +100,7 @@ def test_the_hybrid_path_serves_when_compiling_is_off_or_impossible(
         start_daemon: Callable[..., Running], tmp_path: Path, setting: str, strategy: str) -> None:
     d = start_daemon(make_config(tmp_path, server__compiled=setting, server__strategy=strategy))
     version = _learn(d, ["red", "green"], 0)
+    time.sleep(2)  # a compile, had one been started, would be under way
     assert _files(d, version) == set()
     assert d.server.daemon.served.compiled is None
     assert d.client.model_info().runner == "pytorch"

@@ -1,0 +1,173 @@
+"""Compiled graphs of the served version, built in the background after each commit.
+
+    <state_dir>/compiled/v0003/   compiled.json, compiled.{av,visual,audio}.onnx   (export/compiled.py)
+
+A commit serves its version at once, on the hybrid path. The compiler then exports that version's
+served forward as graphs in a child process (``python -m export.compiled``, reading the committed
+version directory: about 45 s for ``lite`` on 2 cores, ~15 s for ``tiny``; the exporter's memory
+and threads never live in the daemon, and PyTorch's exporter is not made for threads), into a
+temporary folder renamed into place under ``compiled/``; the daemon loads them, checked against its
+own learner (``compiled.json`` names the learner state), and, if that version is still the one
+served, swaps in the same version answering from its graphs. At start-up
+and after a rollback, graphs on disk are loaded when they were compiled from that very learner
+state (``compiled.json`` names it); otherwise they are compiled again in the background.
+
+The folder is a cache: deleting it costs a compile, never an answer. A kill while writing leaves a
+``.tmp-*`` folder that the next sweep removes; folders of versions that no longer exist are removed
+too. Compiling never fails a commit or a start: a version that cannot compile (a strategy scoring
+with text prototypes, a learner on a GPU, an exporter error) serves the hybrid path, with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from export.compiled import CompiledVersion
+    from model.learner import Learner
+
+log = logging.getLogger(__name__)
+
+
+def compile_problem(learner: "Learner") -> str:
+    """Why ``learner`` is not compiled here, or ``""``."""
+    try:
+        from export.served_graphs import compile_problem as problem
+    except ImportError as exc:
+        return f"the exporter cannot be imported ({exc})"
+    if learner.device.type != "cpu":
+        return f"compiled graphs run on the CPU and the learner is on {learner.device}"
+    return problem(learner)
+
+
+def load_compiled(directory: Path, learner: "Learner") -> "CompiledVersion | None":
+    """The graphs in ``directory``, or ``None`` (logged) when there are none or they do not load."""
+    try:
+        from export.compiled import CompiledVersion
+        from export.errors import CompileError
+    except ImportError as exc:
+        log.warning("serving the hybrid path: cannot load compiled graphs (%s)", exc)
+        return None
+    if not CompiledVersion.present(directory) or learner.device.type != "cpu":
+        return None
+    try:
+        return CompiledVersion.load(directory, learner)
+    except CompileError as exc:
+        log.warning("compiled graphs in %s do not load (%s); compiling them again", directory, exc)
+        return None
+
+
+Ready = Callable[[int, "CompiledVersion"], None]
+"""Called from the compiler's thread with ``(version number, its graphs)`` once they are on disk."""
+
+
+class Compiler:
+    """One background thread compiling the versions it is given, newest first (module docstring).
+
+    ``command_args``: extra arguments for ``python -m export.compiled`` (the weight files a preset
+    needs, ``--weights clip=...``)."""
+
+    def __init__(self, root: Path, on_ready: Ready, command_args: Sequence[str] = ()) -> None:
+        self.root = root
+        self._on_ready = on_ready
+        self._command_args = list(command_args)
+        self._queue: "queue.Queue[tuple[int, Path, Learner] | None]" = queue.Queue()
+        self._closed = threading.Event()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, name="mcil-compiler", daemon=True)
+        self._thread.start()
+
+    def directory(self, number: int) -> Path:
+        return self.root / f"v{number:04d}"
+
+    def load(self, number: int, learner: "Learner") -> "CompiledVersion | None":
+        """Version ``number``'s graphs from disk, if they are ``learner``'s."""
+        return load_compiled(self.directory(number), learner)
+
+    def submit(self, number: int, version_dir: Path, learner: "Learner") -> None:
+        """Compile version ``number`` (saved in ``version_dir``, served by ``learner``) when the thread
+        is free; an older request still waiting is dropped: only the served version is worth it."""
+        problem = compile_problem(learner)
+        if problem:
+            log.info("version %d serves the hybrid path, not compiled graphs: %s", number, problem)
+            return
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put((number, version_dir, learner))
+
+    def sweep(self, versions: Iterable[int], *, leftovers: bool = False) -> None:
+        """Removes the graphs of versions not in ``versions`` and, with ``leftovers`` (at start-up,
+        before anything is compiled), the temporary folders a kill left behind."""
+        keep = {self.directory(n).name for n in versions}
+        if not self.root.is_dir():
+            return
+        for path in self.root.iterdir():
+            stale = path.name.startswith(".tmp-") if leftovers else False
+            if stale or (path.is_dir() and not path.name.startswith(".tmp-") and path.name not in keep):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stops taking work and ends a compile under way (its child process is killed)."""
+        self._closed.set()
+        self._queue.put(None)
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._closed.is_set():
+                return
+            number, version_dir, learner = item
+            try:
+                compiled = self._compile(number, version_dir, learner)
+                if compiled is not None and not self._closed.is_set():
+                    self._on_ready(number, compiled)
+            except Exception:  # noqa: BLE001 - a compile must never take the daemon down
+                log.exception("compiling version %d failed; it serves the hybrid path", number)
+
+    def _compile(self, number: int, version_dir: Path, learner: "Learner") -> "CompiledVersion | None":
+        import torch
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.directory(number)
+        tmp = self.root / f".tmp-{final.name}-{secrets.token_hex(4)}"
+        command = [sys.executable, "-m", "export.compiled", os.fspath(version_dir), "--out", os.fspath(tmp),
+                   "--threads", str(max(1, torch.get_num_threads())), *self._command_args]
+        started = time.perf_counter()
+        try:
+            self._child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            output, _ = self._child.communicate()
+            if self._closed.is_set():
+                return None
+            if self._child.returncode != 0:
+                tail = output.decode(errors="replace").strip().splitlines()[-3:]
+                log.warning("version %d serves the hybrid path: compiling failed (exit %s): %s", number,
+                            self._child.returncode, " | ".join(tail))
+                return None
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        finally:
+            self._child = None
+            shutil.rmtree(tmp, ignore_errors=True)
+        compiled = load_compiled(final, learner)
+        if compiled is not None:
+            log.info("compiled version %d into %d graphs in %.1f s", number, len(compiled.graphs),
+                     time.perf_counter() - started)
+        return compiled
