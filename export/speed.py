@@ -152,3 +152,19 @@ def stage_times(learner: "Learner", compiled: "CompiledVersion", monolith: Monol
         del a
         medians = {name: 1000 * statistics.median(timings(action, runs)) for name, action in stages.items()}
     return medians
+
+
+def image_gflop(learner: "Learner") -> dict[str, float]:
+    """Floating-point operations (GFLOP, one image, counted by PyTorch's FlopCounterMode) of the image
+    tower alone and with the version's experts: the arithmetic the experts add."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = learner.backbone
+    image = torch.zeros(1, 3, b.image_size, b.image_size)
+    out = {}
+    for name, forward in (("frozen", b.image.frozen_features), ("with_experts", b.encode_image)):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            forward(image)
+        out[name] = counter.get_total_flops() / 1e9
+    return out

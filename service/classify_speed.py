@@ -71,7 +71,7 @@ def _samples(data: Path, classes: int, per_class: int, probe: int) -> tuple[list
 
 def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> dict[str, Any]:
     from export.compiled import CompiledVersion
-    from export.speed import Monolith, percentile, side_by_side, stage_times
+    from export.speed import Monolith, image_gflop, percentile, side_by_side, stage_times
     from model.learner import create_learner
     from model.learner_config import LearnerConfig
     from model.training import TrainingConfig
@@ -88,7 +88,7 @@ def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> di
         "parity": {"pairs": len(probe), "top1_same": sum(h.classes[0] == c.classes[0] for h, c in zip(hybrid, fast)),
                    "max_score_difference": max(abs(x - y) for h, c in zip(hybrid, fast)
                                                for x, y in zip(h.scores, c.scores))},
-        "batches": {}, "stages": {},
+        "batches": {}, "stages": {}, "image_gflop": image_gflop(learner),
     }
     for n in BATCHES:
         batch = [probe[i % len(probe)] for i in range(n)]
@@ -158,6 +158,7 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
     from service._proto import mcil_pb2
     from service.chaos.process import DaemonProcess
     from service.client import sample_from_arrays
+    from service.serving import COMPILED_RUNNER
 
     msgs = [mcil_pb2.LabeledExample(label=s.label, sample=sample_from_arrays(s.image, s.audio, s.sample_rate))
             for s in train]
@@ -174,6 +175,12 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
             job = daemon.client.wait(daemon.client.learn(names, msgs).job_id, timeout=3600)
             if job.state != mcil_pb2.JOB_STATE_SUCCEEDED:
                 raise RuntimeError(f"the task was not committed: {job.message}")
+            committed = time.perf_counter()
+            while daemon.client.model_info().runner != COMPILED_RUNNER:  # compiled in the background
+                if time.perf_counter() - committed > 900:
+                    raise RuntimeError(f"the version was not compiled within 15 min:\n{daemon.log_tail()}")
+                time.sleep(0.5)
+            out["compiled_after_commit_seconds"] = time.perf_counter() - committed
             time.sleep(2)
             out["idle_rss_mib_after_learning"] = daemon.resident_kib() / 1024
         finally:

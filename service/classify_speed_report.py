@@ -29,8 +29,11 @@ def render(r: dict[str, Any], command: str) -> str:
                            f"{c['p50_ms']:.1f} / {c['p99_ms']:.1f}", f"{m['per_second']:.0f}",
                            f"{h['per_second']:.0f}", f"{c['per_second']:.0f}", f"{c['p50_ms'] / m['p50_ms']:.2f}"]))
     par = p["parity"]
+    flop = p["image_gflop"]
     lines += ["", f"Compiled against hybrid on {par['pairs']} pairs: top-1 identical for {par['top1_same']}, "
-              f"largest score difference {par['max_score_difference']:.1e}.", "",
+              f"largest score difference {par['max_score_difference']:.1e}. The image tower's arithmetic "
+              f"(PyTorch's FlopCounterMode, one image): {flop['frozen']:.3f} GFLOP frozen, "
+              f"{flop['with_experts']:.3f} with the experts ({flop['with_experts'] / flop['frozen']:.2f} x).", "",
               "Where the time goes (median ms of each stage timed alone on the same pairs):", "",
               _row(["stage", "batch 1", "batch 32"]), _row(["---"] * 3)]
     for stage, ms in p["stages"]["1"].items():
@@ -48,8 +51,9 @@ def render(r: dict[str, Any], command: str) -> str:
                                f"{z['p50_ms']:.1f} / {z['p99_ms']:.1f}", f"{z['pairs_per_second']:.0f}"]))
         lines += ["", "Daemon resident memory (VmRSS, MiB), idle: "
                   f"{g['idle_rss_mib_before_learning']:.0f} after start with no version, "
-                  f"{g['idle_rss_mib_after_learning']:.0f} after learning and compiling a task in the same "
-                  f"process, {g['compiled']['idle_rss_mib_after_start']:.0f} after a restart serving the compiled "
+                  f"{g['idle_rss_mib_after_learning']:.0f} after learning a task and swapping in its graphs "
+                  f"(compiled in a child process, serving {g['compiled_after_commit_seconds']:.0f} s after the "
+                  f"commit), {g['compiled']['idle_rss_mib_after_start']:.0f} after a restart serving the compiled "
                   f"version, {g['compiled']['idle_rss_mib_after_serving']:.0f} after the compiled load above "
                   f"({g['hybrid']['idle_rss_mib_after_serving']:.0f} for the hybrid path)."]
     lines += ["", "Targets: " + targets(r)]
