@@ -25,6 +25,7 @@ from service.config import ServerConfig, ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, InvalidRequest
 from service.jobs import Job, JobRunner, Upload
 from service.learning import LearningPipeline
+from service.memory import release_freed_memory
 from service.metrics import ServiceMetrics
 from service.recovery import discard_uncommitted_versions, enforce_retention
 from service.serving import COMPILED_RUNNER, ModelSlot, ServedVersion
@@ -357,6 +358,7 @@ class Daemon:
         self._publish(served)
 
     def _publish(self, served: ServedVersion) -> None:
+        release_freed_memory()  # what the version it replaced, or a job, held
         if self.compiler is not None:
             self.compiler.sweep(self.store.version_numbers())
             if served.compiled is None and served.number > 0:
