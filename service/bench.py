@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=25, help="requests per client")
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-delay-ms", type=float, default=5.0)
+    parser.add_argument("--max-delay-ms", type=float, default=0.0)
     parser.add_argument("--workers", type=int, default=1, help="batches computed at the same time")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
