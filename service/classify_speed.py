@@ -72,7 +72,7 @@ def _samples(data: Path, classes: int, per_class: int, probe: int) -> tuple[list
 
 def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> dict[str, Any]:
     from export.compiled import CompiledVersion
-    from export.speed import Monolith, image_gflop, percentile, side_by_side, stage_times
+    from export.speed import Monolith, graph_op_profile, image_gflop, percentile, side_by_side, stage_times
     from model.learner import create_learner
     from model.learner_config import LearnerConfig
     from model.training import TrainingConfig
@@ -102,6 +102,9 @@ def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> di
     for n in (1, 32):
         batch = [probe[i % len(probe)] for i in range(n)]
         out["stages"][str(n)] = stage_times(learner, compiled, monolith, batch, max(3, runs // (4 if n > 1 else 1)))
+    encoded = learner.encode_inputs([probe[i % len(probe)] for i in range(32)])
+    feeds = {"images": encoded.images.numpy(), "audio": encoded.audio.numpy()}
+    out["av_graph_ops_batch_32"] = graph_op_profile(compiled.graphs["av"], feeds, 3, torch.get_num_threads())
     return out
 
 

@@ -38,6 +38,12 @@ def render(r: dict[str, Any], command: str) -> str:
               _row(["stage", "batch 1", "batch 32"]), _row(["---"] * 3)]
     for stage, ms in p["stages"]["1"].items():
         lines.append(_row([stage, f"{ms:.2f}", f"{p['stages']['32'].get(stage, float('nan')):.1f}"]))
+    ops = p.get("av_graph_ops_batch_32", {})
+    if ops:
+        total = sum(ops.values())
+        top = ", ".join(f"{op} {ms:.1f} ms ({100 * ms / total:.0f}%)" for op, ms in list(ops.items())[:6])
+        lines += ["", f"Inside the compiled av graph at batch 32 (ONNX Runtime's profiler, per run): {top}; "
+                  f"{total:.1f} ms in all operators."]
     g = r.get("grpc")
     if g:
         lines += ["", "Over gRPC on loopback (a daemon in its own process, dynamic batching on with its default "
@@ -56,6 +62,10 @@ def render(r: dict[str, Any], command: str) -> str:
                   f"commit), {g['compiled']['idle_rss_mib_after_start']:.0f} after a restart serving the compiled "
                   f"version, {g['compiled']['idle_rss_mib_after_serving']:.0f} after the compiled load above "
                   f"({g['hybrid']['idle_rss_mib_after_serving']:.0f} for the hybrid path)."]
+    if g:
+        over = g["compiled"]["clients"]["1"]["p50_ms"] - p["batches"]["1"]["compiled"]["p50_ms"]
+        lines += ["", f"gRPC, decoding the request and batching, for one client: {over:.1f} ms (its p50 over "
+                  "gRPC minus the compiled p50 in process at batch 1)."]
     lines += ["", "Targets: " + targets(r)]
     return "\n".join(lines) + "\n"
 
