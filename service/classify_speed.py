@@ -208,6 +208,35 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
     return out
 
 
+_FOOTPRINT = """
+import sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+steps = [("python", rss())]
+import torch
+steps.append(("import torch", rss()))
+import grpc, onnxruntime, timm, transformers
+steps.append(("import grpc, onnxruntime, timm, transformers", rss()))
+from model.backbone import build_backbone
+backbone = build_backbone(sys.argv[1])
+steps.append(("build the backbone", rss()))
+print(repr(steps))
+"""
+
+
+def memory_footprint(preset: str) -> list[tuple[str, float]]:
+    """Resident MiB of a fresh Python process after each step of what the daemon loads first."""
+    import ast
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FOOTPRINT, preset], capture_output=True, text=True, check=True)
+    steps: list[tuple[str, float]] = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    return steps
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -242,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["in_process"] = in_process(args.preset, train, probe, args.runs)
     if not args.skip_grpc:
         results["grpc"] = over_grpc(args.preset, train, probe, args.requests)
+        results["footprint"] = memory_footprint(args.preset)
     results["seconds"] = time.perf_counter() - started
     results["load_average_at_end"] = os.getloadavg()[0]
     command = "python -m service.classify_speed" + (f" --preset {args.preset}" if args.preset != "lite" else "")

@@ -62,6 +62,11 @@ def render(r: dict[str, Any], command: str) -> str:
                   f"commit), {g['compiled']['idle_rss_mib_after_start']:.0f} after a restart serving the compiled "
                   f"version, {g['compiled']['idle_rss_mib_after_serving']:.0f} after the compiled load above "
                   f"({g['hybrid']['idle_rss_mib_after_serving']:.0f} for the hybrid path)."]
+    if r.get("footprint"):
+        steps = r["footprint"]
+        parts = [f"{name} +{mib - prev:.0f}" for (name, mib), (_, prev) in zip(steps[1:], steps[:-1])]
+        lines += ["", f"What a fresh process holds before serving anything (VmRSS, MiB): {steps[0][1]:.0f} for "
+                  f"Python, then {', '.join(parts)}: {steps[-1][1]:.0f} in all."]
     if g:
         over = g["compiled"]["clients"]["1"]["p50_ms"] - p["batches"]["1"]["compiled"]["p50_ms"]
         lines += ["", f"gRPC, decoding the request and batching, for one client: {over:.1f} ms (its p50 over "
