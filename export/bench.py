@@ -194,17 +194,21 @@ def bench_preset(preset: str, kinds: Sequence[str], folder: Path, runs: int, ski
                  b * len(ts) / sum(ts), len(ts)) for (label, what, b), ts in times.items()]
 
 
-def machine() -> str:
-    import onnxruntime
-
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    import onnxruntime
+
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} logical CPUs, {gpu}; torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}, Python "
@@ -238,14 +242,15 @@ def render(cells: list[Cell], skipped: dict[str, str], header: str, command: str
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replaces this benchmark's section of ``path`` (or appends it), leaving other sections alone."""
+def write_section(path: Path, section: str, heading: str = SECTION) -> None:
+    """Replaces the section of ``path`` that starts with ``heading`` (up to the next ``## `` heading)
+    by ``section``, or appends it, leaving other sections alone."""
     text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
-    start = text.find(SECTION)
+    start = text.find(heading)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + len(SECTION))
+        end = text.find("\n## ", start + len(heading))
         text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
     path.write_text(text)
 

@@ -14,61 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(q / 100.0 * (len(ordered) - 1)))))
-    return ordered[index]
-
-
-def _drive(target: str, samples: Sequence[Any], clients: int, requests: int) -> dict[str, float]:
-    from service.client import Client
-
-    latencies: list[float] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(clients + 1)
-    errors: list[BaseException] = []
-
-    def worker(index: int) -> None:
-        with Client(target) as client:
-            client.classify([samples[0]])  # warm the channel
-            barrier.wait()
-            mine = []
-            for i in range(requests):
-                started = time.perf_counter()
-                try:
-                    client.classify([samples[(index + i) % len(samples)]])
-                except BaseException as exc:  # noqa: BLE001 - reported below
-                    errors.append(exc)
-                    return
-                mine.append(time.perf_counter() - started)
-            with lock:
-                latencies.extend(mine)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"{len(errors)} requests failed; first: {errors[0]!r}")
-    return {
-        "requests": len(latencies),
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * _percentile(latencies, 99),
-        "mean_ms": 1000 * statistics.fmean(latencies),
-        "throughput_rps": len(latencies) / elapsed,
-    }
 
 
 def _batch_sizes(metrics: Any) -> float:
@@ -93,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from model.synthetic import make_dataset
     from service._proto import mcil_pb2
+    from service.classify_speed import drive
     from service.client import Client, sample_from_arrays
     from service.config_loader import load_config
     from service.server import create_server
@@ -128,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         results["train_seconds"] = job.finished_at - job.started_at
                     results["startup_seconds"] = startup
                 key = "batching" if batching else "no_batching"
-                results[key] = _drive(target, probe_samples, args.clients, args.requests)
+                results[key] = drive(target, probe_samples, args.clients, args.requests)
                 results[key]["mean_batch_size"] = _batch_sizes(server.daemon.metrics) if batching else 1.0
             finally:
                 server.stop(1.0)
@@ -141,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        ("no_batching", "no batching")):
         r = results[key]
         print(f"  {label:40s} p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
-              f"{r['throughput_rps']:7.1f} req/s  mean batch {r['mean_batch_size']:.1f}")
+              f"{r['pairs_per_second']:7.1f} req/s  mean batch {r['mean_batch_size']:.1f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -108,7 +107,9 @@ def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> di
     return out
 
 
-def _drive(target: str, samples: Sequence[Any], clients: int, requests: int) -> dict[str, float]:
+def drive(target: str, samples: Sequence[Any], clients: int, requests: int) -> dict[str, float]:
+    """``clients`` concurrent clients each send ``requests`` Classify calls of one sample (after one
+    warm-up call each): p50 and p99 latency, and samples answered per second over all of them."""
     from export.speed import percentile
     from service.client import Client
 
@@ -141,7 +142,7 @@ def _drive(target: str, samples: Sequence[Any], clients: int, requests: int) -> 
             with lock:
                 latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]  # one pair per request
     for t in threads:
         t.start()
     try:
@@ -198,7 +199,7 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
                 runner = daemon.client.model_info().runner
                 time.sleep(2)
                 rss_start = daemon.resident_kib() / 1024
-                rows = {str(c): _drive(daemon.target, pairs, c, requests if c > 1 else 2 * requests) for c in CLIENTS}
+                rows = {str(c): drive(daemon.target, pairs, c, requests if c > 1 else 2 * requests) for c in CLIENTS}
                 time.sleep(2)
                 out[mode] = {"runner": runner, "idle_rss_mib_after_start": rss_start,
                              "idle_rss_mib_after_serving": daemon.resident_kib() / 1024, "clients": rows}
@@ -238,15 +239,9 @@ def memory_footprint(preset: str) -> list[tuple[str, float]]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu}), {torch.get_num_threads()} PyTorch threads, no GPU used"
+    from export.bench import cpu_name
+
+    return f"{os.cpu_count()} CPU cores ({cpu_name()}), {torch.get_num_threads()} PyTorch threads, no GPU used"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, help="replace this benchmark's section of a Markdown file")
     args = parser.parse_args(argv)
 
-    from service.classify_speed_report import render, write_section
+    from export.bench import write_section
+    from service.classify_speed_report import render
 
     started = time.perf_counter()
     train, probe, source = _samples(args.data, args.classes, args.per_class, probe=11)
@@ -281,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
     if args.write:
-        write_section(args.write, SECTION, text)
+        write_section(args.write, f"{SECTION}\n\n{text}", heading=SECTION)
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 TARGETS = {"p50_ms_batch_1": 10.0, "per_second_batch_32": 150.0, "ratio_to_monolith": 1.3,
@@ -102,16 +101,3 @@ def targets(r: dict[str, Any]) -> str:
 
 def _met(ok: bool) -> str:
     return "met" if ok else "not met"
-
-
-def write_section(path: Path, section: str, body: str) -> None:
-    """Replaces ``section`` (up to the next ``## `` heading) in ``path``, or appends it."""
-    text = path.read_text() if path.exists() else ""
-    block = f"{section}\n\n{body}"
-    start = text.find(section)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + block
-    else:
-        end = text.find("\n## ", start + len(section))
-        text = text[:start] + block + (text[end + 1:] if end >= 0 else "")
-    path.write_text(text)
