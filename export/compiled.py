@@ -216,6 +216,18 @@ class CompiledVersion:
         return torch.cat(out)
 
 
+def _exit_with_parent(pid: int) -> None:
+    """Ends this process (exit 3) within a second of process ``pid`` ending: a daemon killed with -9
+    cannot stop the compile it started, and nobody would read its graphs."""
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Compiles the saved version in VERSION_DIR into ``--out``; exit 1 (reason on stderr) if it cannot."""
     from export.onnx import configure_logging, parse_weights
@@ -227,8 +239,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                         help="weight file the version's preset needs, e.g. clip=ViT-B-16.pt (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: PyTorch's)")
+    parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by this much")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="exit as soon as this process is gone (a daemon killed while compiling)")
     args = parser.parse_args(argv)
     configure_logging()
+    if args.nice:
+        os.nice(args.nice)
+    if args.parent_pid is not None:
+        _exit_with_parent(args.parent_pid)
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads: must be >= 1, got {args.threads}")

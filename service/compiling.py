@@ -147,8 +147,11 @@ class Compiler:
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.directory(number)
         tmp = self.root / f".tmp-{final.name}-{secrets.token_hex(4)}"
+        # Niced, so that Classify keeps the cores it needs while the graphs are built; tied to this
+        # process, so that a daemon killed mid-compile leaves no orphan behind.
         command = [sys.executable, "-m", "export.compiled", os.fspath(version_dir), "--out", os.fspath(tmp),
-                   "--threads", str(max(1, torch.get_num_threads())), *self._command_args]
+                   "--threads", str(max(1, torch.get_num_threads())), "--nice", "10",
+                   "--parent-pid", str(os.getpid()), *self._command_args]
         started = time.perf_counter()
         try:
             self._child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
