@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from model.learner import Learner
     from model.samples import Sample
 
-FORMAT = 1
+FORMAT = 2
 META_FILE = "compiled.json"
 
 
@@ -59,17 +59,28 @@ def graph_file(path: str) -> str:
 
 
 def state_sha256(learner: "Learner") -> str:
-    """A digest of everything the graphs were built from that learning can change."""
+    """A digest of everything the graphs were built from: the learned tensors, the prototypes, the
+    head's statistics as saved (its weights are solved from them again on load), the frozen image
+    tower and projections (weight files a user names may change between starts), the learner's
+    configuration and logit scale, the classes, and :data:`FORMAT` (how graphs are built)."""
+    from dataclasses import asdict
+
     digest = hashlib.sha256()
+    digest.update(f"format {FORMAT}|".encode())
     tensors = {f"learned.{k}": v for k, v in learner.learned_tensors().items()}
     tensors["prototypes"] = learner.prototypes.detach().cpu()
-    if learner.head is not None:  # its statistics as saved (the weights are solved from them again on load)
+    frozen = {**learner.backbone.image.state_dict(prefix="image."),
+              **learner.backbone.projections.state_dict(prefix="projections.")}
+    tensors.update({f"frozen.{k}": v for k, v in frozen.items()})
+    if learner.head is not None:
         tensors.update({f"head.{k}": v for k, v in learner.head.state_dict().items()})
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
         digest.update(t.numpy().tobytes())
     digest.update(json.dumps(learner.classes).encode())
+    digest.update(json.dumps(asdict(learner.config), sort_keys=True, default=str).encode())
+    digest.update(f"|{learner.logit_scale!r}|{learner.strategy_name}".encode())
     return digest.hexdigest()
 
 
@@ -109,6 +120,23 @@ def session(model: bytes | Path, threads: int) -> "onnxruntime.InferenceSession"
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_signature(graph: "onnxruntime.InferenceSession", path: str, classes: int) -> None:
+    """Raises CompileError unless ``graph`` takes ``path``'s inputs and scores ``classes`` classes."""
+    names = [i.name for i in graph.get_inputs()]
+    if names != list(INPUTS[path]):
+        raise CompileError(graph_file(path), f"takes inputs {names}, expected {list(INPUTS[path])}")
+    width = graph.get_outputs()[0].shape[-1]
+    if width != classes:
+        raise CompileError(graph_file(path), f"scores {width} classes, the learner has {classes}")
+
+
 class CompiledVersion:
     """A learner's served forward as one ONNX Runtime session per modality path (module docstring)."""
 
@@ -116,10 +144,11 @@ class CompiledVersion:
                  compile_seconds: float | None = None,
                  sessions: "dict[str, onnxruntime.InferenceSession] | None" = None) -> None:
         self.learner = learner
-        self.graphs = graphs
+        self.graphs = graphs  # the ONNX bytes, kept by compile() for write(); load() keeps none
         self.threads = threads or max(1, torch.get_num_threads())
         self.compile_seconds = compile_seconds
         self.sessions = sessions or {path: session(data, self.threads) for path, data in graphs.items()}
+        self.broken = ""  # why serving from the graphs failed once (the server then uses the learner)
 
     # -- building and files ---------------------------------------------------------------------------
     @classmethod
@@ -132,11 +161,12 @@ class CompiledVersion:
     def write(self, directory: Path) -> None:
         """Writes ``compiled.json`` and one ``compiled.<path>.onnx`` per path into ``directory``."""
         for path, data in self.graphs.items():
-            (directory / graph_file(path)).write_bytes(data)
+            _write_synced(directory / graph_file(path), data)
         meta = {"format": FORMAT, "paths": sorted(self.graphs), "classes": self.learner.classes,
                 "state_sha256": state_sha256(self.learner), "compile_seconds": self.compile_seconds,
-                "inputs": {p: list(INPUTS[p]) for p in self.graphs}}
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+                "inputs": {p: list(INPUTS[p]) for p in self.graphs},
+                "graph_sha256": {p: hashlib.sha256(data).hexdigest() for p, data in self.graphs.items()}}
+        _write_synced(directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
 
     @staticmethod
     def present(directory: Path) -> bool:
@@ -150,6 +180,7 @@ class CompiledVersion:
             paths = [str(p) for p in meta["paths"]]
             expected = str(meta["state_sha256"])
             fmt = meta["format"]
+            checksums = {str(k): str(v) for k, v in dict(meta.get("graph_sha256", {})).items()}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CompileError(META_FILE, f"missing or unreadable: {exc}") from None
         if fmt != FORMAT:
@@ -162,14 +193,20 @@ class CompiledVersion:
         if expected != state_sha256(learner):
             raise CompileError(f"{META_FILE}.state_sha256", "the graphs were compiled from another learner state")
         threads = threads or max(1, torch.get_num_threads())
-        graphs, sessions = {}, {}
+        sessions = {}
         for p in paths:
             try:
-                graphs[p] = (directory / graph_file(p)).read_bytes()
-                sessions[p] = session(graphs[p], threads)
+                data = (directory / graph_file(p)).read_bytes()
+            except OSError as exc:
+                raise CompileError(graph_file(p), f"cannot read: {exc}") from None
+            if hashlib.sha256(data).hexdigest() != checksums.get(p):
+                raise CompileError(graph_file(p), "does not match its checksum in compiled.json")
+            try:
+                sessions[p] = session(data, threads)
             except Exception as exc:  # ONNX Runtime raises its own types for a damaged file
                 raise CompileError(graph_file(p), f"cannot load: {type(exc).__name__}: {exc}") from None
-        return cls(learner, graphs, threads=threads, compile_seconds=meta.get("compile_seconds"), sessions=sessions)
+            _check_signature(sessions[p], p, len(learner.classes))
+        return cls(learner, {}, threads=threads, compile_seconds=meta.get("compile_seconds"), sessions=sessions)
 
     # -- serving -------------------------------------------------------------------------------------
     @property

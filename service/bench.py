@@ -54,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {"preset": args.preset, "clients": args.clients, "requests_per_client": args.requests}
 
     with tempfile.TemporaryDirectory(prefix="mcil-bench-") as state:
+        # The hybrid path both ways: a background compile would share the CPU with one row and not the other
+        # (python -m service.classify_speed measures compiled versions).
         base = {"server.preset": args.preset, "server.listen": "127.0.0.1:0", "server.metrics_listen": None,
+                "server.compiled": False,
                 "server.state_dir": state, "server.log_level": "WARNING",
                 "batching.max_batch_size": args.max_batch_size, "batching.max_delay_ms": args.max_delay_ms,
                 "batching.workers": args.workers}

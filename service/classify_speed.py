@@ -197,6 +197,8 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
                                    log_path=Path(tmp) / f"{mode}.log", start_timeout=600)
             try:
                 runner = daemon.client.model_info().runner
+                if (runner == COMPILED_RUNNER) != (overrides["server.compiled"] == "true"):
+                    raise RuntimeError(f"the {mode} daemon serves with {runner!r}:\n{daemon.log_tail()}")
                 time.sleep(2)
                 rss_start = daemon.resident_kib() / 1024
                 rows = {str(c): drive(daemon.target, pairs, c, requests if c > 1 else 2 * requests) for c in CLIENTS}

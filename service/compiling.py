@@ -63,9 +63,12 @@ def load_compiled(directory: Path, learner: "Learner") -> "CompiledVersion | Non
     try:
         return CompiledVersion.load(directory, learner)
     except CompileError as exc:
-        log.warning("compiled graphs in %s do not load (%s); compiling them again", directory, exc)
+        log.warning("compiled graphs in %s do not load: %s", directory, exc)
         return None
 
+
+COMPILE_TIMEOUT_SECONDS = 1800
+"""A compile still running after this long is stopped (lite takes about 40 s on 2 cores)."""
 
 Ready = Callable[[int, "CompiledVersion"], None]
 """Called from the compiler's thread with ``(version number, its graphs)`` once they are on disk."""
@@ -83,6 +86,7 @@ class Compiler:
         self._command_args = list(command_args)
         self._queue: "queue.Queue[tuple[int, Path, Learner] | None]" = queue.Queue()
         self._closed = threading.Event()
+        self._child_lock = threading.Lock()  # close() and the start of a child never interleave
         self._child: subprocess.Popen[bytes] | None = None
         self._thread = threading.Thread(target=self._run, name="mcil-compiler", daemon=True)
         self._thread.start()
@@ -121,9 +125,10 @@ class Compiler:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stops taking work and ends a compile under way (its child process is killed)."""
-        self._closed.set()
+        with self._child_lock:
+            self._closed.set()
+            child = self._child
         self._queue.put(None)
-        child = self._child
         if child is not None and child.poll() is None:
             child.kill()
         self._thread.join(timeout)
@@ -154,8 +159,18 @@ class Compiler:
                    "--parent-pid", str(os.getpid()), *self._command_args]
         started = time.perf_counter()
         try:
-            self._child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            output, _ = self._child.communicate()
+            with self._child_lock:
+                if self._closed.is_set():
+                    return None
+                self._child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                output, _ = self._child.communicate(timeout=COMPILE_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._child.kill()
+                self._child.communicate()
+                log.warning("version %d serves the hybrid path: compiling took over %d s and was stopped",
+                            number, COMPILE_TIMEOUT_SECONDS)
+                return None
             if self._closed.is_set():
                 return None
             if self._child.returncode != 0:

@@ -354,15 +354,18 @@ class Daemon:
                 return  # a commit or rollback came first; the folder stays for a later load
             served = dc_replace(current, compiled=compiled)
             self.slot.swap(served)
-        log.info("version %d now answers from its compiled graphs", number)
-        self._publish(served)
+            log.info("version %d now answers from its compiled graphs", number)
+            self._publish(served)  # under the lock, so that a commit or rollback publishes after it
 
     def _publish(self, served: ServedVersion) -> None:
         release_freed_memory()  # what the version it replaced, or a job, held
         if self.compiler is not None:
-            self.compiler.sweep(self.store.version_numbers())
-            if served.compiled is None and served.number > 0:
-                self.compiler.submit(served.number, self.store.version_dir(served.number), served.learner)
+            try:
+                self.compiler.sweep(self.store.version_numbers())
+                if served.compiled is None and served.number > 0:
+                    self.compiler.submit(served.number, self.store.version_dir(served.number), served.learner)
+            except Exception:  # noqa: BLE001 - compiling never fails a commit, a rollback or a start
+                log.exception("cannot schedule compiling version %d; it serves the hybrid path", served.number)
         meta = served.meta
         self.metrics.set_model(
             version=served.number,

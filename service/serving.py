@@ -13,6 +13,7 @@ learning; :meth:`ServedVersion.predict` takes the graphs when there are some.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from model.learner import Learner
     from model.samples import Prediction, Sample
     from service.store import VersionMeta
+
+log = logging.getLogger(__name__)
 
 COMPILED_RUNNER = "compiled-onnxruntime"
 """What ``runner`` reports (GetModelInfo, ``mcil_model_info``) while a compiled version serves."""
@@ -42,9 +45,22 @@ class ServedVersion:
         return list(self.learner.classes)
 
     def predict(self, samples: Sequence["Sample"], top_k: int) -> list["Prediction"]:
-        """Top-k classes per sample: on the compiled graphs when there are some, else the learner."""
-        if self.compiled is not None:
-            return self.compiled.predict(samples, top_k=top_k)
+        """Top-k classes per sample: on the compiled graphs when there are some, else the learner.
+
+        Graphs that fail on valid input (they were checked when loaded, so this is not expected) are
+        logged once and left aside: the learner answers from then on."""
+        from model.errors import InvalidInputError
+
+        compiled = self.compiled
+        if compiled is not None and not compiled.broken:
+            try:
+                return compiled.predict(samples, top_k=top_k)
+            except InvalidInputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the learner answers instead
+                compiled.broken = f"{type(exc).__name__}: {exc}"
+                log.error("version %d: its compiled graphs failed (%s); the learner answers from now on",
+                          self.number, compiled.broken)
         return self.learner.predict(list(samples), top_k=top_k)
 
 

@@ -12,6 +12,7 @@ Compiling a ``tiny`` learner takes seconds, so each learner is built and compile
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +185,7 @@ def test_write_and_load_round_trip(versions: Callable[[str], Version], tmp_path:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([META_FILE, *(graph_file(p) for p in PATHS)])
 
     loaded = CompiledVersion.load(tmp_path, v.learner)
-    assert loaded.graphs == v.compiled.graphs
+    assert sorted(loaded.sessions) == sorted(v.compiled.sessions) and loaded.graphs == {}  # no bytes kept
     assert loaded.predict(v.batch, top_k=4) == in_memory
 
     # The learner saved next to its graphs and loaded from disk: the graphs still belong to it.
@@ -232,6 +233,8 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
     "garbage": lambda f: f.write_bytes(b"this is not an ONNX model"),
     "truncated": lambda f: f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2]),
     "missing": lambda f: f.unlink(),
+    # A readable graph of the wrong kind in its place: caught by the checksum in compiled.json.
+    "another-graph": lambda f: f.write_bytes((f.parent / graph_file("audio" if "av" in f.name else "av")).read_bytes()),
 }
 
 
@@ -376,3 +379,18 @@ def test_dense_and_sparse_expert_dispatch_agree(tiny_backbone: TriModalBackbone)
     assert float((sparse - frozen).abs().max()) > 100 * DISPATCH_TOLERANCE  # the experts change the features
     assert float((dense - sparse).abs().max()) <= DISPATCH_TOLERANCE
     assert not any(m.dense for m in learner.backbone.image.mixtures)  # the copy's flag is its own
+
+
+@pytest.mark.parametrize("swap, field_problem", [(("av", "visual"), "takes inputs"), (("visual", "audio"), "takes inputs")])
+def test_a_graph_of_another_path_with_a_matching_checksum_is_refused(
+        versions: Callable[[str], Version], tmp_path: Path, swap: tuple[str, str], field_problem: str) -> None:
+    """Even a consistent compiled.json cannot make a graph serve a path whose inputs it does not take."""
+    v = versions("mcil")
+    v.compiled.write(tmp_path)
+    target, source = swap
+    data = (tmp_path / graph_file(source)).read_bytes()
+    (tmp_path / graph_file(target)).write_bytes(data)
+    _edit_meta(lambda m: m["graph_sha256"].update({target: hashlib.sha256(data).hexdigest()}))(tmp_path / META_FILE)
+    with pytest.raises(CompileError) as err:
+        CompiledVersion.load(tmp_path, v.learner)
+    assert err.value.field == graph_file(target) and field_problem in err.value.problem

@@ -13,7 +13,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 
@@ -22,6 +22,9 @@ from service._proto import mcil_pb2
 from service.client import sample_from_arrays
 from service.serving import COMPILED_RUNNER
 from tests.service.conftest import Running, examples, make_config, task_data
+
+if TYPE_CHECKING:
+    from model.backbone import TriModalBackbone
 
 GRAPH_FILES = {"compiled.json", "compiled.av.onnx", "compiled.visual.onnx", "compiled.audio.onnx"}
 SCORE_BOUND = 1e-4
@@ -106,3 +109,27 @@ def test_the_hybrid_path_serves_when_compiling_is_off_or_impossible(
     assert d.client.model_info().runner == "pytorch"
     msgs, _ = _probe()
     assert len(d.client.classify(msgs).results) == len(msgs)
+
+
+def test_graphs_that_fail_on_valid_input_are_left_aside_and_the_learner_answers(
+        tiny_backbone: "TriModalBackbone", caplog: pytest.LogCaptureFixture) -> None:
+    from dataclasses import replace as dc_replace
+
+    from export.compiled import CompiledVersion
+    from model.learner import create_learner
+    from model.learner_config import LearnerConfig
+    from model.training import TrainingConfig
+    from service.serving import ServedVersion
+
+    learner = create_learner("tiny", "mcil", backbone=tiny_backbone,
+                             config=dc_replace(LearnerConfig(), training=TrainingConfig(epochs=1, min_steps=2)))
+    learner.learn_task(make_dataset(["a", "b"], 6, seed=0), ["a", "b"])
+    compiled = CompiledVersion.compile(learner)
+    compiled.sessions["av"] = compiled.sessions["visual"]  # wrong inputs for the av path: fails when run
+    served = ServedVersion(1, learner, None, None, compiled)
+    _, samples = _probe()
+    with caplog.at_level(logging.ERROR, logger="service.serving"):
+        got = served.predict(samples, top_k=2)
+        again = served.predict(samples, top_k=2)
+    assert got == again == learner.predict(samples, top_k=2)
+    assert compiled.broken and sum("compiled graphs failed" in r.getMessage() for r in caplog.records) == 1
