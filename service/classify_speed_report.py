@@ -18,7 +18,9 @@ def render(r: dict[str, Any], command: str) -> str:
              f"{r['load_average_at_start']:.1f} at the start, {r['load_average_at_end']:.1f} at the end; "
              f"{r['seconds'] / 60:.0f} min in all. The learner is `{r['preset']}` + `mcil` after one task "
              f"(compiled in {p['compile_seconds']:.0f} s).", "",
-             "In one process, image + sound pairs (input preparation and the audio encoder included in every row):", "",
+             "In one process, image + sound pairs (input preparation and the audio encoder included in every row; "
+             f"{p['batches']['1']['compiled']['runs']} timed calls per cell at batch 1, "
+             f"{p['batches']['32']['compiled']['runs']} at batch 8 and 32, where p99 is the slowest of them):", "",
              _row(["batch", "frozen monolith p50 / p99 ms", "hybrid p50 / p99 ms", "compiled p50 / p99 ms",
                    "monolith pairs/s", "hybrid pairs/s", "compiled pairs/s", "compiled / monolith (p50)"]),
              _row(["---"] * 8)]
