@@ -70,7 +70,10 @@ def label_values() -> dict[str, str]:
         "state": "the job's final state: " + ", ".join(f"`{s}`" for s in ENDED),
         "preset": "the backbone preset (`lite`, `tiny`, `audioclip`)",
         "strategy": "the continual-learning strategy: " + ", ".join(f"`{s}`" for s in STRATEGIES),
-        "runner": "what computes the frozen parts: " + ", ".join(f"`{r}`" for r in RUNNERS),
+        "runner": ("what answers Classify: `compiled-onnxruntime` while the served version answers from its "
+                   "compiled graphs (docs/service.md, \"Compiled versions\"; a new version answers on the hybrid "
+                   "path for about 40 s after its commit, until its graphs are ready), else what computes the "
+                   "frozen parts: " + ", ".join(f"`{r}`" for r in RUNNERS)),
         "device": "where the learner trains and classifies (`server.device` resolved at start-up): `cpu`, "
                   "or `cuda:N (GPU name)`",
     }

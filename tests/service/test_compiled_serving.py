@@ -9,6 +9,7 @@ path and write no graphs.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -121,7 +122,7 @@ def test_graphs_that_fail_on_valid_input_are_left_aside_and_the_learner_answers(
     from model.training import TrainingConfig
     from service.serving import ServedVersion
 
-    learner = create_learner("tiny", "mcil", backbone=tiny_backbone,
+    learner = create_learner("tiny", "mcil", backbone=copy.deepcopy(tiny_backbone),  # the fixture stays fresh
                              config=dc_replace(LearnerConfig(), training=TrainingConfig(epochs=1, min_steps=2)))
     learner.learn_task(make_dataset(["a", "b"], 6, seed=0), ["a", "b"])
     compiled = CompiledVersion.compile(learner)
