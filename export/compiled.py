@@ -1,6 +1,6 @@
 """A committed version served as graphs on ONNX Runtime: the compiled version.
 
-    compiled = CompiledVersion.compile(learner)           # export and check the graphs (lite: ~45 s, 2 cores)
+    compiled = CompiledVersion.compile(learner)           # export and check the graphs (lite: ~40 s, 2 cores)
     compiled.write(version_dir)                           # compiled.json + compiled.<path>.onnx
     compiled = CompiledVersion.load(version_dir, learner)  # checked against the learner it serves
     compiled.predict(samples, top_k=5)                    # what learner.predict answers, faster
@@ -10,10 +10,9 @@ the frozen audio encoder: ``Learner.encode_inputs``), owns the classes and the h
 thresholds, and keeps learning. Only the forward from model-ready inputs to class scores runs on the
 graphs (``export/served_graphs.py``): one ONNX Runtime call per modality path present in a batch.
 
-Files name the learner state they were compiled from (``state_sha256`` over the learned tensors,
-the prototypes and the head's statistics, all as a saved version holds them): loading graphs next
-to a learner they were not compiled from raises :class:`~export.errors.CompileError`, and the
-daemon then serves the hybrid path.
+Files name the learner state they were compiled from (:func:`state_sha256`) and hold each graph's
+checksum: loading graphs next to a learner they were not compiled from, or damaged ones, raises
+:class:`~export.errors.CompileError`, and the daemon then serves the hybrid path.
 
 From the command line (the daemon runs this in a child process after each commit, so that the
 exporter's memory and threads never live in the serving process)::
@@ -39,9 +38,8 @@ import torch
 from export.errors import CompileError
 from export.served_graphs import GRAPH_PATHS, INPUTS, export_graphs
 from model.batch import ENCODE_CHUNK
-from model.errors import InvalidInputError
 from model.fusion import PATH_CODES
-from model.samples import Prediction, rank
+from model.samples import Prediction, check_top_k, rank
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -215,8 +213,7 @@ class CompiledVersion:
 
     def predict(self, samples: Sequence["Sample"], top_k: int = 5) -> list[Prediction]:
         """Top-k classes for each sample, as :meth:`model.learner.Learner.predict` answers them."""
-        if not isinstance(top_k, int) or top_k < 1:
-            raise InvalidInputError("top_k", f"must be a positive integer, got {top_k!r}")
+        check_top_k(top_k)
         batch = self.learner.encode_inputs(samples)
         scores, paths, unknown = self.scores(batch)
         return rank(scores, paths, unknown, self.classes, top_k, normalise=False)
@@ -267,14 +264,13 @@ def _exit_with_parent(pid: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Compiles the saved version in VERSION_DIR into ``--out``; exit 1 (reason on stderr) if it cannot."""
-    from export.onnx import configure_logging, parse_weights
+    from export.onnx import add_weights_argument, configure_logging, parse_weights
     from model.learner import Learner
 
     parser = argparse.ArgumentParser(prog="python -m export.compiled", description=main.__doc__)
     parser.add_argument("version_dir", type=Path, help="a saved version (learner.json and its tensors)")
     parser.add_argument("--out", required=True, type=Path, help="folder for compiled.json and the graphs")
-    parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
-                        help="weight file the version's preset needs, e.g. clip=ViT-B-16.pt (repeatable)")
+    add_weights_argument(parser)
     parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: PyTorch's)")
     parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by this much")
     parser.add_argument("--parent-pid", type=int, default=None,

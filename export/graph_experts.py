@@ -1,19 +1,20 @@
-"""A block's convolutional experts as one set of grouped 1x1 convolutions, for the exported graphs.
+"""A block's convolutional experts as four dense 1x1 convolutions, for the exported graphs.
 
 In PyTorch each :class:`~model.conv_experts.ConvExpert` computes its 1x1 convolutions as linear maps
 on a channels-last view (faster there). In an ONNX graph that costs two transposes of the block's
 activations per expert and a chain of small nodes per expert. Here the ``E`` experts of a block
-become four convolutions, each expert one group of them::
+become four convolutions over all of them at once::
 
-    p = avg_pool(h)                                           (B, C_in, H', W')   when strided
-    z = conv1x1(p, [down_a_1; ...; down_a_E])                 (B, E*r, H', W')
-    z = gelu(grouped_conv1x1(z, down_b_e, groups=E))          (B, E*m, H', W')
-    z = grouped_conv1x1(z, up_a_e, groups=E)                  (B, E*r, H', W')
-    y = scale * grouped_conv1x1(z, up_b_e, groups=E)          (B, E*C_out, H', W')
-    out = sum_e gates[:, e] * y[:, e]                         (B, C_out, H', W')
+    p = avg_pool(h)                                              (B, C_in, H', W')   when strided
+    z = conv1x1(p, [down_a_1; ...; down_a_E])                    (B, E*r, H', W')
+    z = gelu(conv1x1(z, blockdiag(down_b_1 .. down_b_E)))        (B, E*m, H', W')
+    z = conv1x1(z, blockdiag(up_a_1 .. up_a_E)) * gate per expert  (B, E*r, H', W')
+    out = scale * (conv1x1(z, [up_b_1 ... up_b_E]) + sum_e gate_e bias_e)   (B, C_out, H', W')
 
 the same sums as :class:`~model.experts.MixtureOfExperts` with dense dispatch, with the weights
-copied from the learned experts (the router is the mixture's own).
+copied from the learned experts (the router is the mixture's own). The block-diagonal weights are
+zero off each expert's block: a dense convolution computes those zeros too, and was as fast as the
+grouped one it equals on CPU.
 """
 
 from __future__ import annotations
@@ -45,8 +46,7 @@ def _stack(weights: list[torch.Tensor]) -> torch.Tensor:
 
 def _block_diagonal(weights: list[torch.Tensor]) -> torch.Tensor:
     """``E`` linear weights ``(out, in)`` -> one 1x1 convolution ``(E*out, E*in, 1, 1)``, zero off the
-    diagonal blocks: each expert reads only its own channels (a dense convolution is faster on CPU
-    than the grouped one it equals)."""
+    diagonal blocks: each expert reads only its own channels."""
     rows = sum(int(w.shape[0]) for w in weights)
     out = torch.zeros(rows, sum(int(w.shape[1]) for w in weights))
     r = c = 0
@@ -99,11 +99,8 @@ class FusedConvMixture(nn.Module):
         return mixed
 
 
-def fuse_conv_mixtures(adapters: nn.ModuleList) -> int:
-    """Replaces, in place, every fusable mixture of ``adapters`` by its fused form; how many."""
-    count = 0
+def fuse_conv_mixtures(adapters: nn.ModuleList) -> None:
+    """Replaces, in place, every fusable mixture of ``adapters`` by its fused form."""
     for i, module in enumerate(adapters):
         if isinstance(module, MixtureOfExperts) and fusable(module):
             adapters[i] = FusedConvMixture(module)
-            count += 1
-    return count

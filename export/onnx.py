@@ -314,10 +314,15 @@ def parse_weights(values: Sequence[str]) -> WeightFiles:
     return WeightFiles(**chosen)
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", required=True, help=f"backbone preset ({', '.join(preset_names())})")
+def add_weights_argument(parser: argparse.ArgumentParser) -> None:
+    """``--weights NAME=PATH`` (repeatable), read with :func:`parse_weights`."""
     parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                         help="weight file a preset needs, e.g. clip=ViT-B-16.pt (repeatable)")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", required=True, help=f"backbone preset ({', '.join(preset_names())})")
+    add_weights_argument(parser)
     parser.add_argument("--out", required=True, type=Path, help="folder for the ONNX files and manifest.json")
 
 

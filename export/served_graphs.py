@@ -19,7 +19,7 @@ the same sums:
 - the mixtures of experts run every expert on every sample, weighed by the (sparse) gates
   (``MixtureOfExperts.dense``); the eager learner runs only the routed experts;
 - the fusion module takes the branch-free form for pairs (``fuse_pairs``);
-- a CNN block's experts become grouped 1x1 convolutions (``export/graph_experts.py``).
+- a CNN block's experts become four dense 1x1 convolutions (``export/graph_experts.py``).
 
 Only versions scored by a statistics head (``analytic`` or ``class-means``) compile: the prototype
 scores of the other strategies stay on the hybrid path (:func:`compile_problem` says why).
@@ -33,7 +33,7 @@ import tempfile
 import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
@@ -85,7 +85,7 @@ class ServedPath(nn.Module):
         self.backbone.image.set_runner(None)  # the graph holds the frozen blocks themselves
         for mixture in self.backbone.image.mixtures:
             cast_mixture(mixture).dense = True
-        fuse_conv_mixtures(self.backbone.image.adapters)  # a CNN's experts as grouped convolutions
+        fuse_conv_mixtures(self.backbone.image.adapters)  # a CNN's experts as 1x1 convolutions
         fusion = copy.deepcopy(learner.fusion)
         if not isinstance(fusion, (AAVFM, ConcatFusion)):
             raise CompileError("fusion", f"no branch-free form for {type(fusion).__name__}")
@@ -141,25 +141,33 @@ def example_inputs(learner: "Learner", path: str, batch: int = 2) -> tuple[torch
     return tuple(tensors[name] for name in INPUTS[path])
 
 
+def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], input_names: Sequence[str], output_name: str,
+            opset: int = OPSET) -> bytes:
+    """``module`` as ONNX bytes, every input's first axis a dynamic ``batch``. Its ``forward`` must be
+    declared ``forward(self, *inputs)`` (the dynamic shapes are given for that one variadic
+    argument). The exporter's own exceptions propagate."""
+    batch = torch.export.Dim(BATCH_DIM, min=1, max=MAX_BATCH)
+    dynamic = (tuple({0: batch} for _ in args),)  # forward(*inputs): one entry holding every input's
+    with tempfile.TemporaryDirectory(prefix="mcil-compile-") as tmp:
+        file = Path(tmp) / "graph.onnx"
+        with redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used", category=UserWarning)
+            program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
+            torch.onnx.export(decompose_unsupported(program), (), str(file), input_names=list(input_names),
+                              output_names=[output_name], opset_version=opset, dynamo=True, external_data=False,
+                              verbose=False)
+        return file.read_bytes()
+
+
 def export_path(learner: "Learner", path: str) -> bytes:
     """The ONNX model (bytes) of one modality path, checked against the eager module."""
     module = ServedPath(learner, path).cpu()
     args = example_inputs(learner, path)
-    batch = torch.export.Dim(BATCH_DIM, min=1, max=MAX_BATCH)
-    dynamic = (tuple({0: batch} for _ in args),)  # forward(*inputs): one entry holding every input's
-    with tempfile.TemporaryDirectory(prefix="mcil-compile-") as tmp:
-        file = Path(tmp) / f"{path}.onnx"
-        try:
-            with redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
-                warnings.filterwarnings("ignore", category=FutureWarning)
-                warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used", category=UserWarning)
-                program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
-                program = decompose_unsupported(program)
-                torch.onnx.export(program, (), str(file), input_names=list(INPUTS[path]), output_names=["scores"],
-                                  opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
-        except Exception as exc:  # the exporter raises many unrelated types
-            raise CompileError(f"graphs.{path}", f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
-        data = file.read_bytes()
+    try:
+        data = to_onnx(module, args, INPUTS[path], "scores")
+    except Exception as exc:  # the exporter raises many unrelated types
+        raise CompileError(f"graphs.{path}", f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
     check_graph(data, module, args, path)
     return data
 
@@ -187,6 +195,3 @@ def export_graphs(learner: "Learner") -> dict[str, bytes]:
     assert learner.head is not None
     return {path: export_path(learner, path) for path in GRAPH_PATHS if path in learner.head.weights}
 
-
-def describe(graphs: dict[str, bytes]) -> dict[str, Any]:
-    return {path: {"bytes": len(data)} for path, data in graphs.items()}

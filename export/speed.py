@@ -15,12 +15,9 @@ batch.
 from __future__ import annotations
 
 import copy
-import io
 import statistics
 import tempfile
 import time
-import warnings
-from contextlib import redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
@@ -28,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.decompositions import decompose_unsupported
-from export.onnx import BATCH_DIM, MAX_BATCH, OPSET
+from export.onnx import OPSET
+from export.served_graphs import to_onnx
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -45,8 +42,8 @@ class _FrozenImage(nn.Module):
         self.backbone = copy.deepcopy(learner.backbone)
         self.backbone.image.set_runner(None)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.backbone.image.frozen_features(images)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:  # (images,): the signature to_onnx exports
+        out: torch.Tensor = self.backbone.image.frozen_features(inputs[0])
         return out
 
 
@@ -58,19 +55,10 @@ class Monolith:
         from export.compiled import session
 
         self.learner = learner
-        module = _FrozenImage(learner).eval()
         size = learner.backbone.image_size
-        args = (torch.randn(2, 3, size, size),)
-        with tempfile.TemporaryDirectory(prefix="mcil-monolith-") as tmp, redirect_stdout(io.StringIO()), \
-                warnings.catch_warnings(), torch.no_grad():
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            file = Path(tmp) / "image.onnx"
-            program = torch.export.export(module, args, dynamic_shapes=({0: torch.export.Dim(BATCH_DIM, min=1,
-                                                                                            max=MAX_BATCH)},),
-                                          strict=False)
-            torch.onnx.export(decompose_unsupported(program), (), str(file), input_names=["images"],
-                              output_names=["features"], opset_version=OPSET, dynamo=True, external_data=False)
-            self.session: "onnxruntime.InferenceSession" = session(file.read_bytes(), threads)
+        graph = to_onnx(_FrozenImage(learner).eval(), (torch.randn(2, 3, size, size),), ["images"], "features",
+                        opset=OPSET)  # the frozen segments' opset
+        self.session: "onnxruntime.InferenceSession" = session(graph, threads)
 
     def image_features(self, images: torch.Tensor) -> np.ndarray:
         out: np.ndarray = self.session.run(None, {"images": images.numpy()})[0]
@@ -81,22 +69,6 @@ class Monolith:
         rows = batch.has_image.nonzero().flatten()
         if len(rows):
             self.image_features(batch.images[rows])
-
-
-def timings(action: Callable[[], object], runs: int) -> list[float]:
-    """Seconds of ``runs`` calls of ``action`` after one warm-up call."""
-    action()
-    out = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        out.append(time.perf_counter() - started)
-    return out
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100.0 * (len(ordered) - 1)))))]
 
 
 def side_by_side(actions: Mapping[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
@@ -136,7 +108,6 @@ def stage_times(learner: "Learner", compiled: "CompiledVersion", monolith: Monol
         stages["audio encoder: mel spectrogram alone"] = lambda: [log_mel(w) for w in prepared.numpy()]
     with torch.no_grad():
         v = b.encode_image(batch.images)
-        a = b.project_audio(batch.audio)
         out = learner.fused_features(batch)
         stages.update({
             "hybrid: frozen image blocks (PyTorch)": lambda: b.image.frozen_features(batch.images),
@@ -149,8 +120,8 @@ def stage_times(learner: "Learner", compiled: "CompiledVersion", monolith: Monol
             "compiled: graphs (experts, fusion, head)": lambda: compiled.scores(batch),
             "monolith: frozen image graph": lambda: monolith.image_features(batch.images),
         })
-        del a
-        medians = {name: 1000 * statistics.median(timings(action, runs)) for name, action in stages.items()}
+        medians = {name: 1000 * statistics.median(side_by_side({name: action}, runs)[name])
+                   for name, action in stages.items()}
     return medians
 
 

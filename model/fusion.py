@@ -140,13 +140,18 @@ class AAVFM(nn.Module):
         """The fused feature of samples that all have both inputs, as :meth:`forward` computes it, with
         no data-dependent branch (for the exported graphs, export/compiled.py): ``(B, E)``."""
         fuse = pearson(v, a) >= self.config.threshold
+        single = torch.where(self.prefers_visual(v, a, prototypes, logit_scale).unsqueeze(-1), v, a)
+        return torch.where(fuse.unsqueeze(-1), self.fuse(v, a), single)
+
+    @torch.no_grad()
+    def prefers_visual(self, v: torch.Tensor, a: torch.Tensor, prototypes: torch.Tensor,
+                       logit_scale: float) -> torch.Tensor:
+        """``(B,)`` bool: for a pair that is not fused, whether ``v`` is the strong modality (the
+        configured one, or with ``auto`` the one whose own prediction is more confident)."""
         strong = self.config.strong_modality
         if strong == "auto":
-            pick_v = confidence(v, prototypes, logit_scale) >= confidence(a, prototypes, logit_scale)
-        else:
-            pick_v = torch.full_like(fuse, strong == "visual")
-        single = torch.where(pick_v.unsqueeze(-1), v, a)
-        return torch.where(fuse.unsqueeze(-1), self.fuse(v, a), single)
+            return confidence(v, prototypes, logit_scale) >= confidence(a, prototypes, logit_scale)
+        return torch.full((v.shape[0],), strong == "visual", dtype=torch.bool, device=v.device)
 
     def forward(
         self,
@@ -160,16 +165,8 @@ class AAVFM(nn.Module):
         both = has_v & has_a  # (B,)
         r = correlation_where_both(v, a, both)
         fuse = both & (r >= self.config.threshold)
-        # Strong modality for samples that fall back to one input.
-        strong = self.config.strong_modality
-        if strong == "visual":
-            pick_v = has_v
-        elif strong == "audio":
-            pick_v = ~has_a
-        else:
-            with torch.no_grad():
-                pick_v = confidence(v, prototypes, logit_scale) >= confidence(a, prototypes, logit_scale)
-            pick_v = torch.where(both, pick_v, has_v)
+        # Strong modality for samples that fall back to one input: a pair's preferred one, or the one there is.
+        pick_v = torch.where(both, self.prefers_visual(v, a, prototypes, logit_scale), has_v)
         single = torch.where(pick_v.unsqueeze(-1), v, a)  # (B, E)
         path = torch.where(pick_v, PATH_CODES["visual"], PATH_CODES["audio"])
         if fuse.any():

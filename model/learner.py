@@ -49,14 +49,14 @@ from model.backbone import TriModalBackbone, WeightFiles, build_backbone
 from model.batch import EncodedBatch, ForwardOutput, encode_samples, validate_task
 from model.checkpoint import load_version, save_version
 from model.device import same_device
-from model.errors import InvalidInputError, StateError
+from model.errors import StateError
 from model.fusion import build_fusion
 from model.head_inputs import head_input_dims, head_inputs, head_scores
 from model.heads import StatisticsHead
 from model.learner_config import LearnerConfig
 from model.prompts import TEMPLATES, class_prototypes
 from model.replay import ClassStatistics
-from model.samples import LabeledSample, Prediction, Sample, rank
+from model.samples import LabeledSample, Prediction, Sample, check_top_k, rank
 from model.strategies import create_strategy
 from model.strategies.base import Strategy
 from model.training import TaskReport, TrainingProgress, train_task
@@ -308,8 +308,7 @@ class Learner:
         """Top-k classes over everything learned so far, for each sample."""
         if not self._tasks:
             raise StateError("no classes learned yet")
-        if not isinstance(top_k, int) or top_k < 1:
-            raise InvalidInputError("top_k", f"must be a positive integer, got {top_k!r}")
+        check_top_k(top_k)
         out = self.infer(self.encode_inputs(samples))
         # Prototypes: a softmax over every class. A statistics head: its own scores in [0, 1] (the ridge
         # estimate of each class's indicator, or the cosine to the class mean), not normalised.

@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from model.errors import InvalidInputError
+
 PATHS = ("av", "visual", "audio")
 """Modality paths: both inputs through the fusion module, image only, audio only."""
 
@@ -59,6 +61,13 @@ class Prediction:
     scores: tuple[float, ...]
     path: str
     unknown: bool = False
+
+
+def check_top_k(top_k: object) -> int:
+    """``top_k`` if it is a positive integer; else InvalidInputError naming ``top_k``."""
+    if not isinstance(top_k, int) or top_k < 1:
+        raise InvalidInputError("top_k", f"must be a positive integer, got {top_k!r}")
+    return top_k
 
 
 def rank(scores: torch.Tensor, paths: torch.Tensor, unknown: torch.Tensor | None, classes: Sequence[str],

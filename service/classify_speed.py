@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import tempfile
 import threading
@@ -69,9 +68,15 @@ def _samples(data: Path, classes: int, per_class: int, probe: int) -> tuple[list
     return train, pairs, source
 
 
+def _first(probe: list[Any], n: int) -> list[Any]:
+    """``n`` probe pairs, starting over when there are fewer."""
+    return [probe[i % len(probe)] for i in range(n)]
+
+
 def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> dict[str, Any]:
+    from export.bench import percentile
     from export.compiled import CompiledVersion
-    from export.speed import Monolith, graph_op_profile, image_gflop, percentile, side_by_side, stage_times
+    from export.speed import Monolith, graph_op_profile, image_gflop, side_by_side, stage_times
     from model.learner import create_learner
     from model.learner_config import LearnerConfig
     from model.training import TrainingConfig
@@ -91,7 +96,7 @@ def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> di
         "batches": {}, "stages": {}, "image_gflop": image_gflop(learner),
     }
     for n in BATCHES:
-        batch = [probe[i % len(probe)] for i in range(n)]
+        batch = _first(probe, n)
         actions = {"monolith": lambda b=batch: monolith.forward(b), "hybrid": lambda b=batch: learner.predict(b),
                    "compiled": lambda b=batch: compiled.predict(b)}
         times = side_by_side(actions, max(3, runs if n == 1 else runs // 4))
@@ -99,9 +104,9 @@ def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> di
                                          "per_second": n * len(t) / sum(t), "runs": len(t)}
                                   for name, t in times.items()}
     for n in (1, 32):
-        batch = [probe[i % len(probe)] for i in range(n)]
+        batch = _first(probe, n)
         out["stages"][str(n)] = stage_times(learner, compiled, monolith, batch, max(3, runs // (4 if n > 1 else 1)))
-    encoded = learner.encode_inputs([probe[i % len(probe)] for i in range(32)])
+    encoded = learner.encode_inputs(_first(probe, 32))
     feeds = {"images": encoded.images.numpy(), "audio": encoded.audio.numpy()}
     out["av_graph_ops_batch_32"] = graph_op_profile(compiled.graphs["av"], feeds, 3, torch.get_num_threads())
     return out
@@ -110,7 +115,7 @@ def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> di
 def drive(target: str, samples: Sequence[Any], clients: int, requests: int) -> dict[str, float]:
     """``clients`` concurrent clients each send ``requests`` Classify calls of one sample (after one
     warm-up call each): p50 and p99 latency, and samples answered per second over all of them."""
-    from export.speed import percentile
+    from export.bench import percentile
     from service.client import Client
 
     latencies: list[float] = []
@@ -207,7 +212,6 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
                              "idle_rss_mib_after_serving": daemon.resident_kib() / 1024, "clients": rows}
             finally:
                 daemon.close()
-        shutil.rmtree(state, ignore_errors=True)
     return out
 
 

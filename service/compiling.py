@@ -4,13 +4,12 @@
 
 A commit serves its version at once, on the hybrid path. The compiler then exports that version's
 served forward as graphs in a child process (``python -m export.compiled``, reading the committed
-version directory: about 45 s for ``lite`` on 2 cores, ~15 s for ``tiny``; the exporter's memory
+version directory: 40-50 s for ``lite`` on 2 cores, ~15 s for ``tiny``; the exporter's memory
 and threads never live in the daemon, and PyTorch's exporter is not made for threads), into a
-temporary folder renamed into place under ``compiled/``; the daemon loads them, checked against its
+temporary folder renamed into place under ``compiled/``. The daemon loads them, checked against its
 own learner (``compiled.json`` names the learner state), and, if that version is still the one
-served, swaps in the same version answering from its graphs. At start-up
-and after a rollback, graphs on disk are loaded when they were compiled from that very learner
-state (``compiled.json`` names it); otherwise they are compiled again in the background.
+served, swaps in the same version answering from its graphs. At start-up and after a rollback,
+graphs on disk are loaded the same way; a version without loadable graphs is compiled again.
 
 The folder is a cache: deleting it costs a compile, never an answer. A kill while writing leaves a
 ``.tmp-*`` folder that the next sweep removes; folders of versions that no longer exist are removed
@@ -58,7 +57,7 @@ def load_compiled(directory: Path, learner: "Learner") -> "CompiledVersion | Non
     except ImportError as exc:
         log.warning("serving the hybrid path: cannot load compiled graphs (%s)", exc)
         return None
-    if not CompiledVersion.present(directory) or learner.device.type != "cpu":
+    if not CompiledVersion.present(directory) or compile_problem(learner):
         return None
     try:
         return CompiledVersion.load(directory, learner)
@@ -186,6 +185,6 @@ class Compiler:
             shutil.rmtree(tmp, ignore_errors=True)
         compiled = load_compiled(final, learner)
         if compiled is not None:
-            log.info("compiled version %d into %d graphs in %.1f s", number, len(compiled.graphs),
+            log.info("compiled version %d into %d graphs in %.1f s", number, len(compiled.sessions),
                      time.perf_counter() - started)
         return compiled

@@ -96,8 +96,8 @@ class BatchingConfig:
     enabled: bool = True
     max_batch_size: int = 32  # samples per model call
     # How long the first waiting request may wait for company. 0: a batch takes what queued while the
-    # last one ran (lite, 2 cores: the same throughput as 5 ms with 8 and 32 clients, and one client's
-    # p50 20.6 ms instead of 27.7; docs/benchmarks.md, "Classify speed").
+    # last one ran (lite, 2 cores: about the same throughput as 5 ms with 8 and 32 clients, and one
+    # client's p50 20.8 ms instead of 29.0; docs/benchmarks.md, "Classify speed").
     max_delay_ms: float = 0.0
     max_queue: int = 1024  # requests waiting; more are refused with RESOURCE_EXHAUSTED
     workers: int = 1  # batches computed at the same time (more can help on many-core CPUs)

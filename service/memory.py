@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 from functools import lru_cache
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,6 @@ Skips when ``openwakeword`` (which holds the ONNX files) is not installed, like 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,20 +19,13 @@ try:
 except ImportError:
     HAS_OPENWAKEWORD = False
 
-pytestmark = pytest.mark.skipif(
-    not HAS_OPENWAKEWORD, reason="openwakeword==0.4.0 is not installed (pip install -e .)"
-)
+pytestmark = [
+    pytest.mark.skipif(not HAS_OPENWAKEWORD, reason="openwakeword==0.4.0 is not installed (pip install -e .)"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 CLIP = 40000  # the lite preset's 2.5 s clip
 STEP = 8 * 160  # samples between window starts
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
