@@ -63,6 +63,9 @@ def compile_problem(learner: "Learner") -> str:
     if learner.head is None:
         return (f"strategy {learner.strategy_name!r} scores with text prototypes; only versions with a "
                 "statistics head (analytic, class-means) compile")
+    if not learner.strategy.compiles:
+        return (f"strategy {learner.strategy_name!r} computes its features with a network of its own, "
+                "which the graphs do not hold")
     if not learner.classes:
         return "no classes learned yet"
     return ""

@@ -118,11 +118,12 @@ def encode_samples(backbone: TriModalBackbone, samples: Sequence[Sample], field:
 
 
 def validate_task(examples: Sequence[LabeledSample], class_names: Sequence[str], learned: Sequence[str]) -> list[str]:
-    """The new task's class names, stripped, once its examples and names are valid: at least one name,
-    none empty, repeated or in ``learned``; every example a LabeledSample of one of them, every
-    name with an example. Raises InvalidInputError."""
+    """The task's class names, stripped, once its examples and names are valid: at least one name,
+    none empty or repeated; every example a LabeledSample of one of them, every name with an example.
+    Names in ``learned`` are allowed: their examples add to classes already learned (a
+    domain-incremental task: the same classes, from a new speaker or camera). Raises InvalidInputError."""
     if isinstance(class_names, str) or len(class_names) == 0:
-        raise InvalidInputError("class_names", "give at least one new class name")
+        raise InvalidInputError("class_names", "give at least one class name")
     names = []
     for i, name in enumerate(class_names):
         if not isinstance(name, str) or not name.strip():
@@ -131,9 +132,6 @@ def validate_task(examples: Sequence[LabeledSample], class_names: Sequence[str],
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise InvalidInputError("class_names", f"duplicate class name(s) {dup}")
-    known = sorted(set(names) & set(learned))
-    if known:
-        raise InvalidInputError("class_names", f"class(es) {known} already learned")
     if len(examples) == 0:
         raise InvalidInputError("examples", "no examples given")
     counts = dict.fromkeys(names, 0)
@@ -142,7 +140,7 @@ def validate_task(examples: Sequence[LabeledSample], class_names: Sequence[str],
             raise InvalidInputError(f"examples[{i}]", f"expected a LabeledSample, got {type(ex).__name__}")
         label = ex.label.strip() if isinstance(ex.label, str) else ex.label
         if label not in counts:
-            raise InvalidInputError(f"examples[{i}].label", f"{ex.label!r} is not one of the new classes {names}")
+            raise InvalidInputError(f"examples[{i}].label", f"{ex.label!r} is not one of the task's classes {names}")
         counts[label] += 1
     empty = [n for n, c in counts.items() if c == 0]
     if empty:

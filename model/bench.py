@@ -17,6 +17,11 @@ every tuning decision, so ``test.csv`` stays untouched until the reported run.
 ``--device`` says where the learner trains and is scored (default ``auto``: the GPU where PyTorch
 sees one, else the CPU); the report records it, and the peak GPU memory per task on a GPU.
 
+``--scenario domain`` runs the domain-incremental protocol instead: one task per speaker (the
+``speaker`` column; a seeded order of the speakers), all classes in every task; after each task the
+learner is scored on the test pairs of every speaker so far. ``--tasks`` does not apply.
+``--rehearsal`` turns on ``cign``'s buffer (the version then stores training pairs).
+
 ``python -m model.bench --suite avmnist`` runs the whole benchmark table instead (model/suite.py).
 """
 
@@ -38,7 +43,7 @@ import numpy as np
 import torch
 
 from model.backbone import WeightFiles
-from model.data import read_class_names, read_split
+from model.data import read_class_names, read_split, read_split_domains
 from model.device import describe_device, resolve_device
 from model.errors import InvalidInputError
 from model.fusion import FusionConfig
@@ -79,6 +84,12 @@ def ablate(config: LearnerConfig, ablation: str) -> LearnerConfig:
     return config
 
 
+def domain_order(domains: list[str], seed: int) -> list[str]:
+    """A seeded permutation of the distinct domains (speakers) in ``domains``."""
+    names = sorted(set(domains))
+    return [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+
+
 def validation_split(samples: list[LabeledSample], fraction: float,
                      seed: int) -> tuple[list[LabeledSample], list[LabeledSample]]:
     """(train, validation): ``fraction`` of each class, chosen with ``seed``, becomes validation."""
@@ -111,17 +122,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train_cap = QUICK_TRAIN_PER_CLASS if args.quick else None
     test_cap = QUICK_TEST_PER_CLASS if args.quick else None
     train = read_split(args.data, "train", train_cap)
-    tasks = class_order(train.class_names, args.tasks, args.seed)
-    if args.validation:
-        train_samples, test_samples = validation_split(train.samples, 0.1, args.seed)
+    domain = getattr(args, "scenario", "class") == "domain"
+    # Per task: (its name in the record, its training examples, its held-out samples).
+    plan: list[tuple[list[str], list[LabeledSample], list[LabeledSample]]] = []
+    if domain:
+        test = None if args.validation else read_split(args.data, "test", test_cap)
+        tasks = [[f"speaker {d}"] for d in domain_order(train.domains, args.seed)]
+        for (name,) in tasks:
+            speaker = name.removeprefix("speaker ")
+            mine = [x for x, d in zip(train.samples, train.domains) if d == speaker]
+            if test is None:
+                plan.append(([name], *validation_split(mine, 0.1, args.seed)))
+            else:
+                plan.append(([name], mine, [x for x, d in zip(test.samples, test.domains) if d == speaker]))
     else:
-        train_samples, test_samples = train.samples, read_split(args.data, "test", test_cap).samples
+        tasks = class_order(train.class_names, args.tasks, args.seed)
+        if args.validation:
+            train_samples, test_samples = validation_split(train.samples, 0.1, args.seed)
+        else:
+            train_samples, test_samples = train.samples, read_split(args.data, "test", test_cap).samples
+        plan = [(names, [x for x in train_samples if x.label in names], [x for x in test_samples if x.label in names])
+                for names in tasks]
 
     training = TrainingConfig(epochs=QUICK_EPOCHS if args.quick else args.epochs,
                               min_steps=0 if args.quick else args.min_steps, batch_size=args.batch_size,
                               learning_rate=args.lr, seed=args.seed)
     config = ablate(LearnerConfig(training=training, fusion=FusionConfig(threshold=args.fusion_threshold),
-                                  replay_weighting=args.replay_weighting), args.ablation)
+                                  replay_weighting=args.replay_weighting,
+                                  rehearsal=getattr(args, "rehearsal", False)), args.ablation)
     weights = WeightFiles(clip=args.clip_weights, audioclip=args.audioclip_weights,
                           audio_projection=args.audio_projection)
     device = resolve_device(args.device, "--device")
@@ -132,17 +160,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     per_task: list[dict[str, Any]] = []
     held_out_by_task = []
-    for t, names in enumerate(tasks, start=1):
-        examples = [s for s in train_samples if s.label in names]
-        held_out = [s for s in test_samples if s.label in names]
+    for t, (names, examples, held_out) in enumerate(plan, start=1):
+        classes = sorted({x.label for x in examples}, key=train.class_names.index) if domain else names
         held_out_by_task.append(held_out)
-        evaluation.before_task(learner, names, held_out)
+        evaluation.before_task(learner, [c for c in classes if c not in learner.classes], held_out)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)  # each task's own peak
         tick = time.perf_counter()
-        report = learner.learn_task(examples, names)
+        report = learner.learn_task(examples, classes)
         train_seconds = time.perf_counter() - tick
-        evaluation.after_task(learner, held_out_by_task, examples)
+        evaluation.after_task(learner, held_out_by_task, examples, names)
         eval_seconds = time.perf_counter() - tick - train_seconds
         summary = evaluation.record.summary()
         per_task.append({
@@ -159,7 +186,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"task {t}/{len(tasks)} {names}: {train_seconds:.1f}s train, accuracy {acc}", file=sys.stderr)
 
     return {
-        "preset": args.preset, "strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,
+        "preset": args.preset, "strategy": args.strategy, "tasks": len(tasks), "seed": args.seed,
+        "scenario": "domain" if domain else "class", "rehearsal": config.rehearsal,
         "ablation": args.ablation, "quick": args.quick, "data": str(args.data),
         "evaluated_on": "validation (10% of train.csv)" if args.validation else "test.csv",
         "class_order": tasks,
@@ -232,9 +260,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
     add_run_arguments(p)
     p.add_argument("--suite", choices=["avmnist"], help="run the whole benchmark table (see model/suite.py)")
-    p.add_argument("--rows", choices=["all", "fast"], default="all",
-                   help="suite: every strategy, or only those that train at most once (minutes per run)")
+    p.add_argument("--rows", choices=["all", "fast", "papers"], default="all",
+                   help="suite: every strategy, only those that train at most once (minutes per run), or "
+                        "cign and mmcl at T = 5 and 10")
     p.add_argument("--tasks", type=int, default=5)
+    p.add_argument("--scenario", choices=["class", "domain"], default="class",
+                   help="class-incremental (new classes per task) or domain-incremental (one speaker per "
+                        "task, every class in each)")
+    p.add_argument("--rehearsal", action="store_true",
+                   help="cign: keep and replay exemplars_per_class training pairs per class (stores data)")
     p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size)
     p.add_argument("--lr", type=float, default=TrainingConfig().learning_rate)
     p.add_argument("--validation", action="store_true", help="score on 10%% of train.csv, not test.csv")
@@ -254,7 +288,11 @@ def bench_arguments_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with this command's own options (those :func:`parse_args` adds beside
     :func:`add_run_arguments`), naming the option; ``None`` when nothing is. Reads only
     ``train.csv`` (for the number of classes), after :func:`run_arguments_invalid` found it."""
-    if not args.suite:  # the suite sets the number of tasks of each of its runs itself
+    if args.rehearsal and args.strategy != "cign" and not args.suite:
+        return f"--rehearsal: only cign has a rehearsal buffer, not {args.strategy}"
+    if args.scenario == "domain" and len(set(read_split_domains(args.data))) < 2:
+        return f"--scenario domain: {args.data / 'train.csv'} needs a speaker column with at least two speakers"
+    if not args.suite and args.scenario == "class":  # the suite sets the number of tasks of each of its runs
         classes = len(read_class_names(args.data))
         if not 1 <= args.tasks <= classes:
             return (f"--tasks: must be between 1 and {classes} (the classes in {args.data / 'train.csv'}), "

@@ -7,7 +7,9 @@
     prototypes.safetensors   ``prototypes`` (C, E), and the old classes' feature statistics (strategies
                              that replay them)
     head.safetensors         the statistics head's accumulated statistics and solution (if any)
-    exemplars.safetensors    the strategy's own tensors (strategies that keep exemplars)
+    strategy.safetensors     the strategy's own tensors: exemplars (icarl, cign with rehearsal), a
+                             network (cign, mmcl); versions saved before it was named so call it
+                             exemplars.safetensors
 
 Files hold CPU tensors; a loaded learner runs where its backbone is. A missing, corrupt or mismatched
 file raises ``CheckpointError``. ``Learner.save`` and ``Learner.load`` call :func:`save_version` and
@@ -34,6 +36,8 @@ from model.strategies import create_strategy
 from model.strategies.base import LearnerView, Strategy
 
 FORMAT_VERSION = 1
+STRATEGY_FILE = "strategy.safetensors"
+OLD_STRATEGY_FILE = "exemplars.safetensors"  # its name in versions saved before networks
 
 
 class SavedLearner(LearnerView, Protocol):
@@ -52,9 +56,13 @@ class SavedLearner(LearnerView, Protocol):
     @property
     def task_keys(self) -> list[str]: ...
 
+    @property
+    def revisited(self) -> list[list[str]]: ...
+
     def learned_tensors(self) -> dict[str, torch.Tensor]: ...
 
-    def restore_tasks(self, tasks: Sequence[tuple[str, list[str]]]) -> None: ...
+    def restore_tasks(self, tasks: Sequence[tuple[str, list[str]]],
+                      revisited: Sequence[list[str]] | None = None) -> None: ...
 
 
 L = TypeVar("L", bound=SavedLearner)
@@ -62,8 +70,8 @@ L = TypeVar("L", bound=SavedLearner)
 
 def save_version(learner: SavedLearner, directory: Path) -> None:
     """Writes ``learner.json``, ``learned.safetensors``, ``prototypes.safetensors`` (and
-    ``head.safetensors`` for a statistics head, ``exemplars.safetensors`` for strategies that keep
-    exemplars) into ``directory``."""
+    ``head.safetensors`` for a statistics head, ``strategy.safetensors`` for strategies with tensors
+    of their own) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -71,7 +79,8 @@ def save_version(learner: SavedLearner, directory: Path) -> None:
         "preset": learner.preset,
         "strategy": learner.strategy.name,
         "config": learner.config.to_dict(),
-        "tasks": [{"key": key, "classes": classes} for key, classes in zip(learner.task_keys, learner.tasks)],
+        "tasks": [{"key": key, "classes": classes, **({"revisited": again} if again else {})}
+                  for key, classes, again in zip(learner.task_keys, learner.tasks, learner.revisited)],
     }
     if learner.head is not None:
         meta["head"] = learner.head.metadata()
@@ -84,7 +93,7 @@ def save_version(learner: SavedLearner, directory: Path) -> None:
     strategy_state = learner.strategy.state_dict()
     if strategy_state:
         save_file({k: v.cpu().contiguous() for k, v in strategy_state.items()},
-                  str(directory / "exemplars.safetensors"))
+                  str(directory / STRATEGY_FILE))
     (directory / "learner.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
@@ -115,7 +124,8 @@ def load_version(directory: Path, build: Callable[[TriModalBackbone, Strategy, L
         learner.strategy.restore_task_structure(learner, task["key"])
     if backbone.projections_trainable and meta["tasks"]:
         backbone.projections.requires_grad_(False)
-    learner.restore_tasks([(t["key"], list(t["classes"])) for t in meta["tasks"]])
+    learner.restore_tasks([(t["key"], list(t["classes"])) for t in meta["tasks"]],
+                          [list(t.get("revisited", [])) for t in meta["tasks"]])
     tensors = _read_safetensors(directory / "learned.safetensors")
     try:
         backbone.load_learned_state({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
@@ -139,8 +149,14 @@ def load_version(directory: Path, build: Callable[[TriModalBackbone, Strategy, L
         if learner.head.classes != len(learner.classes):
             raise CheckpointError(str(directory / "head.safetensors"), "head",
                                   f"{learner.head.classes} classes for {len(learner.classes)} learned")
-    if learner.strategy.keeps_exemplars and meta["tasks"]:
-        learner.strategy.load_state_dict(_read_safetensors(directory / "exemplars.safetensors"))
+    state_file = next((directory / n for n in (STRATEGY_FILE, OLD_STRATEGY_FILE) if (directory / n).exists()),
+                      directory / STRATEGY_FILE)
+    if (learner.strategy.keeps_exemplars or learner.strategy.network is not None or state_file.exists()) \
+            and meta["tasks"]:
+        try:
+            learner.strategy.load_state_dict(_read_safetensors(state_file))
+        except ValueError as exc:
+            raise CheckpointError(str(state_file), "strategy state", str(exc)) from None
         learner.strategy.to(learner.device)
     return learner
 

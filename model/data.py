@@ -1,7 +1,7 @@
 """Reading an audio-visual class-incremental data set laid out like AV-MNIST.
 
-A data folder holds ``train.csv`` and ``test.csv`` (columns ``label, class_name, audio, image_index``;
-more are ignored), audio files (WAV/FLAC, paths relative to the folder) and the images as IDX files
+A data folder holds ``train.csv`` and ``test.csv`` (columns ``label, class_name, audio, image_index``,
+optionally ``speaker``, the domain of the domain-incremental benchmark; more are ignored), audio files (WAV/FLAC, paths relative to the folder) and the images as IDX files
 (``mnist/images-idx3-ubyte.gz``; any ``*images-idx3-ubyte*`` file under the folder is found).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from model.samples import LabeledSample
 class Split:
     samples: list[LabeledSample]
     class_names: list[str]  # by label index
+    domains: list[str] = field(default_factory=list)  # per sample, its ``speaker`` column ("" if none)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -52,6 +53,12 @@ def read_class_names(root: Path, split: str = "train") -> list[str]:
     return [names[k] for k in sorted(names)]
 
 
+def read_split_domains(root: Path, split: str = "train") -> list[str]:
+    """The ``speaker`` column of ``split``, per row, from its CSV alone ("" where there is none)."""
+    with (Path(root) / f"{split}.csv").open(newline="") as f:
+        return [row.get("speaker") or "" for row in csv.DictReader(f)]
+
+
 def read_split(root: Path, split: str, limit_per_class: int | None = None) -> Split:
     """``split`` is ``train`` or ``test``. ``limit_per_class`` keeps the first n rows of each class."""
     root = Path(root)
@@ -60,6 +67,7 @@ def read_split(root: Path, split: str, limit_per_class: int | None = None) -> Sp
         raise FileNotFoundError(f"{manifest}: missing (expected a folder laid out like AV-MNIST)")
     images = read_idx(_find_images(root))
     samples: list[LabeledSample] = []
+    domains: list[str] = []
     kept: dict[int, int] = {}
     with manifest.open(newline="") as f:
         for row in csv.DictReader(f):
@@ -70,4 +78,5 @@ def read_split(root: Path, split: str, limit_per_class: int | None = None) -> Sp
             wave, rate = load_audio_file(str(root / row["audio"]))
             samples.append(LabeledSample(image=images[int(row["image_index"])], audio=wave, sample_rate=rate,
                                          label=row["class_name"]))
-    return Split(samples, read_class_names(root, split))
+            domains.append(row.get("speaker") or "")
+    return Split(samples, read_class_names(root, split), domains)

@@ -208,14 +208,16 @@ class StatisticsHead:
 
     # -- learning ---------------------------------------------------------------------------------
     def learn(self, features: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor], classes: int) -> None:
-        """Adds the examples of new classes ``self.classes .. classes - 1`` and solves again.
+        """Adds the examples of a task to the statistics and solves again: examples of new classes
+        ``self.classes .. classes - 1`` and of classes already learned (a domain-incremental task; an
+        old class keeps its ``unknown`` threshold).
 
         ``features[path]``: ``(N_p, D_p)`` features of the examples that have that path's inputs;
         ``labels[path]``: their class rows. Validates everything first: on error nothing changes.
         """
         first = self.classes
-        if classes <= first:
-            raise InvalidInputError("classes", f"no new classes ({classes} after {first})")
+        if classes < first:
+            raise InvalidInputError("classes", f"{classes} classes, fewer than the {first} learned")
         expanded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         counts = torch.zeros(classes - first, dtype=torch.int64)
         for path, x in features.items():
@@ -227,9 +229,10 @@ class StatisticsHead:
                                         f"expected (N, {self.input_dims[path]})")
             if not bool(torch.isfinite(x).all()):
                 raise InvalidInputError(f"features[{path}]", "non-finite values (NaN or inf)")
-            if len(y) and (int(y.min()) < first or int(y.max()) >= classes):
-                raise InvalidInputError(f"labels[{path}]", f"class rows must lie in [{first}, {classes})")
-            counts = torch.maximum(counts, torch.bincount(y - first, minlength=classes - first))
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+                raise InvalidInputError(f"labels[{path}]", f"class rows must lie in [0, {classes})")
+            fresh = y[y >= first] - first
+            counts = torch.maximum(counts, torch.bincount(fresh, minlength=classes - first))
             expanded[path] = (self.expand(x, path), y)
         few = [first + i for i, c in enumerate(counts.tolist()) if c < self.config.min_examples_per_class]
         if few:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -59,13 +59,14 @@ from model.replay import ClassStatistics
 from model.samples import LabeledSample, Prediction, Sample, check_top_k, rank
 from model.strategies import create_strategy
 from model.strategies.base import Strategy
-from model.training import TaskReport, TrainingProgress, train_task
+from model.training import TaskReport, TrainingProgress
 
 
 @dataclass
 class _Task:
     key: str
-    classes: list[str]
+    classes: list[str]  # the classes this task added, in order (none for a task of known classes)
+    revisited: list[str] = field(default_factory=list)  # learned classes it brought more examples of
 
 
 class Learner:
@@ -131,12 +132,17 @@ class Learner:
         return [t.key for t in self._tasks]
 
     @property
+    def revisited(self) -> list[list[str]]:
+        """Per task, the learned classes it brought more examples of (domain-incremental tasks)."""
+        return [list(t.revisited) for t in self._tasks]
+
+    @property
     def logit_scale(self) -> float:
         return self.backbone.config.logit_scale
 
     @property
     def keeps_exemplars(self) -> bool:
-        return self.strategy.keeps_exemplars
+        return self.strategy.keeps_examples(self.config)
 
     def parameter_counts(self) -> dict[str, Any]:
         learned = self.backbone.learned_state()
@@ -159,7 +165,13 @@ class Learner:
         }
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        """What a task trains now (``requires_grad``): experts, routers, trainable projections, fusion."""
+        """What a task trains now (``requires_grad``): experts, routers, trainable projections, fusion;
+        for a strategy with a network of its own (``cign``, ``mmcl``), that network and the trainable
+        image and audio projections."""
+        network = self.strategy.network
+        if network is not None:
+            mine = [network, *(self.backbone.projections[m] for m in ("image", "audio"))]
+            return [p for m in mine for p in m.parameters() if p.requires_grad]
         modules = [self.backbone.image.adapters, self.backbone.text.adapters, self.fusion]
         if self.backbone.projections_trainable:
             modules.append(self.backbone.projections)
@@ -190,9 +202,12 @@ class Learner:
                 scores: bool = True, prototype_scores: bool = False) -> ForwardOutput:
         """Features, fusion and logits. In training, logits are cosine scores against ``prototypes``
         (computed with gradients); at inference the strategy turns fused features into scores.
-        ``scores=False`` skips the scores (``logits`` is then ``(B, 0)``)."""
-        v, a = self.unimodal_features(batch)
+        ``scores=False`` skips the scores (``logits`` is then ``(B, 0)``). A strategy with a network
+        of its own computes the whole forward (``Strategy.forward``)."""
         all_protos = prototypes if extra_prototypes is None else torch.cat([prototypes, extra_prototypes])
+        if self.strategy.network is not None:
+            return self.strategy.forward(self, batch, all_protos, training=training, scores=scores)
+        v, a = self.unimodal_features(batch)
         fusion = self.fusion(v, a, batch.has_image, batch.has_audio, all_protos, self.logit_scale)
         if not scores:
             logits = v.new_zeros(len(batch), 0)
@@ -225,7 +240,8 @@ class Learner:
         class keeps the prototype it was learned with); the others recompute every class's."""
         with torch.no_grad():
             if self.strategy.freezes_old_prototypes:
-                self.prototypes = torch.cat([self.prototypes, self.text_prototypes(list(new_classes))])
+                if new_classes:
+                    self.prototypes = torch.cat([self.prototypes, self.text_prototypes(list(new_classes))])
             else:
                 self.prototypes = self.text_prototypes(self.classes)
 
@@ -238,14 +254,17 @@ class Learner:
         progress: Callable[[TrainingProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TaskReport:
-        """Learns new classes from labelled examples. See the module docstring."""
+        """Learns labelled examples of ``class_names``: new classes, or classes already learned (their
+        examples add to what is known of them: a domain-incremental task). See the module docstring."""
         started = time.perf_counter()
         names = validate_task(examples, class_names, self.classes)
+        new = [n for n in names if n not in self.classes]
+        revisited = [n for n in names if n in self.classes]
         report = progress or (lambda p: None)
         training_size = len(examples) + self.strategy.stored_examples()  # what train_task will iterate over
         report(TrainingProgress("preparing", 0, self.config.training.epochs_for(training_size), 0, 0, None))
-        offset = len(self.classes)
-        labels = [offset + names.index(ex.label.strip()) for ex in examples]
+        rows = {c: i for i, c in enumerate(self.classes + new)}
+        labels = [rows[ex.label.strip()] for ex in examples]
         data = self.encode_inputs(examples, field="examples", labels=labels)
 
         backup = self.clone()
@@ -256,14 +275,14 @@ class Learner:
             steps, last_loss = 0, None
             trained = sum(p.numel() for p in self.trainable_parameters()) if trains else 0
             if trains:
-                steps, last_loss = train_task(self, self.strategy.training_data(self, data), names, report,
-                                              should_stop)
+                steps, last_loss = self.strategy.train(self, self.strategy.training_data(self, data), new, report,
+                                                       should_stop)
             if self.backbone.projections_trainable:
                 self.backbone.projections.requires_grad_(False)
-            self._tasks.append(_Task(task_key, names))
-            self._refresh_prototypes(names)
+            self._tasks.append(_Task(task_key, new, revisited))
+            self._refresh_prototypes(new)
             if self.strategy.replays_features:
-                self._record_class_statistics(data, len(names))
+                self._record_class_statistics(data, len(new))
             self.strategy.after_task(self, task_key, data)
             if self.head is not None:
                 self._learn_head(data)
@@ -324,10 +343,12 @@ class Learner:
         state.update({f"fusion.{k}": v for k, v in self.fusion.state_dict().items()})
         return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
 
-    def restore_tasks(self, tasks: Sequence[tuple[str, list[str]]]) -> None:
+    def restore_tasks(self, tasks: Sequence[tuple[str, list[str]]],
+                      revisited: Sequence[list[str]] | None = None) -> None:
         """Records ``(key, classes)`` tasks as learned, in order, without learning anything: for
         loading a saved version (``model/checkpoint.py``), which restores their state."""
-        self._tasks = [_Task(key, list(classes)) for key, classes in tasks]
+        again = list(revisited) if revisited is not None else [[] for _ in tasks]
+        self._tasks = [_Task(key, list(classes), list(r)) for (key, classes), r in zip(tasks, again)]
 
     def save(self, directory: Path) -> None:
         """Writes this version into ``directory`` (``model.checkpoint.save_version``: ``learner.json``

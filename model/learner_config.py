@@ -19,7 +19,8 @@ from model.training import TrainingConfig
 # what that behaviour was, not as today's default (which may have changed since).
 SETTINGS_BEFORE_THEY_WERE_SAVED: dict[str, dict[str, Any]] = {
     "learner": {"replay_weighting": "equal",  # replay's loss was added at full weight before the field existed
-                "head": {"kind": "prototypes"}},  # every version scored with text prototypes before heads
+                "head": {"kind": "prototypes"},  # every version scored with text prototypes before heads
+                "rehearsal": False},  # no strategy kept a rehearsal buffer before the field existed
     "training": {"min_steps": 0},  # every task trained for exactly ``epochs`` before the field existed
     "fusion": {"unit_inputs": False},  # AAVFM's cross-attention took raw features before the field existed
 }
@@ -40,6 +41,9 @@ class LearnerConfig:
     distillation_weight: float = 1.0
     modality_dropout: float = 0.3
     replayed_features: int = 32
+    rehearsal: bool = False
+    """``cign`` only: keep ``exemplars_per_class`` training pairs per class and train on them again
+    with every later task (the CIGN paper's buffer). A version then STORES TRAINING DATA."""
     replay_weighting: str = "per-class"
     """How a step's two losses add up, for strategies that replay old classes' features.
     ``"per-class"``: the new examples' loss and the replayed features' loss are weighted by the share

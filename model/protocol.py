@@ -93,8 +93,10 @@ class ContinualEvaluation:
             self._b = {p: self._accuracy(self.baseline, batch, truth, p, everything)[0] for p in paths}
 
     def after_task(self, learner: Learner, held_out_by_task: Sequence[Sequence[LabeledSample]],
-                   train_examples: Sequence[LabeledSample]) -> None:
-        """Adds row t of every path's accuracy matrix, A_t, w_t and the NMI terms of M2."""
+                   train_examples: Sequence[LabeledSample], task_name: Sequence[str] | None = None) -> None:
+        """Adds row t of every path's accuracy matrix, A_t, w_t and the NMI terms of M2. ``task_name``:
+        what the record calls the task (default: its new classes); a domain-incremental task, which
+        brings no new class, is named by its domain (``["speaker george"]``)."""
         t = len(learner.tasks)
         if len(held_out_by_task) != t:
             raise InvalidInputError("held_out_by_task", f"{len(held_out_by_task)} held-out sets for {t} learned tasks")
@@ -108,7 +110,8 @@ class ContinualEvaluation:
         if "av" in scored:
             self.fused_share.append(sum(f for _, f in scored["av"]) / sum(len(h) for h in held_out_by_task))
         similarity = self._task_similarity(learner, train_examples)
-        self.record.add_task(learner.tasks[-1], len(held_out_by_task[-1]), rows, z=self._z, b=self._b,
+        name = list(task_name) if task_name is not None else learner.tasks[-1]
+        self.record.add_task(name, len(held_out_by_task[-1]), rows, z=self._z, b=self._b,
                              similarity=similarity)
         self._update_nmi(learner, batches)
         self._z = self._b = None
@@ -128,7 +131,8 @@ class ContinualEvaluation:
             return 0.0
         protos = learner.prototypes.cpu().numpy()
         n_new = len(learner.tasks[-1])
-        s_sem = _cosine(protos[-n_new:].mean(axis=0), protos[:-n_new].mean(axis=0))
+        # A task of known classes only (domain-incremental) names the classes seen before: s_sem = 1.
+        s_sem = 1.0 if n_new == 0 else _cosine(protos[-n_new:].mean(axis=0), protos[:-n_new].mean(axis=0))
         sums = np.array(self._feature_sums)
         counts = np.array(self._feature_counts, dtype=float)
         if counts[-1] == 0 or counts[:-1].sum() == 0:

@@ -49,6 +49,8 @@ class ClassStatistics:
         the sample has that modality; ``labels``: ``(N,)`` class rows (in the learner's order).
         """
         first = len(self)
+        if n_classes == 0:  # a task of known classes: their statistics stay those of their first task
+            return
         for m in MODALITIES:
             means, stds = [], []
             for c in range(first, first + n_classes):

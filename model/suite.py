@@ -44,9 +44,13 @@ from model.strategies import STRATEGIES
 from model.training import TrainingConfig
 
 STRATEGY_ORDER = ("zero-shot", "simplecil", "ranpac", "finetune", "lwf", "icarl", "moe-adapters", "mcil-paper",
-                  "mcil", "joint")
+                  "mcil", "cign", "mmcl", "joint")
 FAST_STRATEGIES = ("zero-shot", "simplecil", "ranpac", "mcil")
 """The rows that train by gradient at most once (``--rows fast``): minutes each, not hours."""
+PAPER_STRATEGIES = ("cign", "mmcl")
+"""The other two papers' systems (``--rows papers``): they train every task, over frozen tokens."""
+DOMAIN_STRATEGIES = ("zero-shot", "simplecil", "ranpac", "mcil", "cign", "mmcl")
+"""The rows of the domain-incremental table (``--scenario domain``)."""
 TASK_COUNTS = (5, 3, 10)
 SEEDS = (0, 1, 2)
 ABLATIONS = ("no-text-diversity", "no-aavfm", "no-loss", "frozen-features", "both-features")
@@ -57,18 +61,30 @@ RunOne = Callable[[argparse.Namespace], dict[str, Any]]
 function, since each run is sent to a worker process of its own."""
 
 
-def plan(preset: str, rows: str = "all") -> list[dict[str, Any]]:
+def plan(preset: str, rows: str = "all", scenario: str = "class") -> list[dict[str, Any]]:
     """Every run of the table, main rows first (T = 5 before T = 3 and T = 10), then ablations;
-    ``rows="fast"``: only the strategies of ``FAST_STRATEGIES`` and the ablations."""
+    ``rows="fast"``: only the strategies of ``FAST_STRATEGIES`` and the ablations; ``rows="papers"``:
+    ``PAPER_STRATEGIES`` at T = 5 and 10. ``scenario="domain"``: the domain-incremental runs of
+    ``DOMAIN_STRATEGIES`` (one task per speaker)."""
+    if scenario == "domain":
+        runs = [dict(strategy=s, tasks=0, seed=seed, ablation="none", scenario="domain")
+                for seed in SEEDS for s in DOMAIN_STRATEGIES]
+        return [dict(r, preset=preset) for r in runs]
+    if rows == "papers":
+        runs = [dict(strategy=s, tasks=t, seed=seed, ablation="none") for t in (5, 10) for seed in SEEDS
+                for s in PAPER_STRATEGIES]
+        return [dict(r, preset=preset, scenario="class") for r in runs]
     strategies = FAST_STRATEGIES if rows == "fast" else STRATEGY_ORDER
     runs = [dict(strategy=s, tasks=t, seed=seed, ablation="none")
             for t in TASK_COUNTS for seed in SEEDS for s in strategies]
     runs += [dict(strategy="mcil", tasks=5, seed=seed, ablation=a) for a in ABLATIONS for seed in SEEDS]
-    return [dict(r, preset=preset) for r in runs]
+    return [dict(r, preset=preset, scenario="class") for r in runs]
 
 
 def run_name(r: dict[str, Any]) -> str:
     suffix = "" if r["ablation"] == "none" else f"-{r['ablation']}"
+    if r.get("scenario") == "domain":
+        return f"{r['preset']}-{r['strategy']}-DIL-s{r['seed']}.json"
     return f"{r['preset']}-{r['strategy']}{suffix}-T{r['tasks']}-s{r['seed']}.json"
 
 
@@ -76,7 +92,7 @@ def run_suite(args: argparse.Namespace, run: RunOne) -> int:
     """Every pending run of the table (each by ``run``, in a process of its own), then tables and curves."""
     out = Path(args.out or "results/avmnist")
     out.mkdir(parents=True, exist_ok=True)
-    runs = plan(args.preset, getattr(args, "rows", "all"))
+    runs = plan(args.preset, getattr(args, "rows", "all"), getattr(args, "scenario", "class"))
     todo = [r for r in runs if not (out / run_name(r)).exists()]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}", file=sys.stderr)
     if args.max_runs is not None:
@@ -129,6 +145,7 @@ def _run_arguments(args: argparse.Namespace, r: dict[str, Any], threads: int | N
     run_args = copy.copy(args)
     run_args.strategy, run_args.tasks, run_args.seed, run_args.ablation = (
         r["strategy"], r["tasks"], r["seed"], r["ablation"])
+    run_args.scenario = r.get("scenario", "class")
     run_args.threads = threads
     run_args.no_progress = True
     return run_args
@@ -144,7 +161,10 @@ def _mean_sd(values: list[float | None]) -> str:
 
 
 def _group(results: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
-    return [r for r in results if all(r.get(k) == v for k, v in match.items())]
+    """The runs that match every ``key=value``; class-incremental runs unless ``scenario`` is given
+    (reports from before the domain-incremental mode have no ``scenario``: class-incremental)."""
+    match.setdefault("scenario", "class")
+    return [r for r in results if all(r.get(k, "class" if k == "scenario" else None) == v for k, v in match.items())]
 
 
 # Settings a run's tables may legitimately differ in: the seed, and what an ablation switches off.
@@ -274,8 +294,23 @@ def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> st
                   "`joint`, whose tasks grow, spreads widely); peak RSS: over the runs.", "",
                   "| strategy | threads | runs | train seconds per task | peak RSS MiB | learned parameters |",
                   "|---|---|---|---|---|---|", *rows, ""]
-    orders = {(g["tasks"], g["seed"]): g["class_order"] for g in results}
+    for path in ("av", "visual", "audio"):
+        rows = []
+        for s in STRATEGY_ORDER:
+            group = _group(results, strategy=s, scenario="domain")
+            if group:
+                cells = [_mean_sd([g["figures"].get(path, {}).get(f) for g in group]) for f in FIGURES]
+                rows.append(f"| {s} | {len(group)} | " + " | ".join(cells) + " |")
+        if rows:
+            lines += [f"### Domain-incremental (one speaker per task, every class in each), path `{path}`", "",
+                      "| strategy | seeds | " + " | ".join(FIGURES) + " |",
+                      "|---|---|" + "---|" * len(FIGURES), *rows, ""]
+    orders = {(g["tasks"], g["seed"]): g["class_order"] for g in _group(results)}
     lines += ["### Class orders", ""] + [f"- T = {t}, seed {s}: {o}" for (t, s), o in sorted(orders.items())]
+    speakers = {g["seed"]: g["class_order"] for g in _group(results, scenario="domain")}
+    if speakers:
+        lines += ["", "### Speaker orders (domain-incremental)", ""]
+        lines += [f"- seed {s}: {[name for (name,) in o]}" for s, o in sorted(speakers.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -154,6 +154,16 @@ class Tower(nn.Module):
         feature: torch.Tensor = head(x, ctx)
         return feature
 
+    def frozen_tokens(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder's spatial tokens before pooling, as if no experts were attached:
+        ``(B, P, output_dim)`` (the head's ``tokens``: a CNN's feature map locations, a ViT's patches)."""
+        stem, block, _ = self._pieces()
+        x, ctx = stem(inputs)
+        for i in range(len(self.adapters)):
+            x, _ = block(i, x, ctx)
+        tokens_of = cast(Head, self.head.tokens)  # a ``tokens(x, ctx)`` method beside ``forward``
+        return tokens_of(x, ctx)
+
     def routing_weights(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         """Per-block gate weights ``(B, n_experts)`` for ``inputs`` (for inspection and tests)."""
         stem, block, _ = self._pieces()

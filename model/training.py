@@ -241,6 +241,8 @@ def train_task(learner: Trainee, data: EncodedBatch, new_classes: list[str],
     cfg = learner.config.training
     freeze_old = learner.strategy.freezes_old_prototypes
     class_names = new_classes if freeze_old else learner.classes + new_classes
+    # Classes the task's examples stand for (new and revisited): what replay weighs the task's loss by.
+    n_task = len(set(data.labels.tolist()))
     seed = cfg.seed + 1000 * len(learner.tasks)
     torch.manual_seed(seed)  # router noise in the adapters
     params = learner.trainable_parameters()
@@ -250,13 +252,16 @@ def train_task(learner: Trainee, data: EncodedBatch, new_classes: list[str],
     def step_loss(batch: EncodedBatch, generator: torch.Generator, rng: random.Random) -> torch.Tensor:
         batch = drop_modalities(batch, learner.config.modality_dropout, generator)
         templates = rng.sample(learner.templates, min(cfg.prompts_per_step, len(learner.templates)))
-        prototypes = learner.text_prototypes(class_names, templates)  # (C, E), with gradients
-        if freeze_old:
-            prototypes = torch.cat([learner.prototypes, prototypes])  # old rows: stored, no gradient
+        if freeze_old and not class_names:  # a task of known classes only: every prototype is stored
+            prototypes = learner.prototypes
+        else:
+            prototypes = learner.text_prototypes(class_names, templates)  # (C, E), with gradients
+            if freeze_old:
+                prototypes = torch.cat([learner.prototypes, prototypes])  # old rows: stored, no gradient
         out = learner.forward(batch, prototypes, training=True)
         loss = learner.strategy.loss(learner, batch, out)
         replayed = replay_loss(learner, prototypes, generator)
-        return loss if replayed is None else with_replay(learner, loss, replayed, len(new_classes))
+        return loss if replayed is None else with_replay(learner, loss, replayed, n_task)
 
     set_training(learner, True)
     try:
@@ -265,12 +270,13 @@ def train_task(learner: Trainee, data: EncodedBatch, new_classes: list[str],
         set_training(learner, False)
 
 
-def with_replay(learner: Trainee, loss: torch.Tensor, replayed: torch.Tensor, n_new: int) -> torch.Tensor:
-    """The step's loss: the new examples' and the replayed features' (see ``replay_weighting``)."""
+def with_replay(learner: Trainee, loss: torch.Tensor, replayed: torch.Tensor, n_task: int) -> torch.Tensor:
+    """The step's loss: the task's examples' and the replayed features' (see ``replay_weighting``),
+    weighted by the ``n_task`` classes the task's examples stand for against the learned ones."""
     if learner.config.replay_weighting == "equal":
         return loss + replayed
     n_old = len(learner.classes)
-    return (n_new * loss + n_old * replayed) / (n_new + n_old)
+    return (n_task * loss + n_old * replayed) / (n_task + n_old)
 
 
 def replay_loss(learner: Trainee, prototypes: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:

@@ -6,7 +6,7 @@ Layout (docs/service.md)::
       LOCK                       held (flock) by the running daemon: one daemon per directory
       current                    the served version number; replaced atomically (the commit point)
       versions/000003/           one committed version, never modified after its rename
-        learner.json, learned.safetensors, prototypes.safetensors[, exemplars.safetensors]
+        learner.json, learned.safetensors, prototypes.safetensors[, head.safetensors, strategy.safetensors]
         evaluation.json          the continual-evaluation state (accuracy matrices, z, b, ...)
         version.json             number, time, job, classes per task, figures, held-out files used
         manifest.json            size and SHA-256 of every other file; written last

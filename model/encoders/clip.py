@@ -66,6 +66,11 @@ class ImageHead(nn.Module):
         feature: torch.Tensor = self.ln_post(x[:, 0]) @ self.proj  # (B, E)
         return feature
 
+    def tokens(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+        """The patch tokens, normalised and projected like the class token: ``(B, P, E)``."""
+        patches: torch.Tensor = self.ln_post(x[:, 1:]) @ self.proj
+        return patches
+
 
 class TextStem(nn.Module):
     def __init__(self, text: TextTransformer) -> None:

@@ -168,6 +168,11 @@ class EfficientNetHead(FrozenPiece):
         x = self.bn2(self.conv_head(x))  # (B, 1280, h, w)
         return x.mean(dim=(2, 3))  # (B, 1280)
 
+    def tokens(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+        """The feature map before pooling, one token per location: ``(B, h * w, 1280)``."""
+        x = self.bn2(self.conv_head(x))  # (B, 1280, h, w)
+        return x.flatten(2).transpose(1, 2)
+
 
 def block_shape(block: TimmBlock) -> ConvBlockShape:
     """Input channels, output channels and stride of one timm inverted-residual block."""

@@ -12,17 +12,23 @@
 | `icarl`        | one shared set, never frozen    | concat | + exemplar replay, nearest-mean class |
 | `zero-shot`    | none, no training               | concat | text prototypes only                  |
 | `joint`        | one shared set, never frozen    | concat | cross-entropy on all data seen so far |
+| `cign`         | none: a grouping network over   | group- | class tokens, grouping, token KL,     |
+|                | frozen tokens, old tokens frozen| ing    | continual grouping (CIGN)             |
+| `mmcl`         | cross-modal experts over frozen | joint  | CE + sqrt(t) KD + alignment +         |
+|                | tokens, new per task, old frozen| map    | preservation (MMCL)                   |
 """
 
 from __future__ import annotations
 
 from model.strategies.base import Strategy
+from model.strategies.cign import CIGN
 from model.strategies.finetune import FineTune
 from model.strategies.icarl import ICaRL
 from model.strategies.joint import Joint
 from model.strategies.lwf import LwF
 from model.strategies.mcil import MCIL
 from model.strategies.mcil_paper import MCILPaper
+from model.strategies.mmcl import MMCL
 from model.strategies.moe_adapters import MoEAdapters
 from model.strategies.ranpac import RanPAC
 from model.strategies.simplecil import SimpleCIL
@@ -30,7 +36,7 @@ from model.strategies.zero_shot import ZeroShot
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (MCIL, MCILPaper, RanPAC, SimpleCIL, MoEAdapters, FineTune, LwF, ICaRL, ZeroShot,
-                              Joint)
+                              Joint, CIGN, MMCL)
 }
 
 

@@ -6,20 +6,31 @@ step, cosine schedule). A strategy hooks into it, in the order the loop calls th
     before_task(learner, task_key)          add experts, snapshot a teacher, ...
     training_data(learner, data) -> data    add replayed exemplars or earlier tasks' data
     stored_examples() -> int                how many examples training_data adds (for the budget)
+    train(learner, data, new_classes, ...)  the shared loop (model/training.py) unless overridden
     loss(learner, batch, out) -> scalar     cross-entropy unless overridden
     after_task(learner, task_key, data)     freeze experts, select exemplars, ...
     scores(learner, fused, extra) -> logits how fused features become class scores at inference
 
-Strategies keep their own tensors (exemplars) in ``state_dict()``/``load_state_dict()``; the learner
-saves them with the model version.
+A task may bring classes already learned (a domain-incremental task: the same classes from a new
+speaker); ``new_classes`` is then shorter than the task's classes, or empty.
+
+A strategy may own a network of its own (``network``, ``cign`` and ``mmcl``: token networks over the
+frozen encoders' outputs, model/strategies/token_network.py). The learner then trains that network's
+parameters and delegates its forward pass to ``forward``.
+
+Strategies keep their own tensors (exemplars, a network) in ``state_dict()``/``load_state_dict()``;
+the learner saves them with the model version.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar, Protocol, Sequence
 
 import torch
+from torch import nn
 from torch.nn import functional as F
+
+from model.training import TrainingProgress, train_task
 
 if TYPE_CHECKING:
     from model.backbone import TriModalBackbone
@@ -49,6 +60,8 @@ class LearnerView(Protocol):
 
     def clone(self) -> "LearnerView": ...
 
+    def text_prototypes(self, class_names: "Sequence[str]", templates: "Sequence[str] | None" = None) -> torch.Tensor: ...
+
     def fused_features(self, batch: "EncodedBatch") -> "ForwardOutput": ...
 
     def forward(self, batch: "EncodedBatch", prototypes: torch.Tensor,
@@ -67,6 +80,12 @@ class Strategy:
     head_kind: ClassVar[str] = "prototypes"  # the head it scores with unless configured (model/heads.py)
     head_features: ClassVar[str] = "adapted"  # what a statistics head reads unless configured
     head_expansion: ClassVar[int] = 0  # the analytic head's random expansion width M unless configured
+    compiles: ClassVar[bool] = True  # a version with a statistics head can be served as graphs (export/)
+    network: nn.Module | None = None  # a network of the strategy's own, which then computes the forward
+
+    def keeps_examples(self, config: "LearnerConfig") -> bool:
+        """Whether versions hold training examples (exemplars) under ``config``."""
+        return self.keeps_exemplars
 
     def trains_on(self, learner: "LearnerView") -> bool:
         """Whether the coming task trains anything by gradient (asked before ``before_task``)."""
@@ -90,6 +109,18 @@ class Strategy:
     def stored_examples(self) -> int:
         """How many stored examples ``training_data`` adds to a task's own (exemplars, earlier tasks)."""
         return 0
+
+    def train(self, learner: "LearnerView", data: "TaskData", new_classes: list[str],
+              report: Callable[[TrainingProgress], None],
+              should_stop: Callable[[], bool] | None) -> tuple[int, float | None]:
+        """Trains the task; returns the optimizer steps and the last loss. The shared loop by default."""
+        return train_task(learner, data, new_classes, report, should_stop)  # type: ignore[arg-type]
+
+    def forward(self, learner: "LearnerView", batch: "EncodedBatch", prototypes: torch.Tensor, *,
+                training: bool, scores: bool) -> "ForwardOutput":
+        """The whole forward pass, for strategies with a ``network``; ``prototypes`` covers the learned
+        classes and then any extra (untrained) ones."""
+        raise NotImplementedError(f"strategy {self.name} has no network of its own")
 
     def loss(self, learner: "LearnerView", batch: "EncodedBatch", out: "ForwardOutput") -> torch.Tensor:
         return F.cross_entropy(out.logits, batch.labels)

@@ -231,3 +231,32 @@ def test_setting_differences_compare_backbone_settings_where_recorded() -> None:
     lines = setting_differences([a, b, old])
     assert lines[0].startswith("`backbone.router.task_distance`: \"euclidean\" in lite-mcil-T5-s1")
     assert lines[1] == "backbone settings not recorded in lite-mcil-T5-s2"
+
+
+@pytest.mark.slow
+def test_the_domain_incremental_mode_teaches_every_class_one_speaker_at_a_time(avmnist: Path,
+                                                                              tmp_path: Path) -> None:
+    out = tmp_path / "dil.json"
+    assert main(["--data", str(avmnist), "--preset", "tiny", "--strategy", "simplecil", "--scenario", "domain",
+                 "--quick", "--no-progress", "--threads", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    speakers = [name for (name,) in report["class_order"]]
+    assert report["scenario"] == "domain" and report["tasks"] == len(speakers) == 5
+    assert sorted(speakers) == [f"speaker {s}" for s in ("george", "jackson", "lucas", "theo", "yweweler")]
+    assert [t["classes"] for t in report["per_task"]] == report["class_order"]
+    assert all(t["train_examples"] > 0 and t["held_out"] > 0 for t in report["per_task"])
+    assert len(report["record"]["paths"]["av"]["accuracy_matrix"]) == 5
+    assert report["figures"]["av"]["last_accuracy"] is not None
+
+
+def test_the_domain_incremental_suite_names_its_runs_and_tables_them_apart() -> None:
+    from model.suite import plan, run_name
+
+    runs = plan("lite", scenario="domain")
+    assert {r["strategy"] for r in runs} >= {"mcil", "cign", "mmcl"} and len(runs) == 3 * len({r["strategy"] for r in runs})
+    assert run_name(runs[0]) == "lite-zero-shot-DIL-s0.json"
+    domain = dict(_result(0, 1, 5.0), scenario="domain", class_order=[["speaker theo"], ["speaker lucas"]])
+    table = tables([_result(0, 1, 5.0), domain])
+    assert "### Domain-incremental" in table and "- seed 0: ['speaker theo', 'speaker lucas']" in table
+    class_rows = table.split("### T = 5, path `av`")[1].split("###")[0]
+    assert "| mcil | 1 |" in class_rows  # one run: the domain run is tabled apart

@@ -51,6 +51,28 @@ def test_incremental_head_equals_the_head_fitted_once_on_everything(kind: str, e
         assert torch.linalg.norm(w - ref) <= 1e-6 * torch.linalg.norm(ref)
 
 
+@pytest.mark.parametrize("kind", ["analytic", "class-means"])
+def test_a_task_of_known_classes_keeps_the_head_exact(kind: str) -> None:
+    """Domain-incremental: more examples of learned classes (and one new class) add to their sums; the
+    head equals the one fitted once on every example, and old classes keep their unknown thresholds."""
+    config = HeadConfig(expansion=32)
+    head, rows = StatisticsHead(kind, config, DIMS), {}
+    _learn(head, [0, 1], rows, seed=0)
+    thresholds = {p: t.clone() for p, t in head.thresholds.items()}
+    x2, labels2 = _task([1, 0, 2], seed=1)  # classes 0 and 1 again, from another "speaker", and a new one
+    rows[2] = 2
+    head.learn(x2, {p: labels2 for p in x2}, 3)
+    once = StatisticsHead(kind, config, DIMS)
+    x1, labels1 = _task([0, 1], seed=0)
+    once.learn({p: torch.cat([x1[p], x2[p]]) for p in DIMS}, {p: torch.cat([labels1, labels2]) for p in DIMS}, 3)
+    for path in DIMS:
+        ref = once.weights[path]
+        assert torch.linalg.norm(head.weights[path] - ref) <= 1e-6 * torch.linalg.norm(ref)
+        assert torch.equal(head.thresholds[path][:2], thresholds[path]) and len(head.thresholds[path]) == 3
+    head.learn(*_task([0], seed=2)[:1], {p: torch.zeros(30, dtype=torch.long) for p in DIMS}, 3)  # no new class
+    assert head.classes == 3
+
+
 def test_the_order_of_tasks_does_not_change_the_head() -> None:
     config = HeadConfig(expansion=32)
     forward, rows_f = StatisticsHead("analytic", config, DIMS), {}
@@ -132,7 +154,7 @@ def test_bad_input_is_refused_by_name_and_changes_nothing() -> None:
     with pytest.raises(InvalidInputError, match=r"features\[visual\]"):
         head.learn(bad, {p: y for p in bad}, 4)
     with pytest.raises(InvalidInputError, match=r"labels\[av\]"):
-        head.learn(x, {p: y - 2 for p in x}, 4)  # rows of classes already learned
+        head.learn(x, {p: y + 2 for p in x}, 4)  # rows beyond the classes named
     with pytest.raises(InvalidInputError, match=r"features\[audio\]"):
         head.learn({**x, "audio": x["audio"][:, :4]}, {p: y for p in x}, 4)
     after = _snapshot(head)

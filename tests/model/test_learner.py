@@ -124,7 +124,7 @@ def _bad_inputs(good: list[LabeledSample]):
     yield "class_names", [], good
     yield "class_names[1]", ["blue", " "], good
     yield "class_names", ["blue", "blue"], good
-    yield "class_names", ["red"], good  # already learned
+    yield "examples[0].label", ["red"], good  # a learned class may come again, but its examples must name it
     yield "examples[0].label", ["blue"], [replace(good[0], label="purple")]
     yield "examples", ["blue", "yellow"], [replace(g, label="blue") for g in good[:3]]  # a class with none
     yield "examples[0].image", ["blue"], [LabeledSample(image=nan_image, label="blue")]

@@ -30,7 +30,7 @@ def test_strategy_learns_two_tasks_and_round_trips(name: str, make_learner, two_
         assert all(0.0 <= x <= 1.0 for p in preds for x in p.scores)
 
     learner.save(tmp_path)
-    assert (tmp_path / "exemplars.safetensors").exists() == learner.keeps_exemplars
+    assert (tmp_path / "strategy.safetensors").exists() == (learner.keeps_exemplars or learner.strategy.network is not None)
     assert (tmp_path / "head.safetensors").exists() == (learner.head is not None)
     loaded = Learner.load(tmp_path, backbone=build_backbone("tiny"))
     again = loaded.predict(samples, top_k=4)
@@ -49,3 +49,19 @@ def test_icarl_keeps_exemplars_per_class(make_learner, two_tasks) -> None:
     learner.learn_task(two_tasks["train1"], ["red", "green"])
     memory = learner.strategy.memory
     assert memory is not None and memory.labels.bincount().tolist() == [5, 5]
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_a_task_of_known_classes_adds_to_them(name: str, make_learner, two_tasks, tmp_path: Path) -> None:
+    """Domain-incremental learning: a later task brings more examples of classes already learned."""
+    learner = make_learner(name, config=QUICK)
+    first, again = two_tasks["train1"][::2], two_tasks["train1"][1::2]
+    learner.learn_task(first, ["red", "green"])
+    report = learner.learn_task(again, ["green", "red"])
+    assert learner.classes == ["red", "green"] and learner.tasks == [["red", "green"], []]
+    assert learner.revisited == [[], ["green", "red"]] and report.classes == ("green", "red")
+    preds = learner.predict([s.only("av") for s in two_tasks["test1"][:4]], top_k=2)
+    assert all(sorted(p.classes) == ["green", "red"] for p in preds)
+    learner.save(tmp_path)
+    loaded = Learner.load(tmp_path, backbone=build_backbone("tiny"))
+    assert loaded.revisited == learner.revisited and loaded.classes == learner.classes

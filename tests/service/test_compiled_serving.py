@@ -3,8 +3,8 @@
 A real daemon (tiny preset) on loopback: a committed version is compiled in the background, its
 graphs land in ``compiled/v000N`` and it then answers Classify from them, with the answers of its
 learner; a restart loads the graphs instead of compiling again, and compiles again what was
-deleted; strategies without a statistics head, and ``server.compiled: false``, serve the hybrid
-path and write no graphs.
+deleted; strategies without a statistics head or with a network of their own (cign, mmcl), and
+``server.compiled: false``, serve the hybrid path and write no graphs.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def test_a_committed_version_is_served_from_its_graphs_and_reloaded_after_a_rest
     assert _files(third, 2) == GRAPH_FILES and third.client.model_info().runner == COMPILED_RUNNER
 
 
-@pytest.mark.parametrize("setting, strategy", [("false", "mcil"), ("true", "mcil-paper")])
+@pytest.mark.parametrize("setting, strategy", [("false", "mcil"), ("true", "mcil-paper"), ("true", "cign"),
+                                              ("true", "mmcl")])
 def test_the_hybrid_path_serves_when_compiling_is_off_or_impossible(
         start_daemon: Callable[..., Running], tmp_path: Path, setting: str, strategy: str) -> None:
     d = start_daemon(make_config(tmp_path, server__compiled=setting, server__strategy=strategy))
