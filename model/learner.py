@@ -155,12 +155,16 @@ class Learner:
                 if f".experts.{task}_" in key or key.endswith(f".heads.{task}.weight") or key.endswith(
                         f".heads.{task}.bias"):
                     per_task[task] = per_task.get(task, 0) + tensor.numel()
-        fusion = sum(p.numel() for p in self.fusion.parameters())
+        network = self.strategy.network
+        # A strategy with a network of its own never runs the fusion module: its network counts instead.
+        fusion = 0 if network is not None else sum(p.numel() for p in self.fusion.parameters())
+        own = 0 if network is None else sum(p.numel() for p in network.parameters())
         return {
             "frozen": int(frozen),
-            "learned_total": int(sum(v.numel() for v in learned.values()) + fusion),
+            "learned_total": int(sum(v.numel() for v in learned.values()) + fusion + own),
             "trainable_now": int(sum(p.numel() for p in self.trainable_parameters())),
             "fusion": int(fusion),
+            "network": int(own),
             "per_task": per_task,
         }
 

@@ -306,7 +306,8 @@ def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> st
                       "| strategy | seeds | " + " | ".join(FIGURES) + " |",
                       "|---|---|" + "---|" * len(FIGURES), *rows, ""]
     orders = {(g["tasks"], g["seed"]): g["class_order"] for g in _group(results)}
-    lines += ["### Class orders", ""] + [f"- T = {t}, seed {s}: {o}" for (t, s), o in sorted(orders.items())]
+    if orders:
+        lines += ["### Class orders", ""] + [f"- T = {t}, seed {s}: {o}" for (t, s), o in sorted(orders.items())]
     speakers = {g["seed"]: g["class_order"] for g in _group(results, scenario="domain")}
     if speakers:
         lines += ["", "### Speaker orders (domain-incremental)", ""]

@@ -10,9 +10,9 @@ same tokens of every sample, computed by the frozen encoders once per task and n
     audio    (B, E)      the audio encoder's pooled feature through P (one global token, as in CIGN)
 
 Before the projections, each modality's input is centred on the mean of the first task's (kept
-with the version, never updated): ``lite``'s audio features share one large common direction (every
-recording's normalised feature lies within a few degrees of every other's), which left a
-single audio token nearly constant to the networks, and the audio path at chance on two classes.
+with the version, never updated): ``lite``'s audio features share one large common direction (mean
+pairwise cosine 0.976 over 200 recordings, 0.01 once centred), which left a single audio token
+nearly constant to the networks and the audio path at chance on two classes (docs/model.md, "CIGN").
 
 The encoders' outputs are computed once per task; the projections are applied at every step
 (:meth:`TokenStrategy.projected`), because, as in ``mcil``, a preset's trainable projections
