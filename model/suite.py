@@ -259,16 +259,7 @@ def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> st
                   *[f"- {d}" for d in differences], ""]
     for t in TASK_COUNTS:
         for path in ("av", "visual", "audio"):
-            rows = []
-            for s in STRATEGY_ORDER:
-                group = _group(results, strategy=s, tasks=t, ablation="none")
-                if group:
-                    cells = [_mean_sd([g["figures"].get(path, {}).get(f) for g in group]) for f in FIGURES]
-                    rows.append(f"| {s} | {len(group)} | " + " | ".join(cells) + " |")
-            if rows:
-                lines += [f"### T = {t}, path `{path}`", "",
-                          "| strategy | seeds | " + " | ".join(FIGURES) + " |",
-                          "|---|---|" + "---|" * len(FIGURES), *rows, ""]
+            lines += _figures_table(f"T = {t}, path `{path}`", path, results, tasks=t, ablation="none")
     rows = []
     for s in ("mcil", "mcil-paper"):
         for a in ("none", *ABLATIONS):
@@ -295,16 +286,8 @@ def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> st
                   "| strategy | threads | runs | train seconds per task | peak RSS MiB | learned parameters |",
                   "|---|---|---|---|---|---|", *rows, ""]
     for path in ("av", "visual", "audio"):
-        rows = []
-        for s in STRATEGY_ORDER:
-            group = _group(results, strategy=s, scenario="domain")
-            if group:
-                cells = [_mean_sd([g["figures"].get(path, {}).get(f) for g in group]) for f in FIGURES]
-                rows.append(f"| {s} | {len(group)} | " + " | ".join(cells) + " |")
-        if rows:
-            lines += [f"### Domain-incremental (one speaker per task, every class in each), path `{path}`", "",
-                      "| strategy | seeds | " + " | ".join(FIGURES) + " |",
-                      "|---|---|" + "---|" * len(FIGURES), *rows, ""]
+        lines += _figures_table(f"Domain-incremental (one speaker per task, every class in each), path `{path}`",
+                                path, results, scenario="domain")
     orders = {(g["tasks"], g["seed"]): g["class_order"] for g in _group(results)}
     if orders:
         lines += ["### Class orders", ""] + [f"- T = {t}, seed {s}: {o}" for (t, s), o in sorted(orders.items())]
@@ -313,6 +296,21 @@ def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> st
         lines += ["", "### Speaker orders (domain-incremental)", ""]
         lines += [f"- seed {s}: {[name for (name,) in o]}" for s, o in sorted(speakers.items())]
     return "\n".join(lines) + "\n"
+
+
+def _figures_table(title: str, path: str, results: list[dict[str, Any]], **match: Any) -> list[str]:
+    """A section with one row per strategy of the runs matching ``match`` (mean ± sd of every figure of
+    ``path`` over them); no line when no run matches."""
+    rows = []
+    for s in STRATEGY_ORDER:
+        group = _group(results, strategy=s, **match)
+        if group:
+            cells = [_mean_sd([g["figures"].get(path, {}).get(f) for g in group]) for f in FIGURES]
+            rows.append(f"| {s} | {len(group)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [f"### {title}", "", "| strategy | seeds | " + " | ".join(FIGURES) + " |",
+            "|---|---|" + "---|" * len(FIGURES), *rows, ""]
 
 
 def curve_name(tasks: int) -> str:

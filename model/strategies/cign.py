@@ -35,8 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from model.batch import EncodedBatch
-from model.strategies.icarl import herding
+from model.strategies.exemplars import ExemplarMemory
 from model.strategies.token_network import NetworkOutput, Tokens, TokenStrategy, frozen_tokens
 
 if TYPE_CHECKING:
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 DEPTH = 3  # the paper's default depth of phi_a, phi_v
 HEADS = 4
 TAU = 0.1  # temperature of the continual grouping loss
-_MEMORY_FIELDS = ("images", "audio", "has_image", "has_audio", "labels")
 
 
 def assign(logits: torch.Tensor, hard: bool, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -188,7 +186,7 @@ class CIGN(TokenStrategy):
 
     def __init__(self) -> None:
         super().__init__()
-        self.memory: EncodedBatch | None = None  # rehearsal buffer (``LearnerConfig.rehearsal``)
+        self.buffer = ExemplarMemory()  # the rehearsal buffer (``LearnerConfig.rehearsal``)
 
     def keeps_examples(self, config: "LearnerConfig") -> bool:
         return config.rehearsal
@@ -242,35 +240,25 @@ class CIGN(TokenStrategy):
 
     # -- rehearsal (off by default) -------------------------------------------------------------
     def training_data(self, learner: "LearnerView", data: "TaskData") -> "TaskData":
-        return data if self.memory is None else EncodedBatch.concat([self.memory, data])
+        return self.buffer.with_task(data)
 
     def stored_examples(self) -> int:
-        return 0 if self.memory is None else len(self.memory)
+        return len(self.buffer)
 
     def after_task(self, learner: "LearnerView", task_key: str, data: "TaskData") -> None:
         super().after_task(learner, task_key, data)
-        if not learner.config.rehearsal:
-            return
-        tokens = self.project(learner, frozen_tokens(learner.backbone, data))
-        pooled = torch.cat([tokens.visual.mean(dim=1), tokens.audio], dim=-1)
-        picked = []
-        for label in torch.unique(data.labels).tolist():
-            rows = (data.labels == label).nonzero().flatten()
-            picked.append(rows[herding(pooled[rows], learner.config.exemplars_per_class)])
-        new = data.select(torch.cat(picked))
-        self.memory = new if self.memory is None else EncodedBatch.concat([self.memory, new])
+        if learner.config.rehearsal:
+            tokens = self.project(learner, frozen_tokens(learner.backbone, data))
+            pooled = torch.cat([tokens.visual.mean(dim=1), tokens.audio], dim=-1)
+            self.buffer.keep(data, pooled, learner.config.exemplars_per_class)
 
     def to(self, device: torch.device) -> None:
         super().to(device)
-        if self.memory is not None:
-            self.memory = self.memory.to(device)
+        self.buffer.to(device)
 
     # -- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
-        state = super().state_dict()
-        if self.memory is not None:
-            state.update({f"memory.{f}": getattr(self.memory, f) for f in _MEMORY_FIELDS})
-        return state
+        return {**super().state_dict(), **self.buffer.state_dict()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         tensors = self.network_state(state)
@@ -286,7 +274,4 @@ class CIGN(TokenStrategy):
             raise ValueError(f"strategy cign: saved network does not fit: {exc}") from None
         network.grow(0, torch.Generator())  # learned class tokens are frozen
         self.network = network.eval()
-        memory = [k for k in (f"memory.{f}" for f in _MEMORY_FIELDS) if k in state]
-        if memory and len(memory) != len(_MEMORY_FIELDS):
-            raise ValueError(f"strategy cign: rehearsal memory incomplete ({memory})")
-        self.memory = EncodedBatch(*(state[f"memory.{f}"] for f in _MEMORY_FIELDS)) if memory else None
+        self.buffer.load_state_dict(state, "cign", required=False)

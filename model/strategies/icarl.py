@@ -15,30 +15,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch.nn import functional as F
 
-from model.batch import EncodedBatch
+from model.strategies.exemplars import ExemplarMemory
 from model.strategies.lwf import LwF
 
 if TYPE_CHECKING:
-    from model.batch import TaskData
+    from model.batch import EncodedBatch, TaskData
     from model.strategies.base import LearnerView
-
-_FIELDS = ("images", "audio", "has_image", "has_audio", "labels")
-
-
-def herding(features: torch.Tensor, m: int) -> list[int]:
-    """Indices of ``m`` rows of ``features (n, E)`` chosen greedily so their mean tracks the class mean."""
-    f = F.normalize(features, dim=-1)
-    mu = f.mean(dim=0)
-    chosen: list[int] = []
-    running = torch.zeros_like(mu)
-    for k in range(1, min(m, len(f)) + 1):
-        candidates = (mu - (running + f) / k).norm(dim=-1)  # (n,)
-        if chosen:
-            candidates[chosen] = float("inf")
-        i = int(candidates.argmin())
-        chosen.append(i)
-        running += f[i]
-    return chosen
 
 
 class ICaRL(LwF):
@@ -47,24 +29,23 @@ class ICaRL(LwF):
 
     def __init__(self) -> None:
         super().__init__()
-        self.memory: "EncodedBatch | None" = None
+        self.exemplars = ExemplarMemory()
         self.class_means = torch.zeros(0)
 
+    @property
+    def memory(self) -> "EncodedBatch | None":
+        """The kept pairs (model-ready tensors), None before the first task."""
+        return self.exemplars.batch
+
     def training_data(self, learner: "LearnerView", data: "TaskData") -> "TaskData":
-        return data if self.memory is None else EncodedBatch.concat([self.memory, data])
+        return self.exemplars.with_task(data)
 
     def stored_examples(self) -> int:
-        return 0 if self.memory is None else len(self.memory)
+        return len(self.exemplars)
 
     def after_task(self, learner: "LearnerView", task_key: str, data: "TaskData") -> None:
         super().after_task(learner, task_key, data)
-        fused = learner.fused_features(data).fused
-        picked = []
-        for label in torch.unique(data.labels).tolist():
-            rows = (data.labels == label).nonzero().flatten()
-            picked.append(rows[herding(fused[rows], learner.config.exemplars_per_class)])
-        new = data.select(torch.cat(picked))
-        self.memory = new if self.memory is None else EncodedBatch.concat([self.memory, new])
+        self.exemplars.keep(data, learner.fused_features(data).fused, learner.config.exemplars_per_class)
         self._update_means(learner)
 
     def _update_means(self, learner: "LearnerView") -> None:
@@ -82,20 +63,17 @@ class ICaRL(LwF):
         return learner.logit_scale * F.normalize(fused, dim=-1) @ means.T
 
     def to(self, device: torch.device) -> None:
-        if self.memory is not None:
-            self.memory = self.memory.to(device)
+        self.exemplars.to(device)
         self.class_means = self.class_means.to(device)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.memory is None:
-            return {}
-        state = {f"memory.{f}": getattr(self.memory, f) for f in _FIELDS}
-        state["class_means"] = self.class_means
+        state = self.exemplars.state_dict()
+        if state:
+            state["class_means"] = self.class_means
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = [k for k in (*(f"memory.{f}" for f in _FIELDS), "class_means") if k not in state]
-        if missing:
-            raise ValueError(f"icarl exemplars: missing {missing}")
-        self.memory = EncodedBatch(*(state[f"memory.{f}"] for f in _FIELDS))
+        if "class_means" not in state:
+            raise ValueError("icarl exemplars: missing ['class_means']")
+        self.exemplars.load_state_dict(state, "icarl", required=True)
         self.class_means = state["class_means"]

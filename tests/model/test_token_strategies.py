@@ -70,10 +70,10 @@ def test_cign_grouping_assigns_each_token_to_exactly_one_group(make_learner, two
 
 def test_cign_rehearsal_stores_pairs_and_round_trips(make_learner, two_tasks, tmp_path: Path) -> None:
     learner, _ = _two_tasks(make_learner, two_tasks, "cign", replace(QUICK, rehearsal=True))
-    assert learner.keeps_exemplars and learner.strategy.memory.labels.bincount().tolist() == [4, 4, 4, 4]
+    assert learner.keeps_exemplars and learner.strategy.buffer.batch.labels.bincount().tolist() == [4, 4, 4, 4]
     learner.save(tmp_path)
     loaded = Learner.load(tmp_path, backbone=build_backbone("tiny"))
-    assert loaded.keeps_exemplars and torch.equal(loaded.strategy.memory.labels, learner.strategy.memory.labels)
+    assert loaded.keeps_exemplars and torch.equal(loaded.strategy.buffer.batch.labels, learner.strategy.buffer.batch.labels)
     assert not make_learner("cign", config=QUICK).keeps_exemplars  # off by default
 
 
