@@ -134,13 +134,7 @@ class CIGNNetwork(nn.Module):
                 hard: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                             torch.Tensor, torch.Tensor]:
         """``(log p_a, log p_v (B, C), groups_a, groups_v (B, C, D), f_a (B, D), f_v (B, D))``."""
-        ca, cv = self.class_tokens()
-        b, c = len(tokens), len(ca)
-        xa = self.encode_audio(torch.cat([tokens.audio.unsqueeze(1), ca.expand(b, c, self.dim)], dim=1))
-        xv = self.encode_visual(torch.cat([tokens.visual, cv.expand(b, c, self.dim)], dim=1))
-        f_a, hat_ca = xa[:, :1], xa[:, 1:]
-        p = tokens.visual.shape[1]
-        f_v, hat_cv = xv[:, :p], xv[:, p:]
+        f_a, hat_ca, f_v, hat_cv = self._encode(tokens)
         g_a, _ = self.group_audio(f_a, hat_ca, hard, generator)
         g_v, _ = self.group_visual(f_v, hat_cv, hard, generator)
         log_pa = F.logsigmoid(self.score_audio(g_a).squeeze(-1))
@@ -149,12 +143,17 @@ class CIGNNetwork(nn.Module):
 
     def assignments(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         """At inference, which group each token joins: ``(audio (B, 1, C), visual (B, P, C))``."""
+        f_a, hat_ca, f_v, hat_cv = self._encode(tokens)
+        return self.group_audio(f_a, hat_ca)[1], self.group_visual(f_v, hat_cv)[1]
+
+    def _encode(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eq. 1-4: ``(f_a (B, 1, D), c_a (B, C, D), f_v (B, P, D), c_v (B, C, D))`` after self-attention."""
         ca, cv = self.class_tokens()
         b, c = len(tokens), len(ca)
         xa = self.encode_audio(torch.cat([tokens.audio.unsqueeze(1), ca.expand(b, c, self.dim)], dim=1))
         xv = self.encode_visual(torch.cat([tokens.visual, cv.expand(b, c, self.dim)], dim=1))
         p = tokens.visual.shape[1]
-        return self.group_audio(xa[:, :1], xa[:, 1:])[1], self.group_visual(xv[:, :p], xv[:, p:])[1]
+        return xa[:, :1], xa[:, 1:], xv[:, :p], xv[:, p:]
 
 
 def class_token_distillation(student: CIGNNetwork, teacher: CIGNNetwork) -> torch.Tensor:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from model.batch import ForwardOutput
-from model.fusion import PATH_CODES, FusionOutput, correlation_where_both
+from model.fusion import PATH_CODES, FusionOutput, correlation_where_both, single_modality_paths
 from model.strategies.base import Strategy
 from model.training import TrainingProgress, dropped_masks, train
 
@@ -111,12 +111,6 @@ class NetworkOutput:
     visual: torch.Tensor  # (B, E)
     audio: torch.Tensor  # (B, E)
     joint: torch.Tensor  # (B, E): both modalities where the sample has both, else the one it has
-
-
-def paths_of(has_image: torch.Tensor, has_audio: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` path codes: ``av`` for pairs, else the modality the sample has."""
-    single = torch.where(has_image, PATH_CODES["visual"], PATH_CODES["audio"])
-    return torch.where(has_image & has_audio, PATH_CODES["av"], single)
 
 
 class TokenStrategy(Strategy):
@@ -197,7 +191,8 @@ class TokenStrategy(Strategy):
         if scores and extra > 0:  # untrained classes: below every learned one (the network has none of them)
             logits = torch.cat([logits, logits.new_full((len(batch), extra), torch.finfo(logits.dtype).min)], 1)
         both = batch.has_image & batch.has_audio
-        fusion = FusionOutput(out.joint, paths_of(batch.has_image, batch.has_audio),
+        paths = torch.where(both, PATH_CODES["av"], single_modality_paths(batch.has_image, batch.has_audio))
+        fusion = FusionOutput(out.joint, paths,
                               correlation_where_both(out.visual, out.audio, both))
         return ForwardOutput(logits, out.joint, out.visual, out.audio, fusion)
 
