@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from export.errors import CompileError
-from export.served_graphs import GRAPH_PATHS, INPUTS, export_graphs
+from export.served_graphs import GRAPH_PATHS, INPUTS, export_graphs, served_paths
 from model.batch import ENCODE_CHUNK
 from model.fusion import PATH_CODES
 from model.samples import Prediction, check_top_k, rank
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from model.learner import Learner
     from model.samples import Sample
 
-FORMAT = 2
+FORMAT = 3  # 3: the av graph returns [answer | joint path's own scores], (B, 2K)
 META_FILE = "compiled.json"
 
 
@@ -131,8 +131,9 @@ def _check_signature(graph: "onnxruntime.InferenceSession", path: str, classes: 
     if names != list(INPUTS[path]):
         raise CompileError(graph_file(path), f"takes inputs {names}, expected {list(INPUTS[path])}")
     width = graph.get_outputs()[0].shape[-1]
-    if width != classes:
-        raise CompileError(graph_file(path), f"scores {width} classes, the learner has {classes}")
+    expected = 2 * classes if path == "av" else classes  # av: [answer | joint path's own scores]
+    if width != expected:
+        raise CompileError(graph_file(path), f"scores {width} columns, expected {expected} for {classes} classes")
 
 
 class CompiledVersion:
@@ -185,7 +186,7 @@ class CompiledVersion:
             raise CompileError(f"{META_FILE}.format", f"format {fmt!r}, this build reads {FORMAT}")
         if any(p not in GRAPH_PATHS for p in paths):
             raise CompileError(f"{META_FILE}.paths", f"unknown path in {paths}")
-        needed = sorted(p for p in GRAPH_PATHS if learner.head is not None and p in learner.head.weights)
+        needed = sorted(served_paths(learner))
         if sorted(paths) != needed:
             raise CompileError(f"{META_FILE}.paths", f"lists {sorted(paths)}; the learner's head scores {needed}")
         if expected != state_sha256(learner):
@@ -232,11 +233,17 @@ class CompiledVersion:
             rows = mask.nonzero().flatten()
             if not len(rows):
                 continue
+            k = len(self.classes)
             if path in self.sessions:
                 s = self._run(path, batch, rows)
             else:  # a path the head has seen no example of scores 0 everywhere (StatisticsHead.scores)
-                s = torch.zeros(len(rows), len(self.classes))
-            scores[rows], codes[rows], unknown[rows] = s, PATH_CODES[path], head.unknown(s, path)
+                s = torch.zeros(len(rows), 2 * k if path == "av" else k)
+            if path == "av":  # [answer | joint path's own scores]: a pair is judged unknown on the joint path
+                s, joint = s[:, :k], s[:, k:]
+                verdict = head.unknown(joint, "av") if "av" in head.weights else torch.zeros(len(rows), dtype=torch.bool)
+            else:
+                verdict = head.unknown(s, path)
+            scores[rows], codes[rows], unknown[rows] = s, PATH_CODES[path], verdict
         return scores, codes, unknown
 
     def _run(self, path: str, batch: "EncodedBatch", rows: torch.Tensor) -> torch.Tensor:

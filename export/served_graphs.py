@@ -5,10 +5,11 @@ scores can run as one graph per modality path (``export/compiled.py`` serves the
 
     visual   images (B, 3, H, W)                        -> scores (B, K)
     audio    audio (B, audio_dim)                       -> scores (B, K)
-    av       images (B, 3, H, W), audio (B, audio_dim)  -> scores (B, K)
+    av       images (B, 3, H, W), audio (B, audio_dim)  -> scores (B, 2K): [answer | joint path's own]
 
 Each graph holds the frozen image blocks with the version's experts and routers, the projections,
-the fusion module and the statistics head (its random expansion and solved weights), exactly as
+the fusion module and the statistics head (its random expansions and solved weights; the ``av``
+graph holds every path the head's answer to a pair weighs), exactly as
 :meth:`model.learner.Learner.infer` computes them (``model/head_inputs.py``). ``audio`` is the frozen
 audio encoder's output (``EncodedBatch.audio``): the encoder is already ONNX (the speech embedding's
 two files) and its windows differ in number per clip, so it runs before the graphs.
@@ -80,7 +81,7 @@ class ServedPath(nn.Module):
     def __init__(self, learner: "Learner", path: str) -> None:
         super().__init__()
         head = learner.head
-        if head is None or path not in head.weights:
+        if head is None or path not in served_paths(learner):
             raise CompileError(f"head.{path}", "the head has no solved weights for this path")
         self.path = path
         self.features = learner.config.head.features
@@ -96,37 +97,54 @@ class ServedPath(nn.Module):
         self.logit_scale = learner.logit_scale
         self.class_means = head.kind == "class-means"
         self.register_buffer("prototypes", learner.prototypes.detach().clone())
-        expansion = head.expansions[path]
-        self.register_buffer("expansion", None if expansion is None else expansion.clone())
-        self.register_buffer("weights", head.weights[path].clone())
+        # The head paths this graph's scores are made of: a pair's answer weighs every path
+        # (StatisticsHead.pair_scores), a single input's is its own path's. The av graph also returns
+        # the joint path's own scores, on which a pair is judged unknown: (B, 2K), [answer | joint].
+        self.mix = head.fusion_weights() if path == "av" else {path: 1.0}
+        self.joint = path == "av" and "av" in head.weights
+        for p in sorted(set(self.mix) | ({"av"} if self.joint else set())):
+            expansion = head.expansions[p]
+            self.register_buffer(f"expansion_{p}", None if expansion is None else expansion.clone())
+            self.register_buffer(f"weights_{p}", head.weights[p].clone())
         self.eval()
 
     prototypes: torch.Tensor
-    expansion: torch.Tensor | None
-    weights: torch.Tensor
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         named = dict(zip(INPUTS[self.path], inputs))
         images, audio = named.get("images"), named.get("audio")
-        frozen: list[torch.Tensor] = []
-        adapted: list[torch.Tensor] = []
+        frozen: dict[str, torch.Tensor] = {}
+        adapted: dict[str, torch.Tensor] = {}
         if self.features in ("frozen", "both"):
             if images is not None:
-                frozen.append(self.backbone.image.frozen_features(images))
+                frozen["visual"] = self.backbone.image.frozen_features(images)
             if audio is not None:
-                frozen.append(audio)
+                frozen["audio"] = audio
         if self.features in ("adapted", "both"):
-            v = self.backbone.encode_image(images) if images is not None else None
-            a = self.backbone.project_audio(audio) if audio is not None else None
-            adapted += [x for x in (v, a) if x is not None]
-            if v is not None and a is not None:
-                adapted.append(self.fusion.fuse_pairs(v, a, self.prototypes, self.logit_scale))
-        x = unit_features(frozen + adapted)
-        h = x if self.expansion is None else torch.relu(x @ self.expansion)
-        if self.class_means:
-            h = F.normalize(h, dim=1)
-        scores: torch.Tensor = h @ self.weights
-        return scores
+            if images is not None:
+                adapted["visual"] = self.backbone.encode_image(images)
+            if audio is not None:
+                adapted["audio"] = self.backbone.project_audio(audio)
+            if images is not None and audio is not None:
+                adapted["fused"] = self.fusion.fuse_pairs(adapted["visual"], adapted["audio"], self.prototypes,
+                                                          self.logit_scale)
+        by_path: dict[str, torch.Tensor] = {}
+        for p in sorted(set(self.mix) | ({"av"} if self.joint else set())):
+            modalities = ("visual", "audio") if p == "av" else (p,)
+            parts = [frozen[m] for m in modalities if m in frozen] + [adapted[m] for m in modalities if m in adapted]
+            if p == "av" and "fused" in adapted:
+                parts.append(adapted["fused"])
+            x = unit_features(parts)
+            expansion: torch.Tensor | None = getattr(self, f"expansion_{p}")
+            h = x if expansion is None else torch.relu(x @ expansion)
+            if self.class_means:
+                h = F.normalize(h, dim=1)
+            by_path[p] = h @ getattr(self, f"weights_{p}")
+        answer = sum((w * by_path[p] for p, w in self.mix.items()), start=torch.zeros(()))
+        if self.path != "av":
+            return answer
+        joint = by_path["av"] if self.joint else torch.zeros_like(answer)
+        return torch.cat([answer, joint], dim=1)
 
 
 def cast_mixture(module: nn.Module) -> MixtureOfExperts:
@@ -195,6 +213,16 @@ def export_graphs(learner: "Learner") -> dict[str, bytes]:
     problem = compile_problem(learner)
     if problem:
         raise CompileError("strategy", problem)
-    assert learner.head is not None
-    return {path: export_path(learner, path) for path in GRAPH_PATHS if path in learner.head.weights}
+    return {path: export_path(learner, path) for path in served_paths(learner)}
+
+
+def served_paths(learner: "Learner") -> list[str]:
+    """The modality paths that get a graph: those the head has solved weights for, and ``av`` when
+    every path of the head's answer to a pair has them (``StatisticsHead.fusion_weights``)."""
+    head = learner.head
+    if head is None:
+        return []
+    mix = head.fusion_weights()
+    return [p for p in GRAPH_PATHS
+            if (all(q in head.weights for q in mix) if p == "av" else p in head.weights)]
 

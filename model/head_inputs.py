@@ -108,22 +108,31 @@ def head_inputs(learner: HeadFeatureSource, batch: EncodedBatch,
 def head_scores(learner: HeadFeatureSource, head: StatisticsHead, batch: EncodedBatch,
                 adapted: ForwardOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(scores (B, C), path codes (B,), unknown (B,))`` from the statistics head: each sample is
-    scored on the path its inputs allow (``av`` when it has both)."""
+    scored on the path its inputs allow. A pair with both inputs gets the head's fused answer
+    (``StatisticsHead.pair_scores``: its paths' scores, weighted) and path code ``av``; whether it is
+    unknown, the joint path's own verdict."""
     scores = torch.zeros(len(batch), len(learner.classes))
     paths = torch.zeros(len(batch), dtype=torch.long)
     unknown = torch.zeros(len(batch), dtype=torch.bool)
-    claimed = torch.zeros(len(batch), dtype=torch.bool)
     inputs = head_inputs(learner, batch, adapted)
-    for path in ("av", "visual", "audio"):  # a pair with both inputs answers on av only
+    pairs = (batch.has_image & batch.has_audio).cpu()
+    if "av" in inputs:
+        mix = head.fusion_weights()
+        where = {p: {int(r): i for i, r in enumerate(inputs[p][0].cpu().tolist())} for p in mix if p in inputs}
+        rows = inputs["av"][0].cpu()
+        features = {p: inputs[p][1][[where[p][int(r)] for r in rows]] for p in where}
+        s = head.pair_scores(features).cpu() if len(where) == len(mix) else torch.zeros(len(rows), len(learner.classes))
+        scores[rows], paths[rows] = s, PATH_CODES["av"]
+        if "av" in head.weights:  # whether a pair is unknown: the joint path's own verdict (model/heads.py)
+            unknown[rows] = head.unknown(head.scores(inputs["av"][1], "av").cpu(), "av")
+    for path in ("visual", "audio"):  # a sample with one input answers on that path
         if path not in inputs:
             continue
         rows, x = inputs[path]
-        rows = rows.cpu()
-        fresh = ~claimed[rows]
-        rows, x = rows[fresh], x[fresh.to(x.device)]
+        alone = ~pairs[rows.cpu()]
+        rows, x = rows.cpu()[alone], x[alone.to(x.device)]
         if not len(rows):
             continue
         s = head.scores(x, path).cpu()
         scores[rows], paths[rows], unknown[rows] = s, PATH_CODES[path], head.unknown(s, path)
-        claimed[rows] = True
     return scores.to(learner.device), paths.to(learner.device), unknown.to(learner.device)

@@ -24,7 +24,26 @@ which needs nothing but the statistics: with ``G = Q diag(s) Q^T`` and ``B = Q^T
     GCV(l) = n RSS(l) / (n - df(l))^2
 
 so the same statistics always give the same ``lambda`` (exactness and merging hold with it). It is
-recorded with the head (``ridge``). A fixed ``HeadConfig.ridge`` skips the choice.
+recorded with the head (``ridge``), and a saved head is solved again with the ``lambda`` it recorded.
+A fixed ``HeadConfig.ridge`` skips the choice. ``n - sum_ik B_ik^2 (...)`` cancels catastrophically
+when the expansion is wider than the examples are many (the fit can interpolate): RSS is computed as
+the least-squares residual plus ``sum_ik B_ik^2 l^2 / (s_i (s_i + l)^2)`` over the non-zero
+eigenvalues, which stays accurate down to the smallest ``lambda``.
+
+Leave-one-out is only honest when examples are distinct: ESC-50 pairs each sound clip with several
+photos, so the ``audio`` path would see each clip several times and GCV would choose a ridge that
+memorises them. A task's examples are therefore counted once per path: rows of a path whose features
+and class are bit-identical are one example there.
+
+The fused answer (``HeadConfig.fuse = "weighted"``) of a pair is the weighted mean of its three paths'
+scores, ``sum_p w_p s_p / sum_p w_p``, each weight the share of the target variance the path's head
+explains out of sample, ``w_p = max(0, 1 - GCV_p / (1 - sum_k pi_k^2))`` (``pi_k``: the class shares on
+that path; the denominator is the error of always answering the class shares). A modality that
+carries no signal gets no vote; weights come from the statistics alone, so merged heads weigh alike.
+``"av"`` scores a pair on the joint path alone (the behaviour of versions before this setting).
+Whether a pair is ``unknown`` is judged on the joint (``av``) path's own scores either way: a
+single-modality head extrapolates confidently on inputs unlike anything it was taught (noise), and
+the average would inherit that confidence; the joint head, which sees both inputs together, does not.
 
 Each modality path (``av``, ``visual``, ``audio``) has its own statistics: a pair with both inputs
 counts towards all three, an image alone towards ``visual`` only. A head also keeps, per path and
@@ -50,6 +69,8 @@ from model.errors import CheckpointError, InvalidInputError, ModelError
 from model.samples import PATHS
 
 HEAD_KINDS = ("analytic", "class-means", "prototypes")
+HEAD_FUSE = ("weighted", "av")
+"""How a statistics head scores a pair with both inputs (module docstring)."""
 HEAD_FEATURES = ("frozen", "adapted", "both")
 """What a statistics head reads: the frozen encoders' own outputs, the adapted features (through the
 experts, the projections and the fusion module), or both side by side (APER's [frozen, adapted])."""
@@ -88,8 +109,11 @@ class HeadConfig:
     min_examples_per_class: int = 2
     unknown_quantile: float = 0.05
     max_unknown_margin: float = 0.5
+    fuse: str = "weighted"
 
     def __post_init__(self) -> None:
+        if self.fuse not in HEAD_FUSE:
+            raise ValueError(f"head.fuse: one of {list(HEAD_FUSE)}, got {self.fuse!r}")
         if self.kind is not None and self.kind not in HEAD_KINDS:
             raise ValueError(f"head.kind: one of {list(HEAD_KINDS)} or None, got {self.kind!r}")
         if self.features is not None and self.features not in HEAD_FEATURES:
@@ -118,19 +142,57 @@ def digest(tensor: torch.Tensor) -> str:
 
 def gcv_ridge(gram: torch.Tensor, targets: torch.Tensor, n: int, grid: tuple[float, ...] = GCV_GRID) -> float:
     """The ridge value of ``grid`` with the least generalised cross-validation error (module docstring)."""
+    return gcv_choice(gram, targets, n, grid)[0]
+
+
+def gcv_choice(gram: torch.Tensor, targets: torch.Tensor, n: int,
+               grid: tuple[float, ...] = GCV_GRID) -> tuple[float, float]:
+    """``(lambda, GCV error at lambda)``: the ridge value of ``grid`` with the least generalised
+    cross-validation error, and that error (an estimate of the mean squared leave-one-out error per
+    example, summed over classes). A one-value ``grid`` scores a fixed lambda."""
     s, q = torch.linalg.eigh(gram)  # ascending eigenvalues of the symmetric PSD Gram matrix
-    s = s.clamp_min(0.0)
     b2 = (q.T @ targets).pow(2).sum(dim=1)  # (M,) sum over classes of B_ik^2
+    keep = s > s.max().clamp_min(0.0) * 1e-10  # the column space of the features
+    s, b2 = s[keep], b2[keep]
+    residual = max(n - float((b2 / s).sum()), 0.0)  # least squares' residual (lambda -> 0)
     best, best_score = grid[0], float("inf")
     for lam in grid:
-        rss = n - float((b2 * (s + 2 * lam) / (s + lam).pow(2)).sum())
+        rss = residual + float((b2 * lam**2 / (s * (s + lam).pow(2))).sum())
         df = float((s / (s + lam)).sum())
         if n - df <= 1e-9:
             continue
-        score = n * max(rss, 0.0) / (n - df) ** 2
+        score = n * rss / (n - df) ** 2
         if score < best_score:
             best, best_score = lam, score
-    return best
+    return best, best_score
+
+
+def explained_share(gcv_error: float, counts: torch.Tensor) -> float:
+    """``max(0, 1 - GCV / (1 - sum_k pi_k^2))``: the share of the one-hot targets' variance a head
+    explains out of sample (0 for a path that predicts no better than the class shares)."""
+    shares = counts.to(torch.float64) / max(int(counts.sum()), 1)
+    baseline = 1.0 - float(shares.pow(2).sum())
+    return max(0.0, 1.0 - gcv_error / baseline) if baseline > 0 else 0.0
+
+
+def distinct_examples(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Indices (ascending) of the first of each group of rows whose features and label are bit-identical."""
+    rows = torch.cat([x.detach().cpu().to(torch.float64), labels.cpu().to(torch.float64).unsqueeze(1)], dim=1)
+    array = np.ascontiguousarray(rows.numpy())
+    keys = array.view(np.dtype((np.void, array.dtype.itemsize * array.shape[1]))).ravel()
+    _, first = np.unique(keys, return_index=True)
+    return torch.from_numpy(np.sort(first))
+
+
+def fusion_weights(kind: str, config: HeadConfig, shares: Mapping[str, float]) -> dict[str, float]:
+    """Per path, its weight in the answer to a pair: ``{"av": 1.0}`` unless an analytic head fuses
+    ``"weighted"`` and some path explains something (module docstring)."""
+    if kind != "analytic" or config.fuse != "weighted":
+        return {"av": 1.0}
+    total = sum(shares.values())
+    if total <= 0:
+        return {"av": 1.0}
+    return {p: w / total for p, w in shares.items() if w > 0}
 
 
 class PathStatistics:
@@ -187,6 +249,7 @@ class StatisticsHead:
         self.stats = {p: PathStatistics(self.width(p)) for p in self.input_dims}
         self.weights: dict[str, torch.Tensor] = {}  # path -> (M, K) float32, solved
         self.ridge: dict[str, float] = {}
+        self.shares: dict[str, float] = {}  # path -> share of the targets' variance explained (GCV)
         self.thresholds = {p: torch.zeros(0) for p in self.input_dims}  # path -> (K,) unknown below this
         self._factors: dict[str, torch.Tensor] = {}  # path -> Cholesky factor of the last solve (not saved)
 
@@ -213,12 +276,14 @@ class StatisticsHead:
         old class keeps its ``unknown`` threshold).
 
         ``features[path]``: ``(N_p, D_p)`` features of the examples that have that path's inputs;
-        ``labels[path]``: their class rows. Validates everything first: on error nothing changes.
+        ``labels[path]``: their class rows. Examples of a path that are bit-identical count once there
+        (module docstring). Validates everything first: on error nothing changes.
         """
         first = self.classes
         if classes < first:
             raise InvalidInputError("classes", f"{classes} classes, fewer than the {first} learned")
         expanded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        distinct: dict[str, torch.Tensor] = {}
         counts = torch.zeros(classes - first, dtype=torch.int64)
         for path, x in features.items():
             if path not in self.input_dims:
@@ -231,24 +296,27 @@ class StatisticsHead:
                 raise InvalidInputError(f"features[{path}]", "non-finite values (NaN or inf)")
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
                 raise InvalidInputError(f"labels[{path}]", f"class rows must lie in [0, {classes})")
-            fresh = y[y >= first] - first
+            distinct[path] = distinct_examples(x, y)
+            fresh = y[distinct[path]]
+            fresh = fresh[fresh >= first] - first
             counts = torch.maximum(counts, torch.bincount(fresh, minlength=classes - first))
             expanded[path] = (self.expand(x, path), y)
         few = [first + i for i, c in enumerate(counts.tolist()) if c < self.config.min_examples_per_class]
         if few:
             raise InvalidInputError("examples", f"class row(s) {few} have fewer than "
-                                    f"{self.config.min_examples_per_class} examples")
+                                    f"{self.config.min_examples_per_class} distinct examples")
         stats = {p: _copy(s) for p, s in self.stats.items()}
         for p, s in stats.items():
             s.grow(classes)
             if p in expanded:
-                s.add(*expanded[p])
-        weights, ridge = self._solve_all(stats)
+                h, y = expanded[p]
+                s.add(h[distinct[p]], y[distinct[p]])
+        weights, ridge, shares = self._solve_all(stats)
         try:
             thresholds = self._thresholds(stats, weights, expanded, first)
         finally:
             self._factors = {}  # only the thresholds need them; they would double a learner copy's size
-        self.stats, self.weights, self.ridge, self.thresholds = stats, weights, ridge, thresholds
+        self.stats, self.weights, self.ridge, self.shares, self.thresholds = stats, weights, ridge, shares, thresholds
 
     def merge(self, other: "StatisticsHead") -> "StatisticsHead":
         """A head over both heads' classes (``other``'s after this one's), from their summed statistics.
@@ -258,33 +326,39 @@ class StatisticsHead:
             raise InvalidInputError("head", "heads to merge differ in kind, configuration or feature widths")
         out = StatisticsHead(self.kind, self.config, self.input_dims)
         out.stats = {p: self.stats[p].merged(other.stats[p]) for p in self.stats}
-        out.weights, out.ridge = out._solve_all(out.stats)
+        out.weights, out.ridge, out.shares = out._solve_all(out.stats)
         out.thresholds = {p: torch.cat([self.thresholds[p], other.thresholds[p]]) for p in self.stats}
         out._factors = {}
         return out
 
-    def _solve_all(self, stats: dict[str, PathStatistics]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        weights, ridge, self._factors = {}, {}, {}
+    def _solve_all(self, stats: dict[str, PathStatistics], ridge: Mapping[str, float] | None = None
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, float]]:
+        """``(weights, lambda, explained share)`` per path with examples; ``ridge``: the lambda to use
+        per path (a saved head's), else chosen (or ``HeadConfig.ridge``)."""
+        weights, lambdas, shares, self._factors = {}, {}, {}, {}
         for p, s in stats.items():
             if s.n == 0:
                 continue
-            weights[p], ridge[p], factor = self._solve(p, s)
+            fixed = ridge.get(p) if ridge is not None else self.config.ridge
+            weights[p], lambdas[p], shares[p], factor = self._solve(p, s, fixed)
             if factor is not None:
                 self._factors[p] = factor
-        return weights, ridge
+        return weights, lambdas, shares
 
-    def _solve(self, path: str, s: PathStatistics) -> tuple[torch.Tensor, float, torch.Tensor | None]:
-        """``(weights (M, K), lambda, Cholesky factor of G + lambda I or None)``."""
+    def _solve(self, path: str, s: PathStatistics, ridge: float | None
+               ) -> tuple[torch.Tensor, float, float, torch.Tensor | None]:
+        """``(weights (M, K), lambda, explained share, Cholesky factor of G + lambda I or None)``."""
         if self.kind == "class-means":
             means = s.targets.T / s.counts.clamp_min(1).unsqueeze(1).to(torch.float64)  # (K, M)
-            return F.normalize(means, dim=1).T.to(torch.float32).contiguous(), 0.0, None
-        lam = self.config.ridge if self.config.ridge is not None else gcv_ridge(s.gram, s.targets, s.n)
+            return F.normalize(means, dim=1).T.to(torch.float32).contiguous(), 0.0, 0.0, None
+        lam, error = gcv_choice(s.gram, s.targets, s.n, GCV_GRID if ridge is None else (float(ridge),))
         system = s.gram + lam * torch.eye(s.gram.shape[0], dtype=torch.float64)
         factor, info = torch.linalg.cholesky_ex(system)
         if int(info) != 0 or not bool(torch.isfinite(factor).all()):
             raise SingularHeadError(f"head.{path}", f"G + {lam:g} I is not positive definite; "
                                     "the features may be degenerate")
-        return torch.cholesky_solve(s.targets, factor).to(torch.float32).contiguous(), lam, factor
+        weights = torch.cholesky_solve(s.targets, factor).to(torch.float32).contiguous()
+        return weights, lam, explained_share(error, s.counts), factor
 
     def _thresholds(self, stats: dict[str, PathStatistics], weights: dict[str, torch.Tensor],
                     expanded: dict[str, tuple[torch.Tensor, torch.Tensor]], first: int) -> dict[str, torch.Tensor]:
@@ -306,16 +380,23 @@ class StatisticsHead:
                 if p in self._factors:
                     leverage = (h * torch.cholesky_solve(h.T, self._factors[p]).T).sum(dim=1, keepdim=True)
                     scores = (scores - leverage * onehot) / (1 - leverage).clamp_min(1e-6)
-                own = (scores * onehot).sum(dim=1)
-                others = scores.masked_fill(onehot.bool(), float("-inf")).amax(dim=1).clamp_min(0.0)
-                margin = own - others
-                for c in range(first, stats[p].classes):
-                    mine = margin[y == c]
-                    if len(mine):
-                        new[c - first] = min(float(torch.quantile(mine, self.config.unknown_quantile)),
-                                             self.config.max_unknown_margin)
+                new = self._new_thresholds(scores, y, first, stats[p].classes)
             out[p] = torch.cat([self.thresholds[p], new])
         return out
+
+    def _new_thresholds(self, scores: torch.Tensor, y: torch.Tensor, first: int, classes: int) -> torch.Tensor:
+        """The thresholds of classes ``first .. classes - 1`` from their examples' (N, K) scores."""
+        new = torch.full((classes - first,), float("-inf"))
+        onehot = F.one_hot(y, scores.shape[1]).to(torch.float64)
+        own = (scores * onehot).sum(dim=1)
+        others = scores.masked_fill(onehot.bool(), float("-inf")).amax(dim=1).clamp_min(0.0)
+        margin = own - others
+        for c in range(first, classes):
+            mine = margin[y == c]
+            if len(mine):
+                new[c - first] = min(float(torch.quantile(mine, self.config.unknown_quantile)),
+                                     self.config.max_unknown_margin)
+        return new
 
     # -- scoring ----------------------------------------------------------------------------------
     def _scores_from(self, h: torch.Tensor, w: torch.Tensor, path: str) -> torch.Tensor:
@@ -332,9 +413,19 @@ class StatisticsHead:
         out = self._scores_from(self.expand(x, path), self.weights[path], path)
         return out.to(x.device)
 
+    def fusion_weights(self) -> dict[str, float]:
+        """The weight of each path's scores in the answer to a pair (they sum to 1; module docstring)."""
+        return fusion_weights(self.kind, self.config, self.shares)
+
+    def pair_scores(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, K)`` scores of pairs, from their features on every path ``fusion_weights`` names."""
+        mix = self.fusion_weights()
+        return sum((w * self.scores(x[p], p) for p, w in mix.items()), start=torch.zeros(()))
+
     def unknown(self, scores: torch.Tensor, path: str) -> torch.Tensor:
         """``(B,)`` bool: the margin of the best class over the next (over 0 when only one class is
-        known) lies below the best class's threshold."""
+        known) lies below the best class's threshold. A pair is judged on the ``av`` path's own scores
+        (module docstring)."""
         scores = scores.cpu()
         best, index = scores.max(dim=1)
         second = scores.topk(2, dim=1).values[:, 1].clamp_min(0.0) if scores.shape[1] > 1 else torch.zeros_like(best)
@@ -346,7 +437,8 @@ class StatisticsHead:
                 "expansion_digest": {p: digest(w) for p, w in self.expansions.items() if w is not None}}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The statistics (the Gram matrix as its upper triangle) and thresholds; weights are solved again."""
+        """The statistics (the Gram matrix as its upper triangle) and thresholds; weights are solved
+        again on load, with the ridge values recorded in :meth:`metadata`."""
         out: dict[str, torch.Tensor] = {}
         for p, s in self.stats.items():
             rows, cols = torch.triu_indices(*s.gram.shape)
@@ -357,6 +449,11 @@ class StatisticsHead:
         return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object], source: str) -> None:
+        saved_dims = metadata.get("input_dims")
+        if isinstance(saved_dims, dict) and {p: int(d) for p, d in saved_dims.items()} != self.input_dims:
+            raise CheckpointError(source, "head.input_dims", f"learned over features of widths {saved_dims}, "
+                                  f"but this backbone computes {self.input_dims}: the preset's encoders changed "
+                                  "since this version was made; teach its classes again on this one")
         expected = {p: digest(w) for p, w in self.expansions.items() if w is not None}
         if metadata.get("expansion_digest", {}) != expected:
             raise CheckpointError(source, "head.expansion_digest", "the random expansion regenerated from "
@@ -375,8 +472,11 @@ class StatisticsHead:
             except (KeyError, RuntimeError) as exc:
                 raise CheckpointError(source, f"head.{p}", f"missing or malformed statistics: {exc}") from None
             stats[p] = s
+        recorded = metadata.get("ridge")
+        ridge = ({p: float(v) for p, v in recorded.items()} if isinstance(recorded, dict) and self.kind == "analytic"
+                 and set(recorded) == {p for p, s in stats.items() if s.n} else None)
         self.stats = stats
-        self.weights, self.ridge = self._solve_all(stats)
+        self.weights, self.ridge, self.shares = self._solve_all(stats, ridge)
         self._factors = {}
 
 
@@ -393,5 +493,6 @@ def unit_features(parts: list[torch.Tensor]) -> torch.Tensor:
     return scaled
 
 
-__all__ = ["HEAD_FEATURES", "HEAD_KINDS", "PATHS", "HeadConfig", "PathStatistics", "SingularHeadError", "StatisticsHead",
-           "gcv_ridge", "random_expansion", "unit_features"]
+__all__ = ["HEAD_FEATURES", "HEAD_FUSE", "HEAD_KINDS", "PATHS", "HeadConfig", "PathStatistics", "SingularHeadError",
+           "StatisticsHead", "distinct_examples", "explained_share", "fusion_weights", "gcv_choice", "gcv_ridge",
+           "random_expansion", "unit_features"]

@@ -23,6 +23,7 @@ SETTINGS_BEFORE_THEY_WERE_SAVED: dict[str, dict[str, Any]] = {
                 "rehearsal": False},  # no strategy kept a rehearsal buffer before the field existed
     "training": {"min_steps": 0},  # every task trained for exactly ``epochs`` before the field existed
     "fusion": {"unit_inputs": False},  # AAVFM's cross-attention took raw features before the field existed
+    "head": {"fuse": "av"},  # a pair was scored on the joint path alone before the field existed
 }
 REPLAY_WEIGHTINGS = ("per-class", "equal")
 

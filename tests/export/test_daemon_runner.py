@@ -73,7 +73,7 @@ def test_daemon_answers_identically_on_onnxruntime(tiny_export: Path, tmp_path: 
         assert [c.name for c in h.classes] == [c.name for c in e.classes]
         assert h.path == e.path
         for ch, ce in zip(h.classes, e.classes):
-            # Scores are softmax(100 x cosine), so a cosine 1e-5 apart can move a score by 2.5e-4. Since
-            # AAVFM's unit inputs let sound into the fused feature, the runtimes' rounding in the tiny
-            # audio encoder reaches the scores: 1.02e-4 apart was seen, above the earlier bound 1e-4.
-            assert ch.score == pytest.approx(ce.score, abs=5e-4)
+            # The default head is a ridge fit on the frozen encoders' features themselves, solved from
+            # 18 examples with the small lambda GCV picks for them: it multiplies the runtimes' rounding
+            # in the tiny audio encoder (6.0e-4 apart was seen; the class order is the same).
+            assert ch.score == pytest.approx(ce.score, abs=2e-3)

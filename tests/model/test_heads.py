@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from model.errors import CheckpointError, InvalidInputError
-from model.heads import HeadConfig, SingularHeadError, StatisticsHead, gcv_ridge, unit_features
+from model.heads import (
+    HeadConfig,
+    SingularHeadError,
+    StatisticsHead,
+    distinct_examples,
+    gcv_choice,
+    gcv_ridge,
+    unit_features,
+)
 
 DIMS = {"av": 24, "visual": 16, "audio": 8}
 
@@ -164,7 +172,7 @@ def test_bad_input_is_refused_by_name_and_changes_nothing() -> None:
 
 def test_a_singular_system_is_a_clear_error_and_changes_nothing() -> None:
     head = StatisticsHead("analytic", HeadConfig(ridge=1e-300), {"av": 64})
-    x = torch.ones(10, 64) / 8.0  # every example the same: G has rank 1, lambda too small to help
+    x = torch.ones(10, 64) * torch.arange(1, 11).unsqueeze(1) / 80.0  # G has rank 1, lambda too small to help
     with pytest.raises(SingularHeadError, match="head.av"):
         head.learn({"av": x}, {"av": torch.tensor([0] * 5 + [1] * 5)}, 2)
     assert head.classes == 0 and head.weights == {}
@@ -193,3 +201,106 @@ def test_state_round_trips_and_a_changed_expansion_is_refused() -> None:
 def test_config_names_the_bad_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"head.{field}"):
         HeadConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_gcv_stays_accurate_when_the_expansion_is_wider_than_the_examples_are_many() -> None:
+    """With M > n the fit can interpolate; GCV's error must still match a brute-force evaluation (the
+    plain formula cancels to noise there and chose the smallest ridge, which memorises the examples)."""
+    x, labels = _task([0, 1, 2], per_class=10)
+    head = StatisticsHead("analytic", HeadConfig(expansion=200), {"av": DIMS["av"]})
+    h = head.expand(x["av"], "av")  # (30, 200)
+    y = torch.nn.functional.one_hot(labels).double()
+    gram, targets, n = h.T @ h, h.T @ y, len(h)
+
+    def brute(lam: float) -> float:
+        inner = h @ h.T  # the hat matrix through the n x n kernel, accurate for any lambda
+        hat = inner @ torch.linalg.inv(inner + lam * torch.eye(n, dtype=torch.float64))
+        rss = float(((y - hat @ y) ** 2).sum())
+        return n * rss / (n - float(hat.trace())) ** 2
+
+    grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    chosen, error = gcv_choice(gram, targets, n, grid)
+    assert chosen == min(grid, key=brute) and chosen > 1e-4
+    assert error == pytest.approx(brute(chosen), rel=1e-6)
+
+
+def test_bit_identical_examples_count_once_on_their_path() -> None:
+    """ESC-50 pairs a clip with several photos: the audio path must see the clip once."""
+    x, labels = _task([0, 1], per_class=15)
+    once = StatisticsHead("analytic", HeadConfig(expansion=32), DIMS)
+    once.learn(x, {p: labels for p in DIMS}, 2)
+    thrice = StatisticsHead("analytic", HeadConfig(expansion=32), DIMS)
+    repeated = {p: v.repeat(3, 1) for p, v in x.items()}
+    thrice.learn(repeated, {p: labels.repeat(3) for p in DIMS}, 2)
+    for path in DIMS:
+        assert torch.equal(thrice.stats[path].gram, once.stats[path].gram)
+        assert torch.equal(thrice.stats[path].counts, once.stats[path].counts)
+    assert torch.equal(distinct_examples(repeated["av"], labels.repeat(3)), torch.arange(len(labels)))
+    with pytest.raises(InvalidInputError, match="distinct examples"):
+        StatisticsHead("analytic", HeadConfig(), DIMS).learn(
+            {"av": x["av"][:1].repeat(4, 1)}, {"av": torch.tensor([0, 0, 1, 1])}, 2)
+
+
+def _pairs(n_per_class: int, seed: int, noisy: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Pairs of 4 classes whose ``noisy`` modality is pure noise and the other one carries the class."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(4).repeat_interleave(n_per_class)
+    centres = torch.randn(4, 16, generator=torch.Generator().manual_seed(7))
+    signal = centres[labels] + 0.9 * torch.randn(len(labels), 16, generator=g)
+    noise = torch.randn(len(labels), 8, generator=g)
+    visual, audio = (noise, signal) if noisy == "visual" else (signal, noise)
+    return {"visual": unit_features([visual]), "audio": unit_features([audio]),
+            "av": unit_features([visual, audio])}, labels
+
+
+@pytest.mark.parametrize("noisy", ["audio", "visual"])
+def test_the_fused_answer_never_loses_to_the_better_path_when_one_modality_is_noise(noisy: str) -> None:
+    dims = {"visual": 16 if noisy == "audio" else 8, "audio": 8 if noisy == "audio" else 16, "av": 24}
+    head = StatisticsHead("analytic", HeadConfig(expansion=256), dims)
+    x, labels = _pairs(60, seed=0, noisy=noisy)
+    head.learn(x, {p: labels for p in dims}, 4)
+    weights = head.fusion_weights()
+    assert noisy not in weights and abs(sum(weights.values()) - 1.0) < 1e-9  # noise explains nothing: no vote
+    test, truth = _pairs(200, seed=1, noisy=noisy)
+
+    def accuracy(scores: torch.Tensor) -> float:
+        return float((scores.argmax(dim=1) == truth).double().mean())
+
+    best_single = max(accuracy(head.scores(test[p], p)) for p in ("visual", "audio"))
+    # The joint path still reads the noise beside the signal, so the answer may differ from the
+    # clean path's by a sample or two of these 800 either way; a vote for the noise would cost more.
+    assert accuracy(head.pair_scores(test)) >= best_single - 0.005
+    assert accuracy(head.scores(test[noisy], noisy)) < 0.4  # the noise really is noise (chance: 0.25)
+
+
+def test_merged_heads_weigh_their_paths_as_the_central_head_does() -> None:
+    config = HeadConfig(expansion=48)
+    site_a, site_b, union = (StatisticsHead("analytic", config, DIMS) for _ in range(3))
+    (xa, ya), (xb, yb) = _task([0, 1], seed=0), _task([2, 3], seed=1)
+    site_a.learn(xa, {p: ya for p in DIMS}, 2)
+    site_b.learn(xb, {p: yb - 2 for p in DIMS}, 2)
+    union.learn({p: torch.cat([xa[p], xb[p]]) for p in DIMS}, {p: torch.cat([ya, yb]) for p in DIMS}, 4)
+    merged = site_a.merge(site_b)
+    for path, weight in union.fusion_weights().items():
+        assert merged.fusion_weights()[path] == pytest.approx(weight, rel=1e-9)
+
+
+def test_a_saved_head_is_solved_again_with_the_ridge_it_recorded() -> None:
+    """A version answers as it did when committed, even if the ridge choice changes later."""
+    head, rows = StatisticsHead("analytic", HeadConfig(expansion=48), DIMS), {}
+    _learn(head, [0, 1, 2], rows)
+    meta = head.metadata()
+    meta["ridge"] = {p: 123.0 for p in head.ridge}  # as if an earlier rule had chosen another value
+    loaded = StatisticsHead("analytic", HeadConfig(expansion=48), DIMS)
+    loaded.load_state_dict(head.state_dict(), meta, "head.safetensors")
+    assert loaded.ridge == {p: 123.0 for p in head.ridge}
+
+
+def test_pairs_of_a_version_from_before_the_fused_answer_keep_the_joint_path() -> None:
+    from model.learner_config import LearnerConfig
+
+    config = LearnerConfig.from_dict({"head": {"kind": "analytic"}})
+    assert config.head.fuse == "av"
+    head = StatisticsHead("analytic", HeadConfig(expansion=48, fuse="av"), DIMS)
+    _learn(head, [0, 1, 2], {})
+    assert head.fusion_weights() == {"av": 1.0}
