@@ -130,7 +130,7 @@ class SpeechEmbedding(nn.Module):
             raise ValueError(f"waveforms: need at least {MIN_SAMPLES} samples at 16 kHz, got {waveforms.shape[1]}")
         waves = waveforms.detach().to("cpu", torch.float32).numpy()
         keep = self._windows_with_signal(waves, n_windows(waves.shape[1]))  # (B, W)
-        ends = self._signal_ends(waves)  # (B,)
+        ends = self.signal_ends(waves)  # (B,)
         windows: list[np.ndarray] = []  # (76, 32) each
         counts: list[int] = []  # kept windows per clip
         for wave, row, end in zip(waves, keep, ends):
@@ -158,7 +158,7 @@ class SpeechEmbedding(nn.Module):
         return needed if signal_end <= n_frames(needed) * HOP else samples
 
     @staticmethod
-    def _signal_ends(waves: np.ndarray) -> np.ndarray:
+    def signal_ends(waves: np.ndarray) -> np.ndarray:
         """``(B,)`` int: where the trailing run of exact zeros (the padding) starts; 0 for silence."""
         nonzero = waves != 0
         ends: np.ndarray = np.where(nonzero.any(1), waves.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 0)
@@ -168,6 +168,6 @@ class SpeechEmbedding(nn.Module):
     def _windows_with_signal(cls, waves: np.ndarray, windows: int) -> np.ndarray:
         """``(B, W)`` bool: window ``w`` starts before the trailing run of exact zeros (padding)."""
         window_start = np.arange(windows) * WINDOW_STEP * HOP  # (W,) first sample of each window
-        keep: np.ndarray = window_start[None, :] < cls._signal_ends(waves)[:, None]
+        keep: np.ndarray = window_start[None, :] < cls.signal_ends(waves)[:, None]
         keep[:, 0] = True
         return keep

