@@ -1,6 +1,6 @@
 """Per-task experts with frozen routes (EASE's shape) against adapting once: option (b) of the design.
 
-    python -m model.ease_probe --data ../shared/data/avmnist --preset lite --seed 0 --threads 1 --out r.json
+    python -m bench.ease_probe --data ../shared/data/avmnist --preset lite --seed 0 --threads 1 --out r.json
 
 Learns the benchmark's ``--tasks`` tasks (class order of ``--seed``) from 90% of ``train.csv`` and
 scores the other 10% (never ``test.csv``: this is a tuning tool). Every task trains its own image and
@@ -31,11 +31,11 @@ from typing import Any, Sequence
 
 import torch
 
+from bench.probe import emit, mute_image_experts, prepare, tasks_refused
 from model.batch import EncodedBatch
 from model.heads import HeadConfig, StatisticsHead, unit_features
 from model.learner import Learner
 from model.metrics import average_accuracy, forgetting, last_accuracy, pooled_accuracy
-from model.probe import emit, mute_image_experts, prepare, tasks_refused
 from model.samples import PATHS, LabeledSample
 
 PARTS = {"visual": ("v",), "audio": ("a",), "av": ("v", "a", "fused")}
@@ -118,9 +118,9 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from model.bench import add_run_arguments
+    from bench.run import add_run_arguments
 
-    p = argparse.ArgumentParser(prog="python -m model.ease_probe", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.ease_probe", description=__doc__.split("\n\n")[0])
     add_run_arguments(p)
     p.add_argument("--tasks", type=int, default=5, help="split the classes into this many tasks, as the benchmark does")
     p.add_argument("--out", type=Path, help="also write the report as JSON here")
@@ -130,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.bench import run_arguments_invalid
+    from bench.run import run_arguments_invalid
 
     args = parse_args(argv)
     if run_arguments_invalid(args):

@@ -1,6 +1,6 @@
 """How often the learner answers ``unknown``: for classes it was taught, and for classes it never saw.
 
-    python -m model.open_set --data ../shared/data/avmnist --preset lite --strategy mcil --seed 0
+    python -m bench.open_set --data ../shared/data/avmnist --preset lite --strategy mcil --seed 0
 
 Splits ``train.csv`` 90/10 per class (``test.csv`` is never read), takes the class order of T = 5
 for ``--seed``, teaches the first four tasks (eight digits, two at a time) and keeps the last task's
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from model.bench import (
+from bench.run import (
     QUICK_TRAIN_PER_CLASS,
     add_run_arguments,
     class_order,
@@ -62,7 +62,7 @@ def unknown_shares(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.open_set", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.open_set", description=__doc__.split("\n\n")[0])
     add_run_arguments(p)
     p.add_argument("--out", type=Path, help="where to write the JSON report")
     args = p.parse_args(argv)

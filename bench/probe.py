@@ -1,6 +1,6 @@
 """Where does an old task's accuracy go when a new task is learned? A two-task forgetting probe.
 
-    python -m model.probe --data ../shared/data/avmnist --preset lite --strategy mcil --threads 2
+    python -m bench.probe --data ../shared/data/avmnist --preset lite --strategy mcil --threads 2
 
 Learns the first two tasks of the benchmark's class order (``--tasks`` tasks, 5 by default;
 ``--seed``) from 90% of ``train.csv`` and scores the held-out 10% (never ``test.csv``: this is a
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from model.bench import (
+from bench.run import (
     QUICK_EPOCHS,
     QUICK_TRAIN_PER_CLASS,
     add_run_arguments,
@@ -163,7 +163,7 @@ def probe(args: argparse.Namespace, setup: ProbeSetup) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m model.probe", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__.split("\n\n")[0])
     add_run_arguments(p)
     p.add_argument("--replayed-features", type=int, default=LearnerConfig().replayed_features)
     p.add_argument("--tasks", type=int, default=5,

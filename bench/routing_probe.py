@@ -1,6 +1,6 @@
 """Does the router send an old task's images to that task's experts? A routing probe over every task.
 
-    python -m model.routing_probe --data ../shared/data/avmnist --preset lite --strategy mcil --tasks 10 --threads 2
+    python -m bench.routing_probe --data ../shared/data/avmnist --preset lite --strategy mcil --tasks 10 --threads 2
 
 For the strategies with experts per task (``mcil``, ``moe-adapters``): learns every task of the
 benchmark's class order (``--tasks``, ``--seed``) from 90% of ``train.csv`` and scores the held-out
@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
+from bench.probe import ProbeSetup, accuracy, emit, mute_image_experts, prepare, tasks_refused
+from bench.run import add_run_arguments, run_arguments_invalid
 from model.batch import EncodedBatch
-from model.bench import add_run_arguments, run_arguments_invalid
 from model.learner import Learner
-from model.probe import ProbeSetup, accuracy, emit, mute_image_experts, prepare, tasks_refused
 from model.protocol import restrict
 from model.strategies import STRATEGIES
 from model.strategies.moe_adapters import MoEAdapters
@@ -93,7 +93,7 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m model.routing_probe", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.routing_probe", description=__doc__.split("\n\n")[0])
     add_run_arguments(p)
     p.add_argument("--tasks", type=int, default=10)
     p.add_argument("--out", type=Path, help="also write the report as JSON here")

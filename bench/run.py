@@ -1,6 +1,6 @@
 """The class-incremental benchmark: one strategy, one preset, one class order, one JSON report.
 
-    python -m model.bench --data ../shared/data/avmnist --preset tiny --strategy mcil \\
+    python -m bench --data ../shared/data/avmnist --preset tiny --strategy mcil \\
         --tasks 5 --seed 0 --quick --out results.json
 
 Protocol (docs/metrics.md): the classes of ``train.csv`` are put in a seeded random order and split
@@ -11,8 +11,11 @@ memory per task, and the trainable parameter counts.
 
 ``--quick`` caps samples (24 training and 10 test pairs per class) and epochs (3, with no minimum
 number of steps) for a smoke run.
-``--validation`` scores on 10% of ``train.csv`` (per class, seeded) instead of ``test.csv``: use it for
-every tuning decision, so ``test.csv`` stays untouched until the reported run.
+``--validation`` scores on a part of ``train.csv`` instead of ``test.csv``: the rows of its last
+domain (``speaker`` column, sorted: ``yweweler`` on AV-MNIST, ``fold3`` on ESC-CIFAR, where a clip
+repeats across rows and a row split would score clips heard in training), or 10% of each class
+(seeded) when the data has fewer than two domains. Use it for every tuning decision, so
+``test.csv`` stays untouched until the reported run.
 ``--ablation`` switches off one part of ``mcil`` (text diversity, AAVFM, or the MCIL loss).
 ``--device`` says where the learner trains and is scored (default ``auto``: the GPU where PyTorch
 sees one, else the CPU); the report records it, and the peak GPU memory per task on a GPU.
@@ -22,7 +25,8 @@ sees one, else the CPU); the report records it, and the peak GPU memory per task
 learner is scored on the test pairs of every speaker so far. ``--tasks`` does not apply.
 ``--rehearsal`` turns on ``cign``'s buffer (the version then stores training pairs).
 
-``python -m model.bench --suite avmnist`` runs the whole benchmark table instead (model/suite.py).
+``python -m bench --suite avmnist`` runs the whole benchmark table instead (bench/suite.py).
+``python -m bench.run`` is the same command (``bench/__main__.py`` calls :func:`main`).
 """
 
 from __future__ import annotations
@@ -66,14 +70,16 @@ def class_order(class_names: list[str], tasks: int, seed: int) -> list[list[str]
     return [list(chunk) for chunk in np.array_split(np.array(order, dtype=object), tasks)]
 
 
-ABLATIONS = ("none", "no-text-diversity", "no-aavfm", "no-loss", "frozen-features", "both-features")
+ABLATIONS = ("none", "no-text-diversity", "no-aavfm", "no-loss", "frozen-features", "adapted-features",
+             "both-features")
 
 
 def ablate(config: LearnerConfig, ablation: str) -> LearnerConfig:
     """``mcil`` without one of its parts (the paper's ablation rows), or with its head reading other
-    features: the frozen encoders' alone (no adaptation reaches the head), or frozen and adapted side by
+    features: the frozen encoders' alone (no adaptation reaches the head), the adapted ones alone (the
+    first task trains the paper's parts, APER's "adapt once"), or frozen and adapted side by
     side (APER's concatenation)."""
-    if ablation in ("frozen-features", "both-features"):
+    if ablation in ("frozen-features", "adapted-features", "both-features"):
         return replace(config, head=replace(config.head, features=ablation.removesuffix("-features")))
     if ablation == "no-text-diversity":
         return replace(config, text_diversity=False)
@@ -103,6 +109,19 @@ def validation_split(samples: list[LabeledSample], fraction: float,
     return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
 
 
+def held_out_domain(samples: list[LabeledSample], domains: list[str], seed: int
+                    ) -> tuple[list[LabeledSample], list[LabeledSample], str]:
+    """(train, validation, what validation is): the last domain in sorted order is held out whole, or,
+    with fewer than two domains, 10% of each class (:func:`validation_split`)."""
+    names = sorted(set(domains))
+    if len(names) < 2:
+        train, held = validation_split(samples, 0.1, seed)
+        return train, held, "validation (10% of train.csv)"
+    last = names[-1]
+    return ([s for s, d in zip(samples, domains) if d != last], [s for s, d in zip(samples, domains) if d == last],
+            f"validation (train.csv, speaker {last})")
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -125,6 +144,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     domain = getattr(args, "scenario", "class") == "domain"
     # Per task: (its name in the record, its training examples, its held-out samples).
     plan: list[tuple[list[str], list[LabeledSample], list[LabeledSample]]] = []
+    evaluated_on = "validation (10% of train.csv)" if args.validation else "test.csv"
     if domain:
         test = None if args.validation else read_split(args.data, "test", test_cap)
         tasks = [[f"speaker {d}"] for d in domain_order(train.domains, args.seed)]
@@ -138,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         tasks = class_order(train.class_names, args.tasks, args.seed)
         if args.validation:
-            train_samples, test_samples = validation_split(train.samples, 0.1, args.seed)
+            train_samples, test_samples, evaluated_on = held_out_domain(train.samples, train.domains, args.seed)
         else:
             train_samples, test_samples = train.samples, read_split(args.data, "test", test_cap).samples
         plan = [(names, [x for x in train_samples if x.label in names], [x for x in test_samples if x.label in names])
@@ -189,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "preset": args.preset, "strategy": args.strategy, "tasks": len(tasks), "seed": args.seed,
         "scenario": "domain" if domain else "class", "rehearsal": config.rehearsal,
         "ablation": args.ablation, "quick": args.quick, "data": str(args.data),
-        "evaluated_on": "validation (10% of train.csv)" if args.validation else "test.csv",
+        "evaluated_on": evaluated_on,
         "class_order": tasks,
         "held_out_per_task": [len(h) for h in held_out_by_task],
         "learner_config": learner.config.to_dict(),  # in effect: concat strategies say so
@@ -257,9 +277,10 @@ def run_arguments_invalid(args: argparse.Namespace) -> bool:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     add_run_arguments(p)
-    p.add_argument("--suite", choices=["avmnist"], help="run the whole benchmark table (see model/suite.py)")
+    p.add_argument("--suite", choices=["avmnist", "esc-cifar"],
+                   help="run a whole benchmark table (see bench/suite.py)")
     p.add_argument("--rows", choices=["all", "fast", "papers"], default="all",
                    help="suite: every strategy, only those that train at most once (minutes per run), or "
                         "cign and mmcl at T = 5 and 10")
@@ -271,7 +292,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cign: keep and replay exemplars_per_class training pairs per class (stores data)")
     p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size)
     p.add_argument("--lr", type=float, default=TrainingConfig().learning_rate)
-    p.add_argument("--validation", action="store_true", help="score on 10%% of train.csv, not test.csv")
+    p.add_argument("--validation", action="store_true", help="score on train.csv's last speaker (or 10%% of it), not test.csv")
     p.add_argument("--ablation", choices=ABLATIONS, default="none", help="mcil without one of its parts")
     p.add_argument("--clip-weights", type=Path, help="CLIP ViT-B/16 weights (audioclip preset)")
     p.add_argument("--audioclip-weights", type=Path, help="AudioCLIP checkpoint (audioclip preset)")
@@ -319,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.suite:
-        from model.suite import run_suite
+        from bench.suite import run_suite
 
         return run_suite(args, run)
     result = run(args)

@@ -1,6 +1,10 @@
-"""The whole AV-MNIST benchmark table in one command, resumable.
+"""A whole benchmark table in one command, resumable: AV-MNIST's or the real sounds and photos'.
 
-    python -m model.bench --suite avmnist --data ../shared/data/avmnist --preset lite --out results/avmnist
+    python -m bench --suite avmnist --data ../shared/data/avmnist --preset lite --out results/avmnist
+    python -m bench --suite esc-cifar --data ../shared/data/esc-cifar --preset lite --out results/esc-cifar
+
+``avmnist``: T = 5, 3 and 10, every strategy, the ``mcil`` ablations. ``esc-cifar`` (8 classes): T = 4,
+the rows of ``ESC_STRATEGIES``.
 
 Runs every (strategy, T, seed) of the table and the ``mcil`` ablations, each into its own JSON file
 in ``--out``; a run whose file exists is skipped, so an interrupted suite picks up where it stopped.
@@ -18,8 +22,8 @@ file, so the next invocation retries it; the others still run.
 Runs in one folder should share their settings: where they do not (say, files from before a default
 changed), the suite warns and ``tables.md`` opens with the settings that differ and the runs using each.
 
-Imports point one way: ``model.bench`` (the command line) imports this module for ``--suite`` and hands
-:func:`run_suite` its single-run function; nothing here imports ``model.bench``.
+Imports point one way: ``bench.run`` (the command line) imports this module for ``--suite`` and hands
+:func:`run_suite` its single-run function; nothing here imports ``bench.run``.
 """
 
 from __future__ import annotations
@@ -51,18 +55,22 @@ PAPER_STRATEGIES = ("cign", "mmcl")
 """The other two papers' systems (``--rows papers``): they train every task, over frozen tokens."""
 DOMAIN_STRATEGIES = ("zero-shot", "simplecil", "ranpac", "mcil", "cign", "mmcl")
 """The rows of the domain-incremental table (``--scenario domain``)."""
+ESC_STRATEGIES = ("zero-shot", "simplecil", "ranpac", "mcil-paper", "mcil", "joint")
+"""The rows of the ESC-CIFAR table (``--suite esc-cifar``)."""
 TASK_COUNTS = (5, 3, 10)
+SUITE_TASK_COUNTS = {"avmnist": TASK_COUNTS, "esc-cifar": (4,)}
 SEEDS = (0, 1, 2)
 ABLATIONS = ("no-text-diversity", "no-aavfm", "no-loss", "frozen-features", "both-features")
 FIGURES = ("average_accuracy", "last_accuracy", "forgetting", "bwt", "fwt", "m1", "m2")
 
 RunOne = Callable[[argparse.Namespace], dict[str, Any]]
-"""One benchmark run (``model.bench.run``): its options in, its JSON report out. It must be a module-level
+"""One benchmark run (``bench.run.run``): its options in, its JSON report out. It must be a module-level
 function, since each run is sent to a worker process of its own."""
 
 
-def plan(preset: str, rows: str = "all", scenario: str = "class") -> list[dict[str, Any]]:
+def plan(preset: str, rows: str = "all", scenario: str = "class", suite: str = "avmnist") -> list[dict[str, Any]]:
     """Every run of the table, main rows first (T = 5 before T = 3 and T = 10), then ablations;
+    ``suite="esc-cifar"``: ``ESC_STRATEGIES`` at T = 4 (``rows="fast"``: those of ``FAST_STRATEGIES``);
     ``rows="fast"``: only the strategies of ``FAST_STRATEGIES`` and the ablations; ``rows="papers"``:
     ``PAPER_STRATEGIES`` at T = 5 and 10. ``scenario="domain"``: the domain-incremental runs of
     ``DOMAIN_STRATEGIES`` (one task per speaker)."""
@@ -73,6 +81,10 @@ def plan(preset: str, rows: str = "all", scenario: str = "class") -> list[dict[s
     if rows == "papers":
         runs = [dict(strategy=s, tasks=t, seed=seed, ablation="none") for t in (5, 10) for seed in SEEDS
                 for s in PAPER_STRATEGIES]
+        return [dict(r, preset=preset, scenario="class") for r in runs]
+    if suite == "esc-cifar":
+        chosen = [s for s in ESC_STRATEGIES if rows != "fast" or s in FAST_STRATEGIES]
+        runs = [dict(strategy=s, tasks=4, seed=seed, ablation="none") for seed in SEEDS for s in chosen]
         return [dict(r, preset=preset, scenario="class") for r in runs]
     strategies = FAST_STRATEGIES if rows == "fast" else STRATEGY_ORDER
     runs = [dict(strategy=s, tasks=t, seed=seed, ablation="none")
@@ -92,7 +104,7 @@ def run_suite(args: argparse.Namespace, run: RunOne) -> int:
     """Every pending run of the table (each by ``run``, in a process of its own), then tables and curves."""
     out = Path(args.out or "results/avmnist")
     out.mkdir(parents=True, exist_ok=True)
-    runs = plan(args.preset, getattr(args, "rows", "all"), getattr(args, "scenario", "class"))
+    runs = plan(args.preset, getattr(args, "rows", "all"), getattr(args, "scenario", "class"), args.suite)
     todo = [r for r in runs if not (out / run_name(r)).exists()]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}", file=sys.stderr)
     if args.max_runs is not None:
@@ -104,7 +116,7 @@ def run_suite(args: argparse.Namespace, run: RunOne) -> int:
         print(f"warning: runs in {out} differ in a setting: {line}", file=sys.stderr)
     (out / "tables.md").write_text(tables(results, differences))
     print(f"wrote {out / 'tables.md'}", file=sys.stderr)
-    for tasks in TASK_COUNTS:
+    for tasks in SUITE_TASK_COUNTS[args.suite]:
         curve = out / curve_name(tasks)
         if plot_forgetting_curve(results, curve, tasks):
             print(f"wrote {curve}", file=sys.stderr)
@@ -257,7 +269,7 @@ def tables(results: list[dict[str, Any]], differences: Sequence[str] = ()) -> st
     if differences:
         lines += ["**These runs were not all made with the same settings:**", "",
                   *[f"- {d}" for d in differences], ""]
-    for t in TASK_COUNTS:
+    for t in sorted({r["tasks"] for r in _group(results)}, key=lambda t: (t != 5, t)):
         for path in ("av", "visual", "audio"):
             lines += _figures_table(f"T = {t}, path `{path}`", path, results, tasks=t, ablation="none")
     rows = []

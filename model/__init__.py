@@ -6,5 +6,6 @@ Nothing in this package knows about gRPC or the daemon. The public entry points 
 - :func:`model.strategies.create_learner` builds a learner (``mcil``, ``lwf``, ...) around it;
 - :mod:`model.record` keeps a run's accuracy matrices and turns them into the figures of
   docs/metrics.md, with the formulas of :mod:`model.metrics`;
-- ``python -m model.bench`` runs the class-incremental benchmark.
+- the benchmark and its probes are not part of this package: they live in :mod:`bench`
+  (``python -m bench``), which imports this package; nothing here imports it.
 """

@@ -17,7 +17,7 @@ of the task whose inputs it resembles, since a new task's gate head is trained o
 ``d`` is the mean per-dimension Gaussian negative log-likelihood under the task's key. A plain
 squared distance to the key's mean (``task_distance="euclidean"``) was too weak on AV-MNIST, where
 every task is handwritten digits: switching task 2's experts off raised old visual accuracy from 55%
-to 93% in ``python -m model.probe``. The Gaussian distance lowered forgetting on validation data
+to 93% in ``python -m bench.probe``. The Gaussian distance lowered forgetting on validation data
 from 30.1 to 23.9 points (T = 5, seed 0; ab927db:docs/benchmarks.md).
 
 An expert is a bottleneck adapter ``up(act(down(h)))`` whose two projections are each factored as a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -58,3 +59,14 @@ def avmnist() -> Path:
     if not (AVMNIST / "train.csv").exists():
         pytest.skip(f"AV-MNIST data not found at {AVMNIST} (see the README's data section)")
     return AVMNIST
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One PyTorch thread for a module's tests: they run small batches, where one thread is faster and
+    immune to a busy machine (a tool under test that sets the count gets it restored). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

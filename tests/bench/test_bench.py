@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.bench import class_order, main
-from model.suite import setting_differences, tables
+from bench.run import class_order, main
+from bench.suite import setting_differences, tables
 
 
 def test_class_order_is_a_seeded_split() -> None:
@@ -250,7 +250,7 @@ def test_the_domain_incremental_mode_teaches_every_class_one_speaker_at_a_time(a
 
 
 def test_the_domain_incremental_suite_names_its_runs_and_tables_them_apart() -> None:
-    from model.suite import plan, run_name
+    from bench.suite import plan, run_name
 
     runs = plan("lite", scenario="domain")
     assert {r["strategy"] for r in runs} >= {"mcil", "cign", "mmcl"} and len(runs) == 3 * len({r["strategy"] for r in runs})
@@ -260,3 +260,29 @@ def test_the_domain_incremental_suite_names_its_runs_and_tables_them_apart() -> 
     assert "### Domain-incremental" in table and "- seed 0: ['speaker theo', 'speaker lucas']" in table
     class_rows = table.split("### T = 5, path `av`")[1].split("###")[0]
     assert "| mcil | 1 |" in class_rows  # one run: the domain run is tabled apart
+
+
+def test_validation_holds_out_the_last_speaker_whole() -> None:
+    """ESC-CIFAR repeats each clip across rows: validation must not share a recording with training."""
+    from bench.run import held_out_domain
+    from model.samples import LabeledSample
+
+    samples = [LabeledSample(image=None, audio=None, sample_rate=16000, label=str(i % 2)) for i in range(12)]
+    domains = ["fold1", "fold2", "fold3"] * 4
+    train, held, what = held_out_domain(samples, domains, seed=0)
+    assert what == "validation (train.csv, speaker fold3)"
+    position = {id(s): i for i, s in enumerate(samples)}
+    assert [position[id(s)] for s in held] == [2, 5, 8, 11] and len(train) == 8
+    assert not {id(s) for s in train} & {id(s) for s in held}
+    train, held, what = held_out_domain(samples, [""] * 12, seed=0)  # no speaker column: 10% per class
+    assert what == "validation (10% of train.csv)" and len(held) == 2
+
+
+def test_the_esc_cifar_suite_runs_its_rows_at_four_tasks() -> None:
+    from bench.suite import ESC_STRATEGIES, plan
+
+    runs = plan("lite", suite="esc-cifar")
+    assert {r["tasks"] for r in runs} == {4} and {r["seed"] for r in runs} == {0, 1, 2}
+    assert {r["strategy"] for r in runs} == set(ESC_STRATEGIES)
+    fast = plan("lite", rows="fast", suite="esc-cifar")
+    assert {r["strategy"] for r in fast} == {"zero-shot", "simplecil", "ranpac", "mcil"}

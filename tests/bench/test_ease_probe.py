@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model.ease_probe import main
+from bench.ease_probe import main
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model.open_set import main
+from bench.open_set import main
 
 
 @pytest.mark.slow

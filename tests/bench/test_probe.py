@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model.probe import main
+from bench.probe import main
 
 
 @pytest.mark.slow

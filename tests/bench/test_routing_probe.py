@@ -10,8 +10,8 @@ from typing import Callable
 import pytest
 import torch
 
+from bench.routing_probe import main, only_task_experts, routed_tasks
 from model.learner import Learner
-from model.routing_probe import main, only_task_experts, routed_tasks
 from model.samples import LabeledSample
 
 
