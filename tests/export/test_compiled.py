@@ -55,14 +55,15 @@ TASKS = ((["red", "green"], 0), (["blue", "yellow"], 2))
 """Two tasks of two synthetic classes: ``(class names, first pattern index)``."""
 
 VARIANTS: dict[str, tuple[str, LearnerConfig]] = {
-    "mcil": ("mcil", FAST),  # analytic head over adapted features (experts, projections, fusion)
+    "mcil": ("mcil", FAST),  # the default: analytic head over the frozen features, paths weighed
+    "mcil-adapted": ("mcil", LearnerConfig(training=FAST.training, head=HeadConfig(features="adapted"))),
     "ranpac": ("ranpac", FAST),  # analytic head over a random ReLU expansion of the frozen features
     "simplecil": ("simplecil", FAST),  # class-means head over the frozen features
     "mcil-both": ("mcil", LearnerConfig(training=FAST.training, head=HeadConfig(features="both"))),
 }
 """The statistics-head configurations that compile, by name: ``(strategy, config)``."""
 
-EXPECTED_HEADS = {"mcil": ("analytic", "adapted"), "ranpac": ("analytic", "frozen"),
+EXPECTED_HEADS = {"mcil": ("analytic", "frozen"), "mcil-adapted": ("analytic", "adapted"), "ranpac": ("analytic", "frozen"),
                   "simplecil": ("class-means", "frozen"), "mcil-both": ("analytic", "both")}
 
 
@@ -353,7 +354,7 @@ def test_lite_compiled_predictions_match_the_learner() -> None:
 # -- 6. dense and sparse expert dispatch ---------------------------------------------------------------------
 def test_dense_and_sparse_expert_dispatch_agree(tiny_backbone: TriModalBackbone) -> None:
     # Four experts per task, two routed per sample: the sparse path really skips experts.
-    config = LearnerConfig(training=FAST.training, experts_per_task=4)
+    config = LearnerConfig(training=FAST.training, experts_per_task=4, head=HeadConfig(features="adapted"))
     learner = learn_tasks(Learner(copy.deepcopy(tiny_backbone), create_strategy("mcil"), config, "tiny"), TASKS[:1])
     images = learner.encode_inputs([s.only("visual") for s in make_dataset(["red", "green"], 8, seed=5)]).images
     with torch.no_grad():

@@ -39,8 +39,16 @@ def test_head_after_two_tasks_equals_the_head_fitted_once(make_learner, two_task
         assert torch.linalg.norm(learner.head.weights[path] - ref) <= 1e-6 * torch.linalg.norm(ref)
 
 
-def test_mcil_features_stop_moving_after_the_first_task(make_learner, two_tasks) -> None:
+def test_mcil_trains_nothing_by_default_and_reads_the_frozen_encoders(make_learner, two_tasks) -> None:
     learner = make_learner("mcil")
+    report = learner.learn_task(two_tasks["train1"], ["red", "green"])
+    assert report.steps == 0 and report.trainable_parameters == 0
+    assert learner.backbone.image.expert_tasks == [] and learner.config.head.features == "frozen"
+    assert learner.config.head.fuse == "weighted"
+
+
+def test_adapted_mcil_features_stop_moving_after_the_first_task(make_learner, two_tasks) -> None:
+    learner = make_learner("mcil", config=replace(FAST, head=HeadConfig(features="adapted")))
     report = learner.learn_task(two_tasks["train1"], ["red", "green"])
     assert report.steps > 0  # the first task adapts the experts, projections and fusion
     data = learner.encode_inputs(two_tasks["test1"], labels=[0] * len(two_tasks["test1"]))
