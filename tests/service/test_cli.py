@@ -84,7 +84,8 @@ def test_a_warning_found_when_a_job_starts_is_printed_once_by_the_follower(
         start_daemon: Callable[..., Running], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     samples = tmp_path / "samples"
     assert main(["make-samples", str(samples), "--per-class", "6"]) == 0
-    d = start_daemon(make_config(tmp_path / "state", learning__epochs="400"))  # jobs that stay running
+    # Jobs that stay running: every task of mcil-paper trains (the default, mcil, trains nothing).
+    d = start_daemon(make_config(tmp_path / "state", learning__epochs="400", server__strategy="mcil-paper"))
     target = ["--target", d.target]
 
     def submit(*names: str) -> str:

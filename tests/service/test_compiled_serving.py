@@ -55,7 +55,9 @@ def _files(d: Running, version: int) -> set[str]:
     return {p.name for p in directory.iterdir()} if directory.is_dir() else set()
 
 
-def _wait_compiled(d: Running, version: int, timeout: float = 120.0) -> None:
+def _wait_compiled(d: Running, version: int, timeout: float = 300.0) -> None:
+    # Learning a task trains nothing by default, so a second commit follows the first at once and waits
+    # for the first one's compile: two compiles of ~15 s each on a quiet 2-core machine.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         served = d.server.daemon.served

@@ -249,7 +249,8 @@ def test_bad_inputs_are_refused_and_change_nothing(start_daemon: Callable[..., R
 
 
 def test_queue_bound_and_cancel(start_daemon: Callable[..., Running], tmp_path: Path) -> None:
-    d = start_daemon(make_config(tmp_path, learning__epochs="400", learning__max_queued_jobs="0"))
+    d = start_daemon(make_config(tmp_path, learning__epochs="400", learning__max_queued_jobs="0",
+                                 server__strategy="mcil-paper"))  # a job that stays in training
     client = d.client
     data = task_data(["red", "green"], per_class=6)
     reply = client.learn(["red", "green"], examples(data))
@@ -270,7 +271,7 @@ def test_a_job_that_becomes_the_first_task_is_warned_when_it_starts(start_daemon
                                                                    tmp_path: Path) -> None:
     from service.jobs import ONE_CLASS_FIRST_TASK
 
-    d = start_daemon(make_config(tmp_path, learning__epochs="400"))
+    d = start_daemon(make_config(tmp_path, learning__epochs="400", server__strategy="mcil-paper"))
     client = d.client
     ahead = client.learn(["red", "green"], examples(task_data(["red", "green"], per_class=6)))
     behind = client.learn(["blue"], examples(task_data(["blue"], per_class=6, first_index=2)))
