@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model.class_sums import distinct_examples, gcv_choice, gcv_ridge
 from model.errors import CheckpointError, InvalidInputError
-from model.heads import (
-    HeadConfig,
-    SingularHeadError,
-    StatisticsHead,
-    distinct_examples,
-    gcv_choice,
-    gcv_ridge,
-    unit_features,
-)
+from model.heads import HeadConfig, SingularHeadError, StatisticsHead, unit_features
 
 DIMS = {"av": 24, "visual": 16, "audio": 8}
 
