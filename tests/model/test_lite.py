@@ -361,3 +361,25 @@ def test_lite_runs_on_cuda_like_on_cpu(lite: TriModalBackbone) -> None:
             assert gpu_out.device.type == "cuda", name
             # cuDNN may run convolutions in TF32, hence the loose tolerance.
             assert torch.allclose(gpu_out.cpu(), cpu_out, atol=2e-2, rtol=2e-2), name
+
+
+def test_the_default_learner_on_lite_is_exact_and_two_rooms_add_up(lite: TriModalBackbone) -> None:
+    """With the frozen encoders (speech + sounds, 5 s clips), heads taught apart merge into the head
+    taught on everything at once (what a district of rooms relies on)."""
+    from model.learner import create_learner
+    from model.synthetic import make_dataset
+
+    rooms = [create_learner("lite", "mcil", backbone=lite) for _ in range(2)]
+    central = create_learner("lite", "mcil", backbone=lite)
+    first, second = make_dataset(["red", "green"], 4, seed=1), make_dataset(["blue", "white"], 4, seed=2, first_index=2)
+    rooms[0].learn_task(first, ["red", "green"])
+    rooms[1].learn_task(second, ["blue", "white"])
+    central.learn_task(first + second, ["red", "green", "blue", "white"])
+    assert all(r.head is not None for r in rooms) and central.head is not None
+    merged = rooms[0].head.merge(rooms[1].head)  # type: ignore[union-attr]
+    assert merged.input_dims == {"visual": 1280, "audio": 1216, "av": 2496}
+    for path, ref in central.head.weights.items():
+        assert torch.linalg.norm(merged.weights[path] - ref) <= 1e-6 * torch.linalg.norm(ref), path
+    for path, weight in central.head.fusion_weights().items():
+        assert merged.fusion_weights()[path] == pytest.approx(weight, rel=1e-9)
+    assert central.backbone.image.expert_tasks == []  # nothing trained, nothing moved
