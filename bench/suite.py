@@ -118,7 +118,7 @@ def run_suite(args: argparse.Namespace, run: RunOne) -> int:
     print(f"wrote {out / 'tables.md'}", file=sys.stderr)
     for tasks in SUITE_TASK_COUNTS[args.suite]:
         curve = out / curve_name(tasks)
-        if plot_forgetting_curve(results, curve, tasks):
+        if plot_forgetting_curve(results, curve, tasks, args.suite):
             print(f"wrote {curve}", file=sys.stderr)
         else:
             print(f"no T = {tasks} run yet: no {curve.name}", file=sys.stderr)
@@ -330,7 +330,10 @@ def curve_name(tasks: int) -> str:
     return "forgetting_curve.png" if tasks == 5 else f"forgetting_curve_T{tasks}.png"
 
 
-def plot_forgetting_curve(results: list[dict[str, Any]], path: Path, tasks: int = 5) -> bool:
+SUITE_TITLES = {"avmnist": "AV-MNIST", "esc-cifar": "ESC-CIFAR"}
+
+
+def plot_forgetting_curve(results: list[dict[str, Any]], path: Path, tasks: int = 5, suite: str = "avmnist") -> bool:
     """Accuracy on all classes seen so far after each task, one line per strategy (mean over seeds).
 
     Writes nothing and returns False when no main-row run with ``tasks`` tasks exists yet."""
@@ -358,7 +361,7 @@ def plot_forgetting_curve(results: list[dict[str, Any]], path: Path, tasks: int 
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"AV-MNIST, T = {tasks}, fused (av) path")
+    ax.set_title(f"{SUITE_TITLES.get(suite, suite)}, T = {tasks}, fused (av) path")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
