@@ -378,8 +378,11 @@ def test_the_default_learner_on_lite_is_exact_and_two_rooms_add_up(lite: TriModa
     assert all(r.head is not None for r in rooms) and central.head is not None
     merged = rooms[0].head.merge(rooms[1].head)  # type: ignore[union-attr]
     assert merged.input_dims == {"visual": 1280, "audio": 1216, "av": 2496}
+    assert merged.ridge == central.head.ridge  # the same sums choose the same ridge
     for path, ref in central.head.weights.items():
-        assert torch.linalg.norm(merged.weights[path] - ref) <= 1e-6 * torch.linalg.norm(ref), path
+        # The same sums, added in another order, solved at the small ridge that 16 examples in 1,280
+        # or more dimensions get: float64 rounding, amplified by the system's conditioning, stays below 1e-5.
+        assert torch.linalg.norm(merged.weights[path] - ref) <= 1e-5 * torch.linalg.norm(ref), path
     for path, weight in central.head.fusion_weights().items():
-        assert merged.fusion_weights()[path] == pytest.approx(weight, rel=1e-9)
+        assert merged.fusion_weights()[path] == pytest.approx(weight, rel=1e-6)
     assert central.backbone.image.expert_tasks == []  # nothing trained, nothing moved
