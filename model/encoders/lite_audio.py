@@ -5,9 +5,9 @@
 
 A classroom hears both: words (a spoken digit, a name called) and everyday sounds (doors, clapping,
 laughter, rain, engines). The speech embedding was trained on speech and serves words; YAMNet was
-trained on AudioSet and serves sounds. Measured on validation splits (docs/benchmarks.md, "The audio
-encoder"), each wins on its own kind of data and the two together lose on neither, so ``lite`` reads
-both: each L2-normalised, then joined, ``(B, 1216)``. What follows (the statistics head, the
+trained on AudioSet and serves sounds. Measured on validation splits (docs/lite.md, "Audio: two
+encoders side by side"; ``python -m bench.audio_encoders``), each wins on its own kind of data and the
+two together lose on neither, so ``lite`` reads both: each L2-normalised, then joined, ``(B, 1216)``. What follows (the statistics head, the
 projection P) sees one audio feature.
 
 YAMNet reads only the recording, not the zero padding that fits a short recording to the clip

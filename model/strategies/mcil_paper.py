@@ -2,7 +2,8 @@
 ``a * L_CW + (1 - a) * L_MI``, classified by cosine to text prototypes; every task trains.
 
 It forgets (23.5 points at T = 5 on AV-MNIST, docs/benchmarks.md): kept so that the paper's method
-stays reproducible. The product's default, `mcil`, adapts once and classifies with the analytic head.
+stays reproducible. The product's default, `mcil`, reads the frozen encoders and classifies with
+the analytic head.
 
 Ablations are configuration, not code: ``LearnerConfig(text_diversity=False)`` (one prompt per
 class), ``FusionConfig(kind="concat")`` (no AAVFM), ``LossConfig(kind="cross_entropy")`` (no MCIL loss).
