@@ -328,6 +328,10 @@ def bench_arguments_problem(args: argparse.Namespace) -> str | None:
         return "--workers: a number >= 1, and more than 1 only with --suite"
     if not args.suite and args.out is None:
         return "--out: required (where to write the JSON report)"
+    if not args.suite and args.out.is_dir():
+        return f"--out: {args.out} is a folder; name the JSON file to write (a folder is for --suite)"
+    if args.suite and args.out is not None and args.out.exists() and not args.out.is_dir():
+        return f"--out: {args.out} is a file; --suite writes its reports into a folder"
     return None
 
 

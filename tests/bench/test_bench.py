@@ -139,6 +139,17 @@ def test_a_single_run_needs_out(avmnist: Path, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().err.startswith("error: --out: required")
 
 
+def test_out_is_a_file_for_one_run_and_a_folder_for_the_suite(avmnist: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(avmnist), "--out", str(tmp_path)]) == 2  # before minutes of work, not after
+    assert capsys.readouterr().err.startswith(f"error: --out: {tmp_path} is a folder")
+    report = tmp_path / "r.json"
+    report.write_text("{}")
+    assert main(["--data", str(avmnist), "--suite", "avmnist", "--out", str(report)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out: {report} is a file")
+    assert report.read_text() == "{}"
+
+
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_workers_at_least_one_and_several_only_with_the_suite(avmnist: Path, workers: str) -> None:
     assert main(["--data", str(avmnist), "--workers", workers, "--out", "unused.json"]) == 2

@@ -156,10 +156,10 @@ def test_a_batch_of_one_runs_each_graph(versions: Callable[[str], Version], path
 
 
 def test_batches_larger_than_a_chunk_match(versions: Callable[[str], Version]) -> None:
-    """More samples on one path than ``ENCODE_CHUNK`` (64): the graph runs chunk by chunk, in order."""
+    """More samples on one path than ``ENCODE_CHUNK`` (16): the graph runs chunk by chunk, in order."""
     v = versions("mcil")
     batch = mixed_batch(per_class=20, seed=7)  # 80 samples, ~27 per path
-    batch += [s.only("visual") for s in make_dataset(["red", "blue"], 40, seed=8)]  # visual: 27 + 80 > 64
+    batch += [s.only("visual") for s in make_dataset(["red", "blue"], 40, seed=8)]  # visual: 27 + 80 > 16
     assert_same_predictions(v.learner.predict(batch, top_k=4), v.compiled.predict(batch, top_k=4))
 
 
