@@ -189,6 +189,7 @@ class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
             runner=self.daemon.serving_runner(served), keeps_exemplars=bool(learner.keeps_exemplars),
             queued_jobs=self.daemon.jobs.queued_count(), running_job_id=self.daemon.jobs.running_job_id,
             device=self.daemon.device_description,
+            audio_clip_seconds=learner.backbone.clip_samples / learner.backbone.sample_rate,
         )
         keys = list(getattr(learner, "task_keys", []))
         for i, classes in enumerate(learner.tasks):

@@ -3,7 +3,9 @@
     mcil make-samples ./samples                       # synthetic images + WAVs of three classes
     mcil learn --class red --images ./samples/red/images --audio ./samples/red/audio \\
                --class green --images ./samples/green/images --audio ./samples/green/audio
+    mcil learn --class clapping --video clap1.mp4 clap2.mp4 --per-clip 4
     mcil classify ./samples/test/red-0.png ./samples/test/red-0.wav
+    mcil watch lesson.mp4 --out timeline.csv --out timeline.svg   # a timeline of what happened when
     mcil status | mcil versions | mcil rollback 1 | mcil job ID [--cancel]
     mcil report --out report.html                     # accuracy matrices and forgetting, as a picture
 
@@ -24,7 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from service.job_view import follow, phase_name, print_metrics, print_warnings, state_name
-from service.upload_files import AUDIO_SUFFIXES, UsageError, examples_from_dirs, name_files
+from service.upload_files import AUDIO_SUFFIXES, ClassOption, UsageError, examples_from_args, name_files
+from video.clips import DEFAULT_PER_CLIP
+from video.command import WatchError
+from video.command import add_arguments as add_watch_arguments
 
 if TYPE_CHECKING:
     from service.client import Client
@@ -103,10 +108,13 @@ def cmd_learn(args: argparse.Namespace) -> int:
     import grpc
     from tqdm import tqdm
 
+    from video.command import clip_seconds
+
     sources: list[str] = []
-    names, examples = examples_from_dirs(args, sources)
-    total_bytes = sum(e.ByteSize() for e in examples)
     with _connect(args) as client:
+        videos = any("video" in spec for spec in args.classes or [])
+        names, examples = examples_from_args(args, sources, clip_seconds(client) if videos else None)
+        total_bytes = sum(e.ByteSize() for e in examples)
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="upload", disable=args.quiet) as bar:
             done = [0]
 
@@ -126,6 +134,13 @@ def cmd_learn(args: argparse.Namespace) -> int:
         if args.no_wait:
             return 0
         return follow(client, reply.job_id, args.quiet)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from video.command import run
+
+    with _connect(args) as client:
+        return run(args, client)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -247,15 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(run=cmd_classify)
 
-    p = command("learn", "teach new classes from directories of examples")
-    p.add_argument("--class", dest="class_names", action="append", metavar="NAME", help="a new class (repeat)")
-    p.add_argument("--images", action="append", metavar="DIR", help="image files of the class before it")
-    p.add_argument("--audio", action="append", metavar="DIR", help="WAV/FLAC files of the class before it")
+    p = command("learn", "teach new classes from directories of examples and from video clips")
+    p.add_argument("--class", dest="name", action=ClassOption, metavar="NAME", help="a new class (repeat)")
+    p.add_argument("--images", action=ClassOption, metavar="DIR", help="image files of the class before it")
+    p.add_argument("--audio", action=ClassOption, metavar="DIR", help="WAV/FLAC files of the class before it")
+    p.add_argument("--video", action=ClassOption, nargs="+", metavar="FILE",
+                   help="video clips of the class before it (mp4, mkv, webm, ...; see --per-clip)")
+    p.add_argument("--per-clip", type=int, default=DEFAULT_PER_CLIP,
+                   help=f"examples taken from each clip: pictures with the sound around them (default {DEFAULT_PER_CLIP})")
     p.add_argument("--held-out-fraction", type=float, default=0.0, help="default: the daemon's setting")
     p.add_argument("--request-id", help="idempotency key (default: random)")
     p.add_argument("--no-wait", action="store_true", help="return after the upload")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(run=cmd_learn)
+    p.set_defaults(run=cmd_learn, classes=None)
+
+    p = command("watch", "classify a video, camera or stream every few seconds; write its timeline")
+    add_watch_arguments(p)
+    p.set_defaults(run=cmd_watch)
 
     p = command("status", "what the daemon serves")
     p.set_defaults(run=cmd_status)
@@ -290,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (UsageError, OSError) as exc:
+    except (UsageError, WatchError, OSError) as exc:
         print(f"mcil: {exc}", file=sys.stderr)
         return 2
     except Refused as exc:

@@ -1,8 +1,9 @@
-"""Directories of example files -> upload messages, each file checked here before anything is sent.
+"""Directories of example files and clips -> upload messages, each checked here before anything is sent.
 
-``mcil learn`` pairs the sorted image and sound files of each class, refuses (naming the file) what the
-daemon would refuse, and keeps which file(s) each example came from, so that the daemon's
-``examples[3].sample.audio_bytes: ...`` can be shown with the file's name.
+``mcil learn`` pairs the sorted image and sound files of each class, takes pictures and sound windows
+from its video clips (video/clips.py), refuses (naming the file) what the daemon would refuse, and
+keeps which file or clip moment each example came from, so that the daemon's
+``examples[3].sample.audio_bytes: ...`` can be shown with its name.
 """
 
 from __future__ import annotations
@@ -67,23 +68,42 @@ def name_files(message: str, sources: Sequence[str]) -> str:
     return re.sub(r"examples\[(\d+)\]", files, message)
 
 
-def examples_from_dirs(args: argparse.Namespace, sources: list[str]) -> tuple[list[str], list["mcil_pb2.LabeledExample"]]:
-    """The upload's examples; ``sources`` receives the file(s) of each, in order."""
-    from service._proto import mcil_pb2
-    from service.client import sample_from_files
+class ClassOption(argparse.Action):
+    """``--class NAME`` starts a class; the ``--images``, ``--audio`` and ``--video`` after it are its."""
 
-    names: list[str] = args.class_names or []
-    images: list[str | None] = args.images or []
-    audios: list[str | None] = args.audio or []
-    if not names:
-        raise UsageError("give at least one --class NAME with --images DIR and/or --audio DIR")
-    if len(images) not in (0, len(names)) or len(audios) not in (0, len(names)):
-        raise UsageError("give --images and/or --audio once per --class, in the same order")
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                  option_string: str | None = None) -> None:
+        classes: list[dict[str, object]] = list(getattr(namespace, "classes", None) or [])
+        if self.dest == "name":
+            classes.append({"name": values})
+        elif not classes:
+            parser.error(f"{option_string}: give --class NAME before it")
+        elif self.dest in classes[-1]:
+            parser.error(f"{option_string}: given twice for class {classes[-1]['name']}")
+        else:
+            classes[-1] = {**classes[-1], self.dest: values}
+        namespace.classes = classes
+
+
+def examples_from_args(args: argparse.Namespace, sources: list[str],
+                       clip_seconds: float | None = None) -> tuple[list[str], list["mcil_pb2.LabeledExample"]]:
+    """The upload's examples, class by class (``args.classes``, see :class:`ClassOption`); ``sources``
+    receives the file(s) of each, in order. ``clip_seconds``: the sound around each picture taken
+    from a video (the daemon's ``audio_clip_seconds``), needed when a class has ``--video``."""
+    from service._proto import mcil_pb2
+    from service.client import sample_from_arrays, sample_from_files
+
+    classes: list[dict[str, object]] = getattr(args, "classes", None) or []
+    if not classes:
+        raise UsageError("give at least one --class NAME with --images DIR, --audio DIR and/or --video FILE...")
     examples = []
     sources.clear()
-    for i, name in enumerate(names):
-        image_files = files_in(images[i] if images else None, IMAGE_SUFFIXES)
-        audio_files = files_in(audios[i] if audios else None, AUDIO_SUFFIXES)
+    for spec in classes:
+        name = str(spec["name"])
+        if not any(k in spec for k in ("images", "audio", "video")):
+            raise UsageError(f"class {name}: give --images DIR, --audio DIR and/or --video FILE... after it")
+        image_files = files_in(spec.get("images"), IMAGE_SUFFIXES)  # type: ignore[arg-type]
+        audio_files = files_in(spec.get("audio"), AUDIO_SUFFIXES)  # type: ignore[arg-type]
         if image_files and audio_files and len(image_files) != len(audio_files):
             raise UsageError(f"class {name}: {len(image_files)} images but {len(audio_files)} audio files "
                              "(they are paired in sorted order)")
@@ -97,4 +117,16 @@ def examples_from_dirs(args: argparse.Namespace, sources: list[str]) -> tuple[li
             sample = sample_from_files(image, audio)
             examples.append(mcil_pb2.LabeledExample(label=name, sample=sample))
             sources.append(" + ".join(str(p) for p in (image, audio) if p is not None))
-    return names, examples
+        for clip in spec.get("video") or []:  # type: ignore[attr-defined]
+            from video.clips import examples_from_clip
+            from video.source import SAMPLE_RATE, SourceError
+
+            try:
+                taken = examples_from_clip(str(clip), int(getattr(args, "per_clip", 4)), clip_seconds or 5.0)
+            except (SourceError, ValueError) as exc:
+                raise UsageError(str(exc)) from None
+            for example in taken:
+                sample = sample_from_arrays(example.image, example.audio, SAMPLE_RATE)
+                examples.append(mcil_pb2.LabeledExample(label=name, sample=sample))
+                sources.append(example.source)
+    return [str(spec["name"]) for spec in classes], examples

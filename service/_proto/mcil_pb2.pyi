@@ -289,7 +289,7 @@ class TaskInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., parameters: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("preset", "strategy", "version", "tasks", "parameters", "runner", "keeps_exemplars", "queued_jobs", "running_job_id", "device")
+    __slots__ = ("preset", "strategy", "version", "tasks", "parameters", "runner", "keeps_exemplars", "queued_jobs", "running_job_id", "device", "audio_clip_seconds")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +307,7 @@ class ModelInfo(_message.Message):
     QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_CLIP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     preset: str
     strategy: str
     version: int
@@ -317,7 +318,8 @@ class ModelInfo(_message.Message):
     queued_jobs: int
     running_job_id: str
     device: str
-    def __init__(self, preset: _Optional[str] = ..., strategy: _Optional[str] = ..., version: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, int]] = ..., runner: _Optional[str] = ..., keeps_exemplars: _Optional[bool] = ..., queued_jobs: _Optional[int] = ..., running_job_id: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    audio_clip_seconds: float
+    def __init__(self, preset: _Optional[str] = ..., strategy: _Optional[str] = ..., version: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, int]] = ..., runner: _Optional[str] = ..., keeps_exemplars: _Optional[bool] = ..., queued_jobs: _Optional[int] = ..., running_job_id: _Optional[str] = ..., device: _Optional[str] = ..., audio_clip_seconds: _Optional[float] = ...) -> None: ...
 
 class ListVersionsRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,262 @@
+"""A recording, a camera or a stream, decoded with PyAV into *steps*: a picture and the sound around it.
+
+    source = open_source("lesson.mp4")             # or "rtsp://camera/stream", "/dev/video0"
+    for step in source.steps(every=1.0, window=5.0):
+        step.time, step.image, step.audio          # seconds; (H, W, 3) uint8 or None; float32 16 kHz or None
+
+A step is taken every ``every`` seconds of the source's own clock: the first picture at or after the
+step's time, and ``window`` seconds of sound around it (centred on the step, moved inside the
+recording at its start and end), mixed to mono and resampled to 16 kHz. Pictures are scaled down
+as they are decoded (``max_side``), so an 8K source costs its decoding, not 8K pictures in memory.
+A source without a sound track gives pictures only, one without pictures sound only.
+
+Everything that can go wrong with a source is a :class:`SourceError` with a message for the user: a
+file that is not a video, a stream that cannot be opened, a source longer than ``max_duration``.
+A live stream that stops is not an error: :attr:`MediaSource.stopped` says why it ended.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import av
+
+SAMPLE_RATE = 16_000
+"""Sound is sent to the daemon at this rate (the daemon resamples to what its encoder reads)."""
+
+MAX_SIDE = 320
+"""Pictures are scaled down to at most this many pixels on their longer side (the encoders read 32-224)."""
+
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
+
+_PICTURE_FORMATS = re.compile(r"(image2|_pipe)$")
+
+
+class SourceError(Exception):
+    """A source that cannot be used, said for the user (no traceback)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One moment of the source: its time (seconds from the start), picture and sound window."""
+
+    index: int
+    time: float
+    image: np.ndarray | None  # (H, W, 3) uint8
+    audio: np.ndarray | None  # (S,) float32 mono at SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    live: bool
+    has_pictures: bool
+    has_sound: bool
+    duration: float | None  # seconds, where the container says
+    width: int  # of the decoded pictures before scaling; 0 without pictures
+    height: int
+
+
+def is_live(source: str) -> bool:
+    """A network stream or a local camera: read at its own pace, never faster."""
+    scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+    return scheme in LIVE_SCHEMES or source.startswith("/dev/video")
+
+
+def open_source(source: str, *, max_side: int = MAX_SIDE, max_duration: float | None = None,
+                timeout: float = 10.0) -> "MediaSource":
+    """Opens ``source`` (a file, ``/dev/videoN`` or a stream URL). Raises SourceError."""
+    import av
+
+    live = is_live(source)
+    options: dict[str, object] = {}
+    if source.startswith("/dev/video"):
+        options["format"] = "v4l2"
+    elif not live:
+        path = Path(source)
+        if not path.exists():
+            raise SourceError(f"{source}: no such file")
+        if path.is_dir():
+            raise SourceError(f"{source}: a directory, not a video")
+    try:
+        container = av.open(source, mode="r", timeout=(timeout, timeout), **options)  # type: ignore[call-overload]
+    except av.FFmpegError as exc:
+        what = "a video or sound file that can be read" if not live else "a stream that can be opened"
+        raise SourceError(f"{source}: not {what} ({_reason(exc)})") from None
+    try:
+        return MediaSource(source, container, live=live, max_side=max_side, max_duration=max_duration)
+    except BaseException:
+        container.close()
+        raise
+
+
+class MediaSource:
+    """An open source; iterate :meth:`steps` once, then :meth:`close` (or use ``with``)."""
+
+    def __init__(self, name: str, container: "av.container.InputContainer", *, live: bool, max_side: int,
+                 max_duration: float | None) -> None:
+        if _PICTURE_FORMATS.search(container.format.name or ""):
+            raise SourceError(f"{name}: a still picture ({container.format.name}), not a video; "
+                              "classify it with `mcil classify`")
+        self._container = container
+        self._video = container.streams.video[0] if container.streams.video else None
+        self._audio = container.streams.audio[0] if container.streams.audio else None
+        if self._video is None and self._audio is None:
+            raise SourceError(f"{name}: neither pictures nor sound in it")
+        duration = container.duration / 1_000_000 if container.duration else None
+        if max_duration is not None and duration is not None and duration > max_duration:
+            raise SourceError(f"{name}: lasts {duration:.1f} s, more than --max-duration {max_duration:g} s")
+        ctx = self._video.codec_context if self._video is not None else None
+        if self._video is not None:
+            self._video.codec_context.thread_type = "AUTO"  # decode with every core: 8K is slow otherwise
+        self.info = SourceInfo(name=name, live=live, has_pictures=self._video is not None,
+                               has_sound=self._audio is not None, duration=duration,
+                               width=ctx.width if ctx else 0, height=ctx.height if ctx else 0)
+        self.max_side = max_side
+        self.max_duration = max_duration
+        self.stopped: str | None = None  # why a live source ended early, if it did
+        self.end_time = 0.0  # seconds of the source read so far
+
+    def __enter__(self) -> "MediaSource":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def steps(self, every: float = 1.0, window: float = 5.0, first: float = 0.0) -> Iterator[Step]:
+        """Steps at ``first``, ``first + every``, ...; each with ``window`` seconds of sound.
+
+        A live source longer than ``max_duration`` ends at it (``stopped`` says so); a file's
+        length was checked on opening when the container knows it, else it is checked here."""
+        if every <= 0 or window <= 0:
+            raise ValueError("every and window must be positive")
+        sound = _SoundBuffer(window) if self._audio is not None else None
+        pending: list[tuple[float, np.ndarray | None]] = []  # step times with their pictures, waiting for sound
+        index = 0
+        next_time = first
+        for time, kind, payload in self._decoded():
+            self.end_time = max(self.end_time, time)
+            if self.max_duration is not None and time > self.max_duration:
+                if not self.info.live:
+                    raise SourceError(f"{self.info.name}: longer than --max-duration {self.max_duration:g} s")
+                self.stopped = f"reached --max-duration {self.max_duration:g} s"
+                break
+            if kind == "audio":
+                assert sound is not None and isinstance(payload, np.ndarray)
+                sound.add(time, payload)
+                if self._video is None:
+                    while sound.end >= next_time + every / 2:  # half a step heard, at least
+                        pending.append((next_time, None))
+                        next_time += every
+            else:
+                while time + 1e-6 >= next_time:
+                    pending.append((next_time, self._picture(payload)))  # type: ignore[arg-type]
+                    next_time += every
+            while pending and (sound is None or sound.covers(pending[0][0])):
+                t, image = pending.pop(0)
+                yield Step(index, t, image, sound.window(t) if sound is not None else None)
+                index += 1
+            if sound is not None and pending:
+                sound.forget_before(pending[0][0])
+            elif sound is not None:
+                sound.forget_before(next_time)
+        if self.info.live and self.stopped is None:
+            self.stopped = f"the stream ended at {self.end_time:.1f} s"
+        for t, image in pending:  # the end: the last steps take what sound there is
+            audio = sound.window(t, at_end=True) if sound is not None and t <= sound.end else None
+            if image is not None or audio is not None:
+                yield Step(index, t, image, audio)
+                index += 1
+
+    def _decoded(self) -> Iterator[tuple[float, str, object]]:
+        """(seconds from the start, "video" | "audio", frame) in the container's order."""
+        import av
+
+        streams = [s for s in (self._video, self._audio) if s is not None]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        start = self._container.start_time / 1_000_000 if self._container.start_time else 0.0
+        try:
+            for packet in self._container.demux(*streams):
+                for frame in packet.decode():
+                    if not isinstance(frame, (av.VideoFrame, av.AudioFrame)) or frame.time is None:
+                        continue
+                    t = max(0.0, float(frame.time) - start)
+                    if isinstance(frame, av.VideoFrame):
+                        yield t, "video", frame
+                    else:
+                        for out in resampler.resample(frame):  # the buffer appends pieces end to end
+                            yield t, "audio", out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        except av.FFmpegError as exc:
+            if not self.info.live:
+                raise SourceError(f"{self.info.name}: cannot be decoded past {self.end_time:.1f} s "
+                                  f"({_reason(exc)})") from None
+            self.stopped = f"the stream stopped at {self.end_time:.1f} s ({_reason(exc)})"
+
+    def _picture(self, frame: "av.VideoFrame") -> np.ndarray:
+        """The frame as RGB, scaled so that its longer side is at most ``max_side``."""
+        w, h = frame.width, frame.height
+        scale = min(1.0, self.max_side / max(w, h))
+        width, height = max(1, round(w * scale)), max(1, round(h * scale))
+        picture: np.ndarray = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+        return picture
+
+
+class _SoundBuffer:
+    """The decoded sound at SAMPLE_RATE, from ``start`` (seconds) on; old sound is forgotten."""
+
+    def __init__(self, window: float) -> None:
+        self.window_seconds = window
+        self.samples = np.zeros(0, np.float32)
+        self.start: float | None = None
+
+    @property
+    def end(self) -> float:
+        return -math.inf if self.start is None else self.start + len(self.samples) / SAMPLE_RATE
+
+    def add(self, time: float, samples: np.ndarray) -> None:
+        if self.start is None:
+            self.start = time
+        # Lossy codecs (AAC, Opus) overshoot full scale a little; the daemon takes [-1, 1].
+        self.samples = np.concatenate([self.samples, np.clip(samples, -1.0, 1.0)])
+
+    def _span(self, t: float) -> tuple[float, float]:
+        begin = max(self.start or 0.0, t - self.window_seconds / 2)
+        return begin, begin + self.window_seconds
+
+    def covers(self, t: float) -> bool:
+        return self.end >= self._span(t)[1]
+
+    def window(self, t: float, at_end: bool = False) -> np.ndarray | None:
+        begin, finish = self._span(t)
+        if at_end:  # keep the whole window inside the recording where it is long enough
+            begin = max(self.start or 0.0, min(begin, self.end - self.window_seconds))
+            finish = min(self.end, begin + self.window_seconds)
+        assert self.start is not None
+        a = max(0, int(round((begin - self.start) * SAMPLE_RATE)))
+        b = min(len(self.samples), int(round((finish - self.start) * SAMPLE_RATE)))
+        piece = self.samples[a:b]
+        return piece.copy() if len(piece) >= SAMPLE_RATE // 10 else None  # under 0.1 s: no sound
+
+    def forget_before(self, t: float) -> None:
+        if self.start is None:
+            return
+        # A whole window before ``t`` is kept: at the end, a step's window moves back into the recording.
+        drop = int((t - self.window_seconds - self.start) * SAMPLE_RATE)
+        if drop > 0:
+            self.samples = self.samples[drop:]
+            self.start += drop / SAMPLE_RATE
+
+
+def _reason(exc: Exception) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.split(": '", 1)[0]
