@@ -222,7 +222,10 @@ def cmd_make_samples(args: argparse.Namespace) -> int:
     written = write_sample_set(Path(args.directory), per_class=args.per_class, seed=args.seed)
     for name, count in written.items():
         print(f"{args.directory}/{name}: {count} images and {count} WAVs")
-    print(f"{args.directory}/test: one image+WAV pair per class for `mcil classify`")
+    clips = len(list((Path(args.directory) / "yellow" / "clips").glob("*.mp4")))
+    print(f"{args.directory}/yellow/clips: {clips} video clips of a fourth class for `mcil learn --video`")
+    print(f"{args.directory}/test: one image+WAV pair per class for `mcil classify`, and lesson.mp4 "
+          "(a minute of scenes) for `mcil watch`")
     return 0
 
 

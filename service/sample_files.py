@@ -5,6 +5,12 @@ Three classes that differ visually (colour and stripe angle) and aurally (pitch)
 
     DIR/red/images/000.png ... DIR/red/audio/000.wav ...   (paired by sorted name)
     DIR/test/red.png, DIR/test/red.wav, ...                 (one unseen pair per class)
+    DIR/yellow/clips/000.mp4 ...                            (a fourth class, as video clips)
+    DIR/test/lesson.mp4                                     (a minute of scenes to ``mcil watch``)
+
+The clips (``mcil learn --class yellow --video ...``) show four pictures of ``yellow`` for a second
+each while its tone plays. ``lesson.mp4`` shows 10 s scenes: red, yellow, blue, purple (a class
+never taught), green, yellow; SCENES lists them.
 
 Deterministic for a given seed. Images are PNG, sounds 16-bit PCM WAV at 16 kHz.
 """
@@ -12,9 +18,17 @@ Deterministic for a given seed. Images are PNG, sounds 16-bit PCM WAV at 16 kHz.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CLASSES = ("red", "green", "blue")
 IMAGE_SIZE = 64
+CLIP_CLASS = "yellow"  # pattern 3 of model.synthetic
+SCENES = ("red", "yellow", "blue", "purple", "green", "yellow")
+SCENE_SECONDS = 10.0
+_PATTERN = {"red": 0, "green": 1, "blue": 2, "yellow": 3, "purple": 4}
 
 
 def write_sample_set(directory: Path, per_class: int = 30, seed: int = 0) -> dict[str, int]:
@@ -44,4 +58,23 @@ def write_sample_set(directory: Path, per_class: int = 30, seed: int = 0) -> dic
                 image_path, audio_path = images / f"{j:03d}.png", audio / f"{j:03d}.wav"
             Image.fromarray(image).save(image_path)
             soundfile.write(audio_path, wave, SAMPLE_RATE, subtype="PCM_16")
+    write_clips(directory, clips=max(2, per_class // 5), rng=rng)
     return {name: per_class for name in CLASSES}
+
+
+def write_clips(directory: Path, clips: int, rng: "np.random.Generator") -> None:
+    """``DIR/yellow/clips/*.mp4`` and ``DIR/test/lesson.mp4`` (see the module's docstring)."""
+    from model.synthetic import class_image, class_tone
+    from video.compose import Segment, write_recording
+
+    def scene(name: str, seconds: float, pictures: int) -> list[Segment]:
+        index = _PATTERN[name]
+        return [Segment(class_image(index, rng, IMAGE_SIZE), class_tone(index, rng, seconds=seconds / pictures),
+                        seconds / pictures) for _ in range(pictures)]
+
+    folder = directory / CLIP_CLASS / "clips"
+    folder.mkdir(parents=True, exist_ok=True)
+    for j in range(clips):
+        write_recording(folder / f"{j:03d}.mp4", scene(CLIP_CLASS, 4.0, 4), size=(320, 240))  # framed as the lesson
+    lesson = [part for name in SCENES for part in scene(name, SCENE_SECONDS, 5)]
+    write_recording(directory / "test" / "lesson.mp4", lesson, size=(320, 240))

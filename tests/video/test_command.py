@@ -163,3 +163,27 @@ def test_lite_learns_from_clips_and_watches_real_sounds_and_photos(tmp_path: Pat
     assert figures["taught_right"] > figures["taught_segments"] / 2
     assert figures["untaught_unknown"] > figures["untaught_segments"] / 2
     assert figures["untaught_steps_unknown"] > figures["untaught_steps"] / 2
+
+
+def test_the_quick_start_video_form(tiny_target: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """README: make-samples, teach red/green/blue from files and yellow from clips, watch lesson.mp4."""
+    from service.sample_files import SCENE_SECONDS, SCENES
+
+    samples = tmp_path / "samples"
+    assert main(["make-samples", str(samples)]) == 0  # the README's: 30 pairs a class, 6 clips of yellow
+    args = [*tiny_target, "learn", "--quiet"]
+    for name in ("red", "green", "blue"):
+        args += ["--class", name, "--images", str(samples / name / "images"), "--audio", str(samples / name / "audio")]
+    assert main(args) == 0
+    clips = sorted(map(str, (samples / "yellow" / "clips").glob("*.mp4")))
+    assert len(clips) == 6
+    assert main([*tiny_target, "learn", "--quiet", "--class", "yellow", "--video", *clips]) == 0
+    out = tmp_path / "timeline.json"
+    assert main([*tiny_target, "watch", str(samples / "test" / "lesson.mp4"), "--quiet", "--out", str(out)]) == 0
+    answers = json.loads(out.read_text())["answers"]
+    assert len(answers) == len(SCENES) * SCENE_SECONDS
+    for k, name in enumerate(SCENES):
+        if name == "purple":  # never taught: tiny's random encoders cannot say so reliably
+            continue
+        inside = [a["label"] for a in answers if k * SCENE_SECONDS + 1 <= a["time"] <= (k + 1) * SCENE_SECONDS - 1]
+        assert inside.count(name) > len(inside) / 2, (name, inside)
