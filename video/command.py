@@ -48,16 +48,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, client: "Client") -> int:
     """Watches ``args.source`` with answers from ``client``; writes ``args.out``."""
-    try:
+    try:  # everything the user gave is checked before the daemon is asked anything
         outputs = check_outputs(args.out)
-        config = WatchConfig(every=args.every, batch=args.batch, realtime=args.realtime,
-                             window=clip_seconds(client))
+        WatchConfig(every=args.every, batch=args.batch)
         if not args.max_duration > 0:
             raise ValueError(f"--max-duration: must be > 0 seconds, got {args.max_duration:g}")
         source = open_source(args.source, max_duration=args.max_duration)
     except (ValueError, SourceError) as exc:
         raise WatchError(str(exc)) from None
     with source:
+        config = WatchConfig(every=args.every, batch=args.batch, realtime=args.realtime,
+                             window=clip_seconds(client))
         info = source.info
         if not info.has_sound:
             print(f"{info.name}: no sound track; answering from the pictures alone (visual path)", file=sys.stderr)

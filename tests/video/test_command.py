@@ -187,3 +187,10 @@ def test_the_quick_start_video_form(tiny_target: list[str], tmp_path: Path, caps
             continue
         inside = [a["label"] for a in answers if k * SCENE_SECONDS + 1 <= a["time"] <= (k + 1) * SCENE_SECONDS - 1]
         assert inside.count(name) > len(inside) / 2, (name, inside)
+
+
+def test_a_bad_source_is_refused_without_asking_the_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = tmp_path / "notes.webm"
+    text.write_text("hello\n" * 50)
+    assert main(["--target", "127.0.0.1:9", "watch", str(text)]) == 2  # nothing listens there
+    assert "notes.webm: not a video" in capsys.readouterr().err
