@@ -31,7 +31,8 @@ class Segment:
 
 
 def write_recording(path: str | Path, segments: Sequence[Segment], *, size: tuple[int, int] = (320, 240),
-                    fps: int = 10, pictures: bool = True, sound: bool = True, crf: int = 18) -> Path:
+                    fps: int = 10, pictures: bool = True, sound: bool = True, crf: int = 18,
+                    preset: str = "veryfast") -> Path:
     """Writes ``segments`` one after another to ``path``; returns it."""
     import av
 
@@ -40,7 +41,7 @@ def write_recording(path: str | Path, segments: Sequence[Segment], *, size: tupl
     with av.open(str(path), mode="w") as out:
         video = audio = None
         if pictures:
-            video = out.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
+            video = out.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": preset})
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if sound:
             audio = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
@@ -48,12 +49,12 @@ def write_recording(path: str | Path, segments: Sequence[Segment], *, size: tupl
         sound_parts: list[np.ndarray] = []
         for segment in segments:
             frames = int(round(segment.seconds * fps))
-            if video is not None:
-                picture = _fill(segment.image, width, height)
+            if video is not None:  # one picture a segment, converted once (the encoder refs, never writes, it)
+                frame = av.VideoFrame.from_ndarray(_fill(segment.image, width, height), format="rgb24")
+                frame = frame.reformat(format="yuv420p")
+                frame.time_base = Fraction(1, fps)
                 for _ in range(frames):
-                    frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
                     frame.pts = frame_index
-                    frame.time_base = Fraction(1, fps)
                     out.mux(video.encode(frame))
                     frame_index += 1
             if audio is not None:
