@@ -124,7 +124,7 @@ def test_watch_refuses_bad_sources_and_writes_nothing(tiny_target: list[str], tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "notes.mp4", "state"]  # no t.json
 
 
-def test_a_source_without_sound_is_said_once_and_watched(tiny_target: list[str], tmp_path: Path,
+def test_a_source_without_sound_or_pictures_is_said_once_and_watched(tiny_target: list[str], tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*tiny_target, "learn", "--quiet", "--class", "red", "--video",
                  str(write_recording(tmp_path / "r.mp4", [scene((220, 30, 30), 300, 2.0)])), "--class", "blue",
@@ -135,6 +135,11 @@ def test_a_source_without_sound_is_said_once_and_watched(tiny_target: list[str],
     captured = capsys.readouterr()
     assert captured.err.count("no sound track") == 1
     assert all("(visual)" in line for line in captured.out.splitlines())
+    sound_only = write_recording(tmp_path / "sound.m4a", [scene((0, 0, 0), 300, 3.0)], pictures=False)
+    assert main([*tiny_target, "watch", str(sound_only)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("no pictures") == 1
+    assert captured.out and all("(audio)" in line for line in captured.out.splitlines())
 
 
 @pytest.mark.slow
