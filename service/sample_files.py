@@ -5,12 +5,13 @@ Three classes that differ visually (colour and stripe angle) and aurally (pitch)
 
     DIR/red/images/000.png ... DIR/red/audio/000.wav ...   (paired by sorted name)
     DIR/test/red.png, DIR/test/red.wav, ...                 (one unseen pair per class)
-    DIR/yellow/clips/000.mp4 ...                            (a fourth class, as video clips)
+    DIR/red/clips/000.mp4 ... DIR/yellow/clips/000.mp4 ...  (video clips of each class and of a fourth)
     DIR/test/lesson.mp4                                     (a minute of scenes to ``mcil watch``)
 
-The clips (``mcil learn --class yellow --video ...``) show four pictures of ``yellow`` for a second
-each while its tone plays. ``lesson.mp4`` shows 10 s scenes: red, yellow, blue, purple (a class
-never taught), green, yellow; SCENES lists them.
+Each clip (``mcil learn --class yellow --video ...``) shows four pictures of its class for a second
+each while the class's tone plays, framed as the lesson is: a camera's view, which is not a PNG's.
+``lesson.mp4`` shows 10 s scenes: red, yellow, blue, purple (a class never taught), green, yellow;
+SCENES lists them.
 
 Deterministic for a given seed. Images are PNG, sounds 16-bit PCM WAV at 16 kHz.
 """
@@ -29,6 +30,7 @@ CLIP_CLASS = "yellow"  # pattern 3 of model.synthetic
 SCENES = ("red", "yellow", "blue", "purple", "green", "yellow")
 SCENE_SECONDS = 10.0
 _PATTERN = {"red": 0, "green": 1, "blue": 2, "yellow": 3, "purple": 4}
+FRAME = (256, 256)  # square, as the PNGs are: the picture fills the frame
 
 
 def write_sample_set(directory: Path, per_class: int = 30, seed: int = 0) -> dict[str, int]:
@@ -68,13 +70,14 @@ def write_clips(directory: Path, clips: int, rng: "np.random.Generator") -> None
     from video.compose import Segment, write_recording
 
     def scene(name: str, seconds: float, pictures: int) -> list[Segment]:
+        """``pictures`` pictures of the class, each shown while its 1 s tone plays, then silence."""
         index = _PATTERN[name]
-        return [Segment(class_image(index, rng, IMAGE_SIZE), class_tone(index, rng, seconds=seconds / pictures),
+        return [Segment(class_image(index, rng, IMAGE_SIZE), class_tone(index, rng, seconds=1.0),
                         seconds / pictures) for _ in range(pictures)]
 
     folder = directory / CLIP_CLASS / "clips"
     folder.mkdir(parents=True, exist_ok=True)
     for j in range(clips):
-        write_recording(folder / f"{j:03d}.mp4", scene(CLIP_CLASS, 4.0, 4), size=(320, 240))  # framed as the lesson
+        write_recording(folder / f"{j:03d}.mp4", scene(CLIP_CLASS, 8.0, 4), size=FRAME)
     lesson = [part for name in SCENES for part in scene(name, SCENE_SECONDS, 5)]
-    write_recording(directory / "test" / "lesson.mp4", lesson, size=(320, 240))
+    write_recording(directory / "test" / "lesson.mp4", lesson, size=FRAME)
