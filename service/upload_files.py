@@ -78,6 +78,9 @@ class ClassOption(argparse.Action):
             classes.append({"name": values})
         elif not classes:
             parser.error(f"{option_string}: give --class NAME before it")
+        elif self.dest == "video":  # clips add up: --video a.mp4 --video b.mp4
+            earlier = classes[-1].get("video") or []
+            classes[-1] = {**classes[-1], "video": [*earlier, *values]}  # type: ignore[misc]
         elif self.dest in classes[-1]:
             parser.error(f"{option_string}: given twice for class {classes[-1]['name']}")
         else:

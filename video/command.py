@@ -85,6 +85,10 @@ def run(args: argparse.Namespace, client: "Client") -> int:
             raise WatchError(str(exc)) from None
     timeline.model_version = version[-1] if version else 0
     write_outputs(timeline, outputs)
+    if timeline.failure is not None:  # what was answered is written; then the daemon's error, exit 1
+        print(f"{len(timeline.answers)} steps answered before the daemon stopped answering"
+              + (f"; wrote {', '.join(map(str, outputs))}" if outputs else ""), file=sys.stderr)
+        raise timeline.failure
     elapsed = time.monotonic() - started
     print(f"{len(timeline.answers)} steps over {source.end_time:.1f} s of {info.name} in {elapsed:.1f} s "
           f"({timeline.ended}); {len(timeline.segments())} segments; {timeline.dropped} steps dropped to keep up"

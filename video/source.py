@@ -102,20 +102,25 @@ class MediaSource:
 
     def __init__(self, name: str, container: "av.container.InputContainer", *, live: bool, max_side: int,
                  max_duration: float | None) -> None:
+        import av
+
         if _PICTURE_FORMATS.search(container.format.name or ""):
             raise SourceError(f"{name}: a still picture ({container.format.name}), not a video; "
                               "classify it with `mcil classify`")
         self._container = container
-        self._video = container.streams.video[0] if container.streams.video else None
+        # A sound file's cover art is a one-picture "video" stream: it is not pictures to watch.
+        moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        self._video = moving[0] if moving else None
         self._audio = container.streams.audio[0] if container.streams.audio else None
         if self._video is None and self._audio is None:
             raise SourceError(f"{name}: neither pictures nor sound in it")
         duration = container.duration / 1_000_000 if container.duration else None
+        live = live and not duration  # a recording served over HTTP has a length: it is read as a file
         if max_duration is not None and duration is not None and duration > max_duration:
             raise SourceError(f"{name}: lasts {duration:.1f} s, more than --max-duration {max_duration:g} s")
         ctx = self._video.codec_context if self._video is not None else None
-        if self._video is not None:
-            self._video.codec_context.thread_type = "AUTO"  # decode with every core: 8K is slow otherwise
+        if ctx is not None:
+            ctx.thread_type = "AUTO"  # decode with every core: 8K is slow otherwise
         self.info = SourceInfo(name=name, live=live, has_pictures=self._video is not None,
                                has_sound=self._audio is not None, duration=duration,
                                width=ctx.width if ctx else 0, height=ctx.height if ctx else 0)
@@ -123,6 +128,11 @@ class MediaSource:
         self.max_duration = max_duration
         self.stopped: str | None = None  # why a live source ended early, if it did
         self.end_time = 0.0  # seconds of the source read so far
+        self.leave_open = False  # set when a reader thread may still be inside a read: closing would crash it
+        self._untimed = 0  # frames without a timestamp (a raw .h264 stream has none)
+        # The latest picture read from the container, decoded or not: a decoder holds a few frames
+        # back (one per thread), so the pictures have ended only when the container stops sending them.
+        self._picture_sent = -math.inf
 
     def __enter__(self) -> "MediaSource":
         return self
@@ -131,45 +141,56 @@ class MediaSource:
         self.close()
 
     def close(self) -> None:
-        self._container.close()
+        if not self.leave_open:
+            self._container.close()
 
     def steps(self, every: float = 1.0, window: float = 5.0, first: float = 0.0) -> Iterator[Step]:
         """Steps at ``first``, ``first + every``, ...; each with ``window`` seconds of sound.
 
-        A live source longer than ``max_duration`` ends at it (``stopped`` says so); a file's
-        length was checked on opening when the container knows it, else it is checked here."""
+        A step waits for the sound around it, but not for ever: when the sound lags the pictures by
+        more than two windows (a track that ended, or never sends), steps go on with what sound there
+        is, or none. When the pictures stop and the sound goes on, steps go on with sound alone.
+        A live source longer than ``max_duration`` ends at it (``stopped`` says so); a file's length
+        was checked on opening when the container knows it, else it is checked here."""
         if every <= 0 or window <= 0:
             raise ValueError("every and window must be positive")
         sound = _SoundBuffer(window) if self._audio is not None else None
         pending: list[tuple[float, np.ndarray | None]] = []  # step times with their pictures, waiting for sound
+        patience = 2 * window + every
         index = 0
         next_time = first
-        for time, kind, payload in self._decoded():
-            self.end_time = max(self.end_time, time)
+        now = 0.0
+        for time, payload in self._decoded():
+            now = max(now, time)
+            self.end_time = now
             if self.max_duration is not None and time > self.max_duration:
                 if not self.info.live:
                     raise SourceError(f"{self.info.name}: longer than --max-duration {self.max_duration:g} s")
                 self.stopped = f"reached --max-duration {self.max_duration:g} s"
                 break
-            if kind == "audio":
-                assert sound is not None and isinstance(payload, np.ndarray)
+            if isinstance(payload, np.ndarray):  # sound
+                assert sound is not None
                 sound.add(time, payload)
-                if self._video is None:
+                if self._video is None or sound.end - max(self._picture_sent, first) > patience:  # no pictures now
                     while sound.end >= next_time + every / 2:  # half a step heard, at least
                         pending.append((next_time, None))
                         next_time += every
-            else:
+            else:  # a picture
+                if time - next_time > 10 * every:  # a jump forward (a live stream's discontinuity)
+                    next_time = first + math.floor((time - first) / every) * every
+                picture = None
                 while time + 1e-6 >= next_time:
-                    pending.append((next_time, self._picture(payload)))  # type: ignore[arg-type]
+                    picture = self._picture(payload) if picture is None else picture
+                    pending.append((next_time, picture))
                     next_time += every
-            while pending and (sound is None or sound.covers(pending[0][0])):
+            while pending and (sound is None or sound.covers(pending[0][0]) or now - pending[0][0] > patience):
                 t, image = pending.pop(0)
-                yield Step(index, t, image, sound.window(t) if sound is not None else None)
-                index += 1
-            if sound is not None and pending:
-                sound.forget_before(pending[0][0])
-            elif sound is not None:
-                sound.forget_before(next_time)
+                audio = sound.window(t) if sound is not None else None
+                if image is not None or audio is not None:
+                    yield Step(index, t, image, audio)
+                    index += 1
+            if sound is not None:
+                sound.forget_before(pending[0][0] if pending else next_time)
         if self.info.live and self.stopped is None:
             self.stopped = f"the stream ended at {self.end_time:.1f} s"
         for t, image in pending:  # the end: the last steps take what sound there is
@@ -177,9 +198,12 @@ class MediaSource:
             if image is not None or audio is not None:
                 yield Step(index, t, image, audio)
                 index += 1
+        if index == 0 and self._untimed:
+            raise SourceError(f"{self.info.name}: its frames carry no timestamps (a raw stream?); "
+                              "put it in a container first (mp4, mkv, ts)")
 
-    def _decoded(self) -> Iterator[tuple[float, str, object]]:
-        """(seconds from the start, "video" | "audio", frame) in the container's order."""
+    def _decoded(self) -> Iterator[tuple[float, "np.ndarray | av.VideoFrame"]]:
+        """(seconds from the start, a picture frame or a piece of sound) in the container's order."""
         import av
 
         streams = [s for s in (self._video, self._audio) if s is not None]
@@ -187,16 +211,26 @@ class MediaSource:
         start = self._container.start_time / 1_000_000 if self._container.start_time else 0.0
         try:
             for packet in self._container.demux(*streams):
+                if packet.stream is self._video and packet.pts is not None and packet.time_base is not None:
+                    self._picture_sent = max(self._picture_sent, float(packet.pts * packet.time_base) - start)
                 for frame in packet.decode():
-                    if not isinstance(frame, (av.VideoFrame, av.AudioFrame)) or frame.time is None:
+                    if not isinstance(frame, (av.VideoFrame, av.AudioFrame)):
                         continue
-                    t = max(0.0, float(frame.time) - start)
+                    if frame.time is None:
+                        self._untimed += 1
+                        continue
                     if isinstance(frame, av.VideoFrame):
-                        yield t, "video", frame
-                    else:
-                        for out in resampler.resample(frame):  # the buffer appends pieces end to end
-                            yield t, "audio", out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-        except av.FFmpegError as exc:
+                        yield max(0.0, float(frame.time) - start), frame
+                        continue
+                    try:
+                        pieces = resampler.resample(frame)
+                    except ValueError:  # the sound's format changed mid-stream (joined files, ad breaks)
+                        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                        pieces = resampler.resample(frame)
+                    for piece in pieces:
+                        t = float(piece.time) if piece.time is not None else float(frame.time)
+                        yield max(0.0, t - start), piece.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        except (av.FFmpegError, ValueError) as exc:
             if not self.info.live:
                 raise SourceError(f"{self.info.name}: cannot be decoded past {self.end_time:.1f} s "
                                   f"({_reason(exc)})") from None
@@ -212,7 +246,12 @@ class MediaSource:
 
 
 class _SoundBuffer:
-    """The decoded sound at SAMPLE_RATE, from ``start`` (seconds) on; old sound is forgotten."""
+    """The decoded sound at SAMPLE_RATE from ``start`` (seconds) on, placed by its timestamps (a gap
+    is silence, an overlap is cut); sound older than a window before the oldest waiting step is
+    forgotten."""
+
+    GAP = 0.05  # seconds of disagreement between a piece's timestamp and the buffer's end, tolerated
+    RESTART = 60.0  # a jump larger than this starts the buffer anew (a live stream's discontinuity)
 
     def __init__(self, window: float) -> None:
         self.window_seconds = window
@@ -224,28 +263,36 @@ class _SoundBuffer:
         return -math.inf if self.start is None else self.start + len(self.samples) / SAMPLE_RATE
 
     def add(self, time: float, samples: np.ndarray) -> None:
-        if self.start is None:
-            self.start = time
         # Lossy codecs (AAC, Opus) overshoot full scale a little; the daemon takes [-1, 1].
-        self.samples = np.concatenate([self.samples, np.clip(samples, -1.0, 1.0)])
-
-    def _span(self, t: float) -> tuple[float, float]:
-        begin = max(self.start or 0.0, t - self.window_seconds / 2)
-        return begin, begin + self.window_seconds
+        samples = np.clip(samples, -1.0, 1.0)
+        if self.start is None or abs(time - self.end) > self.RESTART:
+            self.start, self.samples = time, samples
+            return
+        gap = time - self.end
+        if gap > self.GAP:
+            samples = np.concatenate([np.zeros(int(round(gap * SAMPLE_RATE)), np.float32), samples])
+        elif gap < -self.GAP:
+            samples = samples[int(round(-gap * SAMPLE_RATE)):]
+        self.samples = np.concatenate([self.samples, samples])
 
     def covers(self, t: float) -> bool:
-        return self.end >= self._span(t)[1]
+        return self.end >= max(0.0, t - self.window_seconds / 2) + self.window_seconds
 
     def window(self, t: float, at_end: bool = False) -> np.ndarray | None:
-        begin, finish = self._span(t)
+        """The sound of ``[t - window/2, t + window/2]`` moved inside ``[0, end]``; silence where the
+        span reaches before the sound began; ``None`` when less than 0.1 s of it was heard."""
+        if self.start is None:
+            return None
+        begin = max(0.0, t - self.window_seconds / 2)
         if at_end:  # keep the whole window inside the recording where it is long enough
-            begin = max(self.start or 0.0, min(begin, self.end - self.window_seconds))
-            finish = min(self.end, begin + self.window_seconds)
-        assert self.start is not None
-        a = max(0, int(round((begin - self.start) * SAMPLE_RATE)))
-        b = min(len(self.samples), int(round((finish - self.start) * SAMPLE_RATE)))
-        piece = self.samples[a:b]
-        return piece.copy() if len(piece) >= SAMPLE_RATE // 10 else None  # under 0.1 s: no sound
+            begin = max(0.0, min(begin, self.end - self.window_seconds))
+        finish = min(self.end, begin + self.window_seconds)
+        a = int(round((begin - self.start) * SAMPLE_RATE))
+        b = int(round((finish - self.start) * SAMPLE_RATE))
+        heard = self.samples[max(0, a):max(0, b)]
+        if len(heard) < SAMPLE_RATE // 10:
+            return None
+        return np.concatenate([np.zeros(max(0, -a), np.float32), heard]) if a < 0 else heard.copy()
 
     def forget_before(self, t: float) -> None:
         if self.start is None:

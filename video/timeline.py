@@ -6,7 +6,7 @@
     write_outputs(timeline, ["timeline.csv", "timeline.json", "timeline.svg"])
 
 A segment is a run of consecutive steps with the same answer (``unknown`` is an answer of its own);
-it ends where the next step begins. Files are written whole or not at all: each goes to a temporary
+it ends where the next step begins, or one step after its last where steps are missing (dropped). Files are written whole or not at all: each goes to a temporary
 name beside it and is renamed into place once complete.
 """
 
@@ -53,6 +53,7 @@ class Timeline:
     dropped: int = 0  # steps of a live source left out to keep up
     ended: str = "end of the source"  # why watching stopped
     model_version: int = 0
+    failure: Exception | None = None  # the daemon's error that ended watching, if one did
 
     def add(self, answer: Answer) -> None:
         self.answers.append(answer)
@@ -61,7 +62,8 @@ class Timeline:
         merged: list[TimelineSegment] = []
         run: list[Answer] = []
         for answer in [*self.answers, None]:
-            if run and (answer is None or answer.label != run[0].label):
+            gap = answer is not None and bool(run) and answer.time - run[-1].time > 1.5 * self.every  # dropped steps
+            if run and (answer is None or answer.label != run[0].label or gap):
                 scores = [a.score for a in run]
                 merged.append(TimelineSegment(run[0].label, run[0].time, run[-1].time + self.every,
                                               sum(scores) / len(scores), len(run)))
@@ -87,6 +89,12 @@ def check_outputs(paths: Sequence[str | Path]) -> list[Path]:
             raise ValueError(f"--out {p}: a folder; name a file")
         if not p.parent.is_dir():
             raise ValueError(f"--out {p}: no folder {p.parent}")
+        probe = p.with_name(f".{p.name}.partial")
+        try:  # found now, not after an hour of watching
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise ValueError(f"--out {p}: cannot be written ({exc.strerror})") from None
         checked.append(p)
     return checked
 
@@ -146,7 +154,10 @@ def _layout(timeline: Timeline) -> tuple[list[str], float, list[tuple[int, float
 
 
 def _svg(timeline: Timeline) -> str:
-    from xml.sax.saxutils import escape
+    from xml.sax.saxutils import escape as xml_escape
+
+    def escape(text: str) -> str:  # XML 1.0 has no control characters
+        return xml_escape("".join(c for c in text if c >= " " or c == "\t"))
 
     labels, scale, bars, ticks = _layout(timeline)
     height = _TOP + _ROW * len(labels) + 40

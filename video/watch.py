@@ -39,14 +39,21 @@ class WatchConfig:
 
 def watch(source: MediaSource, classify: Classify, config: WatchConfig,
           on_answer: Callable[[Answer], None] = lambda _a: None) -> Timeline:
-    """Watches ``source`` to its end (or Ctrl-C); returns the timeline. ``classify`` errors propagate."""
+    """Watches ``source`` to its end (or Ctrl-C); returns the timeline. An error from ``classify`` ends
+    watching: the timeline keeps what was answered and holds the error in ``failure``."""
     timeline = Timeline(source=source.info.name, every=config.every)
     steps = source.steps(every=config.every, window=config.window)
-    batches = _live_batches(steps, config, timeline) if source.info.live or config.realtime \
+    batches = _live_batches(source, steps, config, timeline) if source.info.live or config.realtime \
         else _file_batches(steps, config.batch)
     try:
         for batch in batches:
-            for answer in classify(batch):
+            try:
+                answers = classify(batch)
+            except Exception as exc:  # noqa: BLE001 - the daemon's refusal ends watching; what was answered stays
+                timeline.ended = "the daemon stopped answering"
+                timeline.failure = exc
+                break
+            for answer in answers:
                 timeline.add(answer)
                 on_answer(answer)
     except KeyboardInterrupt:
@@ -71,7 +78,8 @@ def _file_batches(steps: Iterator[Step], size: int) -> Iterator[list[Step]]:
         yield batch
 
 
-def _live_batches(steps: Iterator[Step], config: WatchConfig, timeline: Timeline) -> Iterator[list[Step]]:
+def _live_batches(source: MediaSource, steps: Iterator[Step], config: WatchConfig,
+                  timeline: Timeline) -> Iterator[list[Step]]:
     """Batches of the newest steps; a reader thread keeps the source at its own pace."""
     waiting: collections.deque[Step] = collections.deque()
     ready = threading.Condition()
@@ -120,3 +128,5 @@ def _live_batches(steps: Iterator[Step], config: WatchConfig, timeline: Timeline
     finally:
         done.set()
         reader.join(timeout=5)
+        if reader.is_alive():  # still inside a read (a stalled stream, a camera): closing under it would crash
+            source.leave_open = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,55 @@ def test_a_file_longer_than_max_duration_is_refused_before_reading(two_scenes: P
 def test_cameras_and_streams_are_live_files_are_not() -> None:
     assert is_live("rtsp://camera.local/stream") and is_live("http://host/live.ts") and is_live("/dev/video0")
     assert not is_live("lesson.mp4") and not is_live("./rtsp-recording.mkv")
+
+
+def test_pictures_do_not_wait_for_a_sound_track_that_ended(tmp_path: Path) -> None:
+    """20 s of pictures, 3 s of sound: later steps go on without sound, while the file is read."""
+    frames = [Segment(colour((10 * i, 0, 0)), tone(3, 440) if i == 0 else None, 1.0) for i in range(20)]
+    path = write_recording(tmp_path / "short-sound.mkv", frames)
+    with open_source(str(path)) as source:
+        seen_at = {s.time: source.end_time for s in source.steps(every=1.0, window=1.0)}
+    assert sorted(seen_at) == [float(t) for t in range(20)]
+    assert seen_at[8.0] < 15  # released long before the end, not held until it
+
+
+def test_when_the_pictures_stop_the_sound_goes_on(tmp_path: Path) -> None:
+    """Four seconds of pictures over twelve of sound."""
+    import av
+
+    path = tmp_path / "pictures-stop.mkv"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=2)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        audio = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        for i in range(8):
+            frame = av.VideoFrame.from_ndarray(colour((0, 200, 0)), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 2)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        wave = tone(12, 440)
+        for start in range(0, len(wave), 1024):
+            piece = av.AudioFrame.from_ndarray(wave[None, start:start + 1024], format="flt", layout="mono")
+            piece.sample_rate, piece.pts, piece.time_base = SAMPLE_RATE, start, Fraction(1, SAMPLE_RATE)
+            out.mux(audio.encode(piece))
+        out.mux(audio.encode(None))
+    with open_source(str(path)) as source:
+        steps = list(source.steps(every=1.0, window=1.0))
+    assert [s.time for s in steps] == [float(t) for t in range(12)]
+    # The decoder hands over the last few pictures only at the end of the file: steps 2 and 3 may go without.
+    assert all(s.image is not None for s in steps[:2]) and all(s.image is None for s in steps[5:])
+    assert all(s.audio is not None for s in steps)
+
+
+def test_sound_is_placed_by_its_timestamps() -> None:
+    from video.source import _SoundBuffer
+
+    buffer = _SoundBuffer(window=2.0)
+    buffer.add(3.0, np.ones(SAMPLE_RATE, np.float32))  # the sound starts at 3 s
+    buffer.add(6.0, np.ones(SAMPLE_RATE, np.float32))  # 2 s lost on the way
+    assert buffer.end == pytest.approx(7.0)
+    window = buffer.window(5.0)  # [4, 6): silence where packets were lost
+    assert window is not None and window.sum() == 0
+    early = buffer.window(3.0)  # [2, 4): silence before the sound began, then 1 s of it
+    assert early is not None and len(early) == 2 * SAMPLE_RATE and early[:SAMPLE_RATE].sum() == 0
+    assert early[SAMPLE_RATE:].min() == 1.0

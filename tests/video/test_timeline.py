@@ -54,3 +54,19 @@ def test_a_failed_write_leaves_the_earlier_file_and_no_partial_one(tmp_path: Pat
     with pytest.raises(OSError):
         write_outputs(timeline(), [out])
     assert out.read_text() == "earlier"
+
+
+def test_steps_missing_between_two_answers_split_a_segment() -> None:
+    t = Timeline(source="camera", every=1.0)
+    for time in (0.0, 1.0, 10.0):  # steps 2-9 dropped to keep up
+        t.add(Answer(time=time, label="door", score=0.5, unknown=False, path="visual"))
+    assert [(s.start, s.end, s.steps) for s in t.segments()] == [(0.0, 2.0, 2), (10.0, 11.0, 1)]
+
+
+def test_the_picture_takes_any_source_name(tmp_path: Path) -> None:
+    t = timeline()
+    t.source = "rtsp://cam/<room 12>&\x01"
+    write_outputs(t, [tmp_path / "t.svg"])
+    import xml.dom.minidom
+
+    xml.dom.minidom.parse(str(tmp_path / "t.svg"))  # well-formed

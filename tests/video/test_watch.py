@@ -69,17 +69,31 @@ def test_ctrl_c_keeps_what_was_answered(recording: Path) -> None:
     assert timeline.ended == "stopped (Ctrl-C)" and len(timeline.answers) == 2
 
 
-@pytest.fixture
-def cut_stream(recording: Path) -> Iterator[str]:
-    """``http://127.0.0.1:PORT/live.ts``: sends the first half of the recording, then hangs up."""
-    data = recording.read_bytes()
+def test_a_daemon_that_stops_answering_ends_watching_with_what_was_answered(recording: Path) -> None:
+    def classify(steps: Sequence[Step]) -> list[Answer]:
+        if calls:
+            raise ConnectionError("the daemon went away")
+        calls.append(1)
+        return answers_for(steps)
+
+    calls: list[int] = []
+    with open_source(str(recording)) as source:
+        timeline = watch(source, classify, WatchConfig(every=0.5, window=1.0, batch=3))
+    assert len(timeline.answers) == 3 and isinstance(timeline.failure, ConnectionError)
+    assert timeline.ended == "the daemon stopped answering"
+
+
+def serve(data: bytes, cut: bool) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """``http://127.0.0.1:PORT/video``: the whole file with its length, or half of it without and a hang-up."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             self.send_response(200)
             self.send_header("Content-Type", "video/mp2t")
-            self.end_headers()  # no length: a live stream
-            self.wfile.write(data[: len(data) // 2])
+            if not cut:
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()  # without a length: a live stream
+            self.wfile.write(data[: len(data) // 2] if cut else data)
             self.wfile.flush()
             self.close_connection = True
 
@@ -87,9 +101,31 @@ def cut_stream(recording: Path) -> Iterator[str]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/live.ts"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/video"
+
+
+@pytest.mark.integration
+def test_a_recording_served_over_http_is_read_as_a_file(recording: Path, tmp_path: Path) -> None:
+    red, blue = (np.tile(np.array(c, np.uint8), (16, 16, 1)) for c in ((255, 0, 0), (0, 0, 255)))
+    hum = (0.2 * np.sin(np.arange(2 * SAMPLE_RATE) / 10)).astype(np.float32)
+    mkv = write_recording(tmp_path / "rb.mkv", [Segment(red, hum, 2.0), Segment(blue, hum, 2.0)])  # its length in its header
+    server, url = serve(mkv.read_bytes(), cut=False)
+    try:
+        with open_source(url, timeout=5) as source:
+            assert not source.info.live and source.info.duration  # a length: not dropped to keep up
+            timeline = watch(source, answers_for, WatchConfig(every=0.5, window=1.0, batch=2))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(timeline.answers) == 8 and timeline.dropped == 0
+
+
+@pytest.fixture
+def cut_stream(recording: Path) -> Iterator[str]:
+    """An MPEG-TS stream with no length that sends the first half of the recording, then hangs up."""
+    server, url = serve(recording.read_bytes(), cut=True)
+    yield url
     server.shutdown()
     server.server_close()
 
