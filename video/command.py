@@ -84,6 +84,8 @@ def run(args: argparse.Namespace, client: "Client") -> int:
         except SourceError as exc:
             raise WatchError(str(exc)) from None
     timeline.model_version = version[-1] if version else 0
+    if timeline.failure is not None and not timeline.answers:
+        raise timeline.failure  # refused from the first call: nothing to keep, nothing written
     write_outputs(timeline, outputs)
     if timeline.failure is not None:  # what was answered is written; then the daemon's error, exit 1
         print(f"{len(timeline.answers)} steps answered before the daemon stopped answering"

@@ -212,3 +212,10 @@ def test_clips_given_in_several_video_options_add_up(tiny_target: list[str], tmp
     assert main([*tiny_target, "learn", "--quiet", "--per-clip", "4", "--class", "red", "--video", str(a),
                  "--video", str(b), "--class", "blue", "--video", str(c)]) == 0
     assert examples_sent(capsys.readouterr().out) == 12
+
+
+def test_a_daemon_that_cannot_be_reached_gets_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rec = write_recording(tmp_path / "rec.mp4", [scene((9, 9, 9), 500, 2.0)])
+    out = tmp_path / "t.json"
+    assert main(["--target", "127.0.0.1:9", "--timeout", "2", "watch", str(rec), "--out", str(out)]) == 1
+    assert "UNAVAILABLE" in capsys.readouterr().err and not out.exists()
