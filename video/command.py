@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from video.source import SAMPLE_RATE, SourceError, Step, open_source
 from video.timeline import UNKNOWN, Answer, check_outputs, write_outputs
-from video.watch import WatchConfig, watch
+from video.watch import PACES, WatchConfig, watch
 
 if TYPE_CHECKING:
     from service.client import Client
@@ -41,8 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=8, help="steps per Classify call (default 8)")
     p.add_argument("--max-duration", type=float, default=4 * 3600.0,
                    help="refuse a file longer than this, stop a live source at it (seconds; default 4 h)")
-    p.add_argument("--realtime", action="store_true",
-                   help="read a file at its own pace, as a live source is read (dropping steps when behind)")
+    p.add_argument("--pace", choices=PACES, default="auto",
+                   help="auto (default): cameras and streams without a length at their own pace, dropping "
+                        "steps when behind, files as fast as they decode; file: never drop (a recorded "
+                        "stream); live: at the source's own pace (a file by the clock, to rehearse)")
     p.add_argument("--quiet", action="store_true", help="no line per step")
 
 
@@ -50,15 +52,14 @@ def run(args: argparse.Namespace, client: "Client") -> int:
     """Watches ``args.source`` with answers from ``client``; writes ``args.out``."""
     try:  # everything the user gave is checked before the daemon is asked anything
         outputs = check_outputs(args.out)
-        WatchConfig(every=args.every, batch=args.batch)
+        WatchConfig(every=args.every, batch=args.batch, pace=args.pace)
         if not args.max_duration > 0:
             raise ValueError(f"--max-duration: must be > 0 seconds, got {args.max_duration:g}")
         source = open_source(args.source, max_duration=args.max_duration)
     except (ValueError, SourceError) as exc:
         raise WatchError(str(exc)) from None
     with source:
-        config = WatchConfig(every=args.every, batch=args.batch, realtime=args.realtime,
-                             window=clip_seconds(client))
+        config = WatchConfig(every=args.every, batch=args.batch, pace=args.pace, window=clip_seconds(client))
         info = source.info
         if not info.has_sound:
             print(f"{info.name}: no sound track; answering from the pictures alone (visual path)", file=sys.stderr)

@@ -3,7 +3,7 @@
     timeline = watch(source, classify, WatchConfig(every=1.0), on_answer=print)
 
 A file is read as fast as it decodes and classifies, in batches of ``batch`` steps. A live source (a
-camera, a stream; or a file with ``realtime``) is read at its own pace by a reader thread; each call
+camera, a stream; or a file with ``pace="live"``) is read at its own pace by a reader thread; each call
 to Classify takes the steps that came in since the last one, and when more came than one batch, the
 oldest are dropped (counted in ``Timeline.dropped``) so that answers stay current instead of falling
 further and further behind. Ctrl-C ends watching; the timeline of what was answered is kept.
@@ -21,6 +21,7 @@ from video.source import MediaSource, Step
 from video.timeline import Answer, Timeline
 
 Classify = Callable[[Sequence[Step]], list[Answer]]
+PACES = ("auto", "file", "live")
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,13 @@ class WatchConfig:
     every: float = 1.0  # seconds between steps
     window: float = 5.0  # seconds of sound per step (the daemon's audio_clip_seconds)
     batch: int = 8  # steps per Classify call
-    realtime: bool = False  # read a file at its own pace, as if it were live
+    # "auto": cameras and streams without a length are live, the rest files; "file": as fast as it
+    # decodes, never dropping (a recorded stream); "live": at the source's own pace (a file by the clock)
+    pace: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.pace not in PACES:
+            raise ValueError(f"--pace: one of {', '.join(PACES)}, got {self.pace!r}")
         if not self.every > 0:
             raise ValueError(f"--every: must be > 0 seconds, got {self.every:g}")
         if not 1 <= self.batch <= 256:
@@ -43,8 +48,8 @@ def watch(source: MediaSource, classify: Classify, config: WatchConfig,
     watching: the timeline keeps what was answered and holds the error in ``failure``."""
     timeline = Timeline(source=source.info.name, every=config.every)
     steps = source.steps(every=config.every, window=config.window)
-    batches = _live_batches(source, steps, config, timeline) if source.info.live or config.realtime \
-        else _file_batches(steps, config.batch)
+    live = config.pace == "live" or (config.pace == "auto" and source.info.live)
+    batches = _live_batches(source, steps, config, timeline) if live else _file_batches(steps, config.batch)
     try:
         for batch in batches:
             try:
@@ -90,7 +95,7 @@ def _live_batches(source: MediaSource, steps: Iterator[Step], config: WatchConfi
         started = time.monotonic()
         try:
             for step in steps:
-                if config.realtime:  # a file played at its own pace
+                if not source.info.live:  # a file played at its own pace
                     delay = started + step.time - time.monotonic()
                     if delay > 0 and done.wait(delay):
                         return

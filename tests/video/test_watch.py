@@ -50,7 +50,7 @@ def test_a_file_is_answered_in_batches_in_order(recording: Path) -> None:
 def test_a_live_source_drops_steps_rather_than_fall_behind(recording: Path) -> None:
     with open_source(str(recording)) as source:
         timeline = watch(source, lambda steps: answers_for(steps, delay=1.0),
-                         WatchConfig(every=0.25, window=1.0, batch=1, realtime=True))
+                         WatchConfig(every=0.25, window=1.0, batch=1, pace="live"))
     assert timeline.dropped > 0 and len(timeline.answers) + timeline.dropped == 16
     assert [a.time for a in timeline.answers] == sorted(a.time for a in timeline.answers)
 
@@ -128,6 +128,15 @@ def cut_stream(recording: Path) -> Iterator[str]:
     yield url
     server.shutdown()
     server.server_close()
+
+
+@pytest.mark.integration
+def test_a_recorded_stream_with_no_length_can_be_read_whole(cut_stream: str) -> None:
+    with open_source(cut_stream, timeout=5) as source:
+        assert source.info.live  # MPEG-TS states no length
+        timeline = watch(source, lambda steps: answers_for(steps, delay=0.5),
+                         WatchConfig(every=0.5, window=1.0, batch=1, pace="file"))
+    assert timeline.dropped == 0 and len(timeline.answers) > 0
 
 
 @pytest.mark.integration
