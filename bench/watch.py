@@ -12,8 +12,8 @@
    the client's peak memory, with the default batch of 8 steps a call and with one step a call; and
    the round trip of one unary call (GetModelInfo) beside a Classify of one step.
 
-The daemon (``lite`` by default) and every ``mcil`` command run as processes of their own, as a user
-runs them. The recordings are written under ``--work`` (kept, so a second run reuses them).
+The daemon (``lite`` by default; ``service/chaos/process.py`` starts it, with the settings a user gets)
+and every ``mcil`` command run as processes of their own. The recordings are written under ``--work`` (kept, so a second run reuses them).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -137,12 +136,6 @@ def _five_seconds(sample: LabeledSample) -> np.ndarray:
 # -- the command ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _mcil(target: str, *args: str) -> tuple[float, float, str]:
     """Runs ``mcil`` as a process: (seconds, its peak memory in MiB, its stdout).
 
@@ -174,63 +167,58 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
+def _setting(value: object) -> str:
+    return "null" if value is None else str(value)
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
-    from service.client import Client
+    from service.chaos.process import FAST_SETTINGS, DaemonProcess
+    from service.client import sample_from_arrays
+    from service.config_loader import load_config
 
     work = Path(args.work)
     train, test = read_split(args.data, "train").samples, read_split(args.data, "test").samples
     clips = teaching_clips(train, work / "clips")
     scenes = lesson(test, work / "lesson.mp4")
-    port = _free_port()
-    target = f"127.0.0.1:{port}"
     state = Path(tempfile.mkdtemp(prefix="watch-state-"))
-    daemon = subprocess.Popen([sys.executable, "-m", "service", "serve", "--preset", args.preset, "--state-dir",
-                               str(state), "--listen", target, "--metrics-listen", "none", "--log-level", "WARNING"])
+    defaults = load_config(None, {})  # undo the chaos harness's quick settings: measure what users run
+    settings = {key: _setting(getattr(getattr(defaults, key.split(".")[0]), key.split(".")[1])) for key in FAST_SETTINGS}
+    daemon = DaemonProcess(state / "state", preset=args.preset, settings=settings, log_path=state / "daemon.log",
+                           start_timeout=300)
+    target, client = daemon.target, daemon.client
     result: dict[str, object] = {"preset": args.preset, "data": str(args.data)}
     try:
-        with Client(target, timeout=30) as client:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    window = float(client.model_info().audio_clip_seconds)
-                    break
-                except Exception:  # noqa: BLE001 - not up yet
-                    if time.monotonic() > deadline or daemon.poll() is not None:
-                        raise RuntimeError("the daemon did not start") from None
-                    time.sleep(1)
-            learn = ["learn", "--quiet"]
-            for name, files in clips.items():
-                learn += ["--class", name, "--video", *map(str, files)]
-            result["learn_seconds"], _, _ = _mcil(target, *learn)
-            while client.model_info().runner == "pytorch" and args.preset == "lite":
-                time.sleep(1)  # measure the served form users get: the compiled version
-            out = work / "lesson.json"
-            result["lesson_seconds"], _, _ = _mcil(target, "watch", str(work / "lesson.mp4"), "--quiet",
-                                                   "--out", str(out))
-            result["accuracy"] = score(json.loads(out.read_text())["answers"], scenes, window)
-            long = work / "long-720p.mp4"
-            if not long.exists():
-                lesson(test, long, size=(1280, 720), fps=25, repeat_to=600.0)
-            for batch in (8, 1):
-                seconds, peak, _ = _mcil(target, "watch", str(long), "--quiet", "--batch", str(batch))
-                result[f"long_720p_batch{batch}"] = {"seconds": round(seconds, 1), "client_peak_mib": round(peak, 1),
-                                                     "steps": 600}
-            one = test[0]
-            from service.client import sample_from_arrays
-
-            sample = sample_from_arrays(one.image, _five_seconds(one), SAMPLE_RATE)
-            rounds: dict[str, list[float]] = {"model_info_ms": [], "classify_one_step_ms": []}
-            for _ in range(20):
-                t = time.perf_counter()
-                client.model_info()
-                rounds["model_info_ms"].append(1000 * (time.perf_counter() - t))
-                t = time.perf_counter()
-                client.classify([sample], top_k=1)
-                rounds["classify_one_step_ms"].append(1000 * (time.perf_counter() - t))
-            result["round_trip"] = {k: round(float(np.median(v)), 2) for k, v in rounds.items()}
+        window = float(client.model_info().audio_clip_seconds)
+        learn = ["learn", "--quiet"]
+        for name, files in clips.items():
+            learn += ["--class", name, "--video", *map(str, files)]
+        result["learn_seconds"], _, _ = _mcil(target, *learn)
+        while client.model_info().runner == "pytorch" and args.preset == "lite":
+            time.sleep(1)  # measure the served form users get: the compiled version
+        out = work / "lesson.json"
+        result["lesson_seconds"], _, _ = _mcil(target, "watch", str(work / "lesson.mp4"), "--quiet",
+                                               "--out", str(out))
+        result["accuracy"] = score(json.loads(out.read_text())["answers"], scenes, window)
+        long = work / "long-720p.mp4"
+        if not long.exists():
+            lesson(test, long, size=(1280, 720), fps=25, repeat_to=600.0)
+        for batch in (8, 1):
+            seconds, peak, _ = _mcil(target, "watch", str(long), "--quiet", "--batch", str(batch))
+            result[f"long_720p_batch{batch}"] = {"seconds": round(seconds, 1), "client_peak_mib": round(peak, 1),
+                                                 "steps": 600}
+        one = test[0]
+        sample = sample_from_arrays(one.image, _five_seconds(one), SAMPLE_RATE)
+        rounds: dict[str, list[float]] = {"model_info_ms": [], "classify_one_step_ms": []}
+        for _ in range(20):
+            t = time.perf_counter()
+            client.model_info()
+            rounds["model_info_ms"].append(1000 * (time.perf_counter() - t))
+            t = time.perf_counter()
+            client.classify([sample], top_k=1)
+            rounds["classify_one_step_ms"].append(1000 * (time.perf_counter() - t))
+        result["round_trip"] = {k: round(float(np.median(v)), 2) for k, v in rounds.items()}
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=60)
+        daemon.close()
     result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     return result
 

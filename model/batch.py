@@ -27,8 +27,9 @@ from model.samples import LabeledSample, Sample
 
 ENCODE_CHUNK = 16
 """Samples encoded, or run forward at inference, at a time. 16, not more: EfficientNet-Lite0's
-activations at 160 pixels for 64 images took 580 MB at once, and a learning job on ESC-CIFAR peaked
-at 2.5-2.6 GiB with 64 against 2.1 GiB with 16, with no loss of speed on the CPU (docs/benchmarks.md)."""
+activations at 160 pixels for 64 images took 580 MB at once; the ESC-CIFAR benchmark process peaked
+at 3,094 MiB with 64 and 2,503 MiB with 16, and its tasks took 10.0-11.7 s against 7.6-9.0 s
+(docs/benchmarks.md, "Cost")."""
 
 _BATCH_FIELDS = ("images", "audio", "has_image", "has_audio", "labels")
 

@@ -70,6 +70,8 @@ HEAD_FUSE = ("weighted", "av")
 HEAD_FEATURES = ("frozen", "adapted", "both")
 """What a statistics head reads: the frozen encoders' own outputs, the adapted features (through the
 experts, the projections and the fusion module), or both side by side (APER's [frozen, adapted])."""
+
+
 class SingularHeadError(ModelError, ValueError):
     """The head's linear system cannot be solved (``field`` names what is at fault)."""
 

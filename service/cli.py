@@ -70,15 +70,11 @@ def _connect(args: argparse.Namespace) -> "Client":
     return Client(args.target, token=token, tls=tls, timeout=args.timeout)
 
 
-def _path_name(path: int) -> str:
-    return {1: "audio-visual", 2: "visual", 3: "audio"}.get(path, "unknown")
-
-
 # -- commands ----------------------------------------------------------------------------------------
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from service.client import sample_from_files
+    from service.client import PATH_NAMES, sample_from_files
 
     image = audio = None
     for name in args.files:
@@ -96,7 +92,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         reply = client.classify([sample_from_files(image, audio)], top_k=args.top_k)
     result = reply.results[0]
-    print(f"version {reply.model_version}, {_path_name(result.path)} path")
+    print(f"version {reply.model_version}, {PATH_NAMES.get(result.path, 'unknown')} path")
     if result.unknown:
         print("  unknown: unlike every class taught so far (the nearest are listed below)")
     for entry in result.classes:
@@ -217,13 +213,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_make_samples(args: argparse.Namespace) -> int:
-    from service.sample_files import write_sample_set
+    from service.sample_files import CLIP_CLASS, write_sample_set
 
     written = write_sample_set(Path(args.directory), per_class=args.per_class, seed=args.seed)
     for name, count in written.items():
         print(f"{args.directory}/{name}: {count} images and {count} WAVs")
-    clips = len(list((Path(args.directory) / "yellow" / "clips").glob("*.mp4")))
-    print(f"{args.directory}/yellow/clips: {clips} video clips of a fourth class for `mcil learn --video`")
+    clips = len(list((Path(args.directory) / CLIP_CLASS / "clips").glob("*.mp4")))
+    print(f"{args.directory}/{CLIP_CLASS}/clips: {clips} video clips of a fourth class for `mcil learn --video`")
     print(f"{args.directory}/test: one image+WAV pair per class for `mcil classify`, and lesson.mp4 "
           "(a minute of scenes) for `mcil watch`")
     return 0

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024
+PATH_NAMES = {1: "audio-visual", 2: "visual", 3: "audio"}
+"""A ClassifyResult's ``path``, in words."""
 ENDED_STATES = (mcil_pb2.JOB_STATE_SUCCEEDED, mcil_pb2.JOB_STATE_REJECTED, mcil_pb2.JOB_STATE_FAILED,
                 mcil_pb2.JOB_STATE_CANCELLED)
 

@@ -5,13 +5,13 @@ Three classes that differ visually (colour and stripe angle) and aurally (pitch)
 
     DIR/red/images/000.png ... DIR/red/audio/000.wav ...   (paired by sorted name)
     DIR/test/red.png, DIR/test/red.wav, ...                 (one unseen pair per class)
-    DIR/red/clips/000.mp4 ... DIR/yellow/clips/000.mp4 ...  (video clips of each class and of a fourth)
+    DIR/yellow/clips/000.mp4 ...                            (video clips of a fourth class)
     DIR/test/lesson.mp4                                     (a minute of scenes to ``mcil watch``)
 
-Each clip (``mcil learn --class yellow --video ...``) shows four pictures of its class for a second
-each while the class's tone plays, framed as the lesson is: a camera's view, which is not a PNG's.
-``lesson.mp4`` shows 10 s scenes: red, yellow, blue, purple (a class never taught), green, yellow;
-SCENES lists them.
+Each clip (``mcil learn --class yellow --video ...``, 8 s) shows four pictures of yellow, 2 s each,
+each while the class's 1 s tone plays and then silence. ``lesson.mp4`` is made the same way, in
+square frames that the pictures fill as the PNGs do: 10 s scenes of red, yellow, blue, purple (a
+class never taught), green, yellow (SCENES).
 
 Deterministic for a given seed. Images are PNG, sounds 16-bit PCM WAV at 16 kHz.
 """
@@ -65,7 +65,7 @@ def write_sample_set(directory: Path, per_class: int = 30, seed: int = 0) -> dic
 
 
 def write_clips(directory: Path, clips: int, rng: "np.random.Generator") -> None:
-    """``DIR/yellow/clips/*.mp4`` and ``DIR/test/lesson.mp4`` (see the module's docstring)."""
+    """``DIR/yellow/clips/*.mp4`` and ``DIR/test/lesson.mp4`` (the module's docstring)."""
     from model.synthetic import class_image, class_tone
     from video.compose import Segment, write_recording
 

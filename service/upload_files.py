@@ -125,7 +125,9 @@ def examples_from_args(args: argparse.Namespace, sources: list[str],
             from video.source import SAMPLE_RATE, SourceError
 
             try:
-                taken = examples_from_clip(str(clip), int(getattr(args, "per_clip", 4)), clip_seconds or 5.0)
+                if clip_seconds is None:
+                    raise ValueError("clip_seconds: needed to take examples from --video clips")
+                taken = examples_from_clip(str(clip), args.per_clip, clip_seconds)
             except (SourceError, ValueError) as exc:
                 raise UsageError(str(exc)) from None
             for example in taken:

@@ -30,19 +30,23 @@ def examples_from_clip(path: str, per_clip: int = DEFAULT_PER_CLIP, window: floa
     """``per_clip`` examples of the clip at ``path``. Raises SourceError (naming the clip)."""
     if per_clip < 1:
         raise ValueError(f"--per-clip: at least 1, got {per_clip}")
-    with open_source(path, max_duration=MAX_CLIP_SECONDS) as source:
+    source = open_source(path, max_duration=MAX_CLIP_SECONDS)
+    try:
         if source.info.live:
             raise SourceError(f"{path}: a live source; teach from recorded clips")
         duration = source.info.duration
-        if duration is None:  # the container does not say: read it once to find out
+        if duration is None:  # the container does not say: read it once to find out, then again
             for _ in source.steps(every=1.0, window=window):
                 pass
             duration = source.end_time
-    if not duration or duration <= 0:
-        raise SourceError(f"{path}: an empty clip")
-    every = duration / per_clip
-    with open_source(path, max_duration=MAX_CLIP_SECONDS) as source:
+            source.close()
+            source = open_source(path, max_duration=MAX_CLIP_SECONDS)
+        if not duration or duration <= 0:
+            raise SourceError(f"{path}: an empty clip")
+        every = duration / per_clip
         steps: list[Step] = list(source.steps(every=every, window=window, first=every / 2))
+    finally:
+        source.close()
     examples = [ClipExample(f"{path} at {s.time:.1f} s", s.image, s.audio)
                 for s in steps[:per_clip] if s.image is not None or s.audio is not None]
     if not examples:

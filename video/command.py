@@ -22,7 +22,6 @@ from video.watch import PACES, WatchConfig, watch
 if TYPE_CHECKING:
     from service.client import Client
 
-PATHS = {1: "audio-visual", 2: "visual", 3: "audio"}
 REQUEST_BYTES = 3 * 1024 * 1024
 """A Classify request stays under this (the daemon's default limit is 4 MiB a message): a step of a
 5 s sound window and a 320-pixel picture is about 0.55 MB."""
@@ -69,11 +68,10 @@ def run(args: argparse.Namespace, client: "Client") -> int:
             print(f"{info.name}: {info.width}x{info.height}, decoded and scaled down to at most "
                   f"{source.max_side} pixels a side", file=sys.stderr)
         started = time.monotonic()
-        version: list[int] = []
+        version = [0]  # the version that answered the latest call
 
         def classify(steps: Sequence[Step]) -> list[Answer]:
-            answers, number = classify_steps(client, steps)
-            version.append(number)
+            answers, version[0] = classify_steps(client, steps)
             return answers
 
         def show(answer: Answer) -> None:
@@ -84,18 +82,18 @@ def run(args: argparse.Namespace, client: "Client") -> int:
             timeline = watch(source, classify, config, on_answer=show)
         except SourceError as exc:
             raise WatchError(str(exc)) from None
-    timeline.model_version = version[-1] if version else 0
+    timeline.model_version = version[0]
     if timeline.failure is not None and not timeline.answers:
         raise timeline.failure  # refused from the first call: nothing to keep, nothing written
     write_outputs(timeline, outputs)
+    wrote = f"; wrote {', '.join(map(str, outputs))}" if outputs else ""
     if timeline.failure is not None:  # what was answered is written; then the daemon's error, exit 1
-        print(f"{len(timeline.answers)} steps answered before the daemon stopped answering"
-              + (f"; wrote {', '.join(map(str, outputs))}" if outputs else ""), file=sys.stderr)
+        print(f"{len(timeline.answers)} steps answered before the daemon stopped answering{wrote}", file=sys.stderr)
         raise timeline.failure
     elapsed = time.monotonic() - started
     print(f"{len(timeline.answers)} steps over {source.end_time:.1f} s of {info.name} in {elapsed:.1f} s "
           f"({timeline.ended}); {len(timeline.segments())} segments; {timeline.dropped} steps dropped to keep up"
-          + (f"; wrote {', '.join(map(str, outputs))}" if outputs else ""), file=sys.stderr)
+          f"{wrote}", file=sys.stderr)
     return 0
 
 
@@ -110,16 +108,17 @@ def classify_steps(client: "Client", steps: Sequence[Step],
                    max_request_bytes: int = REQUEST_BYTES) -> tuple[list[Answer], int]:
     """Classify calls for ``steps`` (as few as fit ``max_request_bytes`` each): an answer per step,
     and the version that answered the last call."""
-    from service.client import sample_from_arrays
+    from service.client import PATH_NAMES, sample_from_arrays
 
     samples = [sample_from_arrays(s.image, s.audio, SAMPLE_RATE) for s in steps]
+    sizes = [s.ByteSize() for s in samples]
     answers: list[Answer] = []
     version = 0
     start = 0
     while start < len(samples):
         end, size = start, 0
-        while end < len(samples) and (end == start or size + samples[end].ByteSize() <= max_request_bytes):
-            size += samples[end].ByteSize()
+        while end < len(samples) and (end == start or size + sizes[end] <= max_request_bytes):
+            size += sizes[end]
             end += 1
         reply = client.classify(samples[start:end], top_k=1)
         version = int(reply.model_version)
@@ -128,7 +127,7 @@ def classify_steps(client: "Client", steps: Sequence[Step],
             nearest, score = (best.name, float(best.score)) if best is not None else ("", 0.0)
             label = UNKNOWN if result.unknown or best is None else nearest
             answers.append(Answer(time=step.time, label=label, score=score, unknown=bool(result.unknown),
-                                  path=PATHS.get(result.path, "unknown"), nearest=nearest))
+                                  path=PATH_NAMES.get(result.path, "unknown"), nearest=nearest))
         start = end
     return answers, version
 

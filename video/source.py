@@ -17,6 +17,7 @@ A live stream that stops is not an error: :attr:`MediaSource.stopped` says why i
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 from dataclasses import dataclass
@@ -47,7 +48,6 @@ class SourceError(Exception):
 class Step:
     """One moment of the source: its time (seconds from the start), picture and sound window."""
 
-    index: int
     time: float
     image: np.ndarray | None  # (H, W, 3) uint8
     audio: np.ndarray | None  # (S,) float32 mono at SAMPLE_RATE
@@ -155,9 +155,9 @@ class MediaSource:
         if every <= 0 or window <= 0:
             raise ValueError("every and window must be positive")
         sound = _SoundBuffer(window) if self._audio is not None else None
-        pending: list[tuple[float, np.ndarray | None]] = []  # step times with their pictures, waiting for sound
+        pending: collections.deque[tuple[float, np.ndarray | None]] = collections.deque()  # waiting for sound
         patience = 2 * window + every
-        index = 0
+        yielded = False
         next_time = first
         now = 0.0
         for time, payload in self._decoded():
@@ -184,11 +184,11 @@ class MediaSource:
                     pending.append((next_time, picture))
                     next_time += every
             while pending and (sound is None or sound.covers(pending[0][0]) or now - pending[0][0] > patience):
-                t, image = pending.pop(0)
+                t, image = pending.popleft()
                 audio = sound.window(t) if sound is not None else None
                 if image is not None or audio is not None:
-                    yield Step(index, t, image, audio)
-                    index += 1
+                    yield Step(t, image, audio)
+                    yielded = True
             if sound is not None:
                 sound.forget_before(pending[0][0] if pending else next_time)
         if self.info.live and self.stopped is None:
@@ -196,9 +196,9 @@ class MediaSource:
         for t, image in pending:  # the end: the last steps take what sound there is
             audio = sound.window(t, at_end=True) if sound is not None and t <= sound.end else None
             if image is not None or audio is not None:
-                yield Step(index, t, image, audio)
-                index += 1
-        if index == 0 and self._untimed:
+                yield Step(t, image, audio)
+                yielded = True
+        if not yielded and self._untimed:
             raise SourceError(f"{self.info.name}: its frames carry no timestamps (a raw stream?); "
                               "put it in a container first (mp4, mkv, ts)")
 
@@ -248,32 +248,42 @@ class MediaSource:
 class _SoundBuffer:
     """The decoded sound at SAMPLE_RATE from ``start`` (seconds) on, placed by its timestamps (a gap
     is silence, an overlap is cut); sound older than a window before the oldest waiting step is
-    forgotten."""
+    forgotten. Pieces are kept as they come and joined only when a window is cut or old sound is
+    dropped, not on every piece decoded (which copied the whole buffer some 16 times a second)."""
 
     GAP = 0.05  # seconds of disagreement between a piece's timestamp and the buffer's end, tolerated
     RESTART = 60.0  # a jump larger than this starts the buffer anew (a live stream's discontinuity)
 
     def __init__(self, window: float) -> None:
         self.window_seconds = window
-        self.samples = np.zeros(0, np.float32)
+        self._pieces: list[np.ndarray] = []
+        self._length = 0  # samples in the pieces
         self.start: float | None = None
 
     @property
     def end(self) -> float:
-        return -math.inf if self.start is None else self.start + len(self.samples) / SAMPLE_RATE
+        return -math.inf if self.start is None else self.start + self._length / SAMPLE_RATE
+
+    def _samples(self) -> np.ndarray:
+        if len(self._pieces) != 1:
+            self._pieces = [np.concatenate(self._pieces) if self._pieces else np.zeros(0, np.float32)]
+        return self._pieces[0]
 
     def add(self, time: float, samples: np.ndarray) -> None:
         # Lossy codecs (AAC, Opus) overshoot full scale a little; the daemon takes [-1, 1].
         samples = np.clip(samples, -1.0, 1.0)
         if self.start is None or abs(time - self.end) > self.RESTART:
-            self.start, self.samples = time, samples
+            self.start, self._pieces, self._length = time, [samples], len(samples)
             return
         gap = time - self.end
         if gap > self.GAP:
-            samples = np.concatenate([np.zeros(int(round(gap * SAMPLE_RATE)), np.float32), samples])
+            silence = np.zeros(int(round(gap * SAMPLE_RATE)), np.float32)
+            self._pieces.append(silence)
+            self._length += len(silence)
         elif gap < -self.GAP:
             samples = samples[int(round(-gap * SAMPLE_RATE)):]
-        self.samples = np.concatenate([self.samples, samples])
+        self._pieces.append(samples)
+        self._length += len(samples)
 
     def covers(self, t: float) -> bool:
         return self.end >= max(0.0, t - self.window_seconds / 2) + self.window_seconds
@@ -289,18 +299,20 @@ class _SoundBuffer:
         finish = min(self.end, begin + self.window_seconds)
         a = int(round((begin - self.start) * SAMPLE_RATE))
         b = int(round((finish - self.start) * SAMPLE_RATE))
-        heard = self.samples[max(0, a):max(0, b)]
+        heard = self._samples()[max(0, a):max(0, b)]
         if len(heard) < SAMPLE_RATE // 10:
             return None
         return np.concatenate([np.zeros(max(0, -a), np.float32), heard]) if a < 0 else heard.copy()
 
     def forget_before(self, t: float) -> None:
+        """Drops sound older than a window before ``t`` (kept: at the end, a step's window moves back
+        into the recording), once there is at least a window of it to drop."""
         if self.start is None:
             return
-        # A whole window before ``t`` is kept: at the end, a step's window moves back into the recording.
         drop = int((t - self.window_seconds - self.start) * SAMPLE_RATE)
-        if drop > 0:
-            self.samples = self.samples[drop:]
+        if drop >= self.window_seconds * SAMPLE_RATE:
+            self._pieces = [self._samples()[drop:]]
+            self._length -= drop
             self.start += drop / SAMPLE_RATE
 
 

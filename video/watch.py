@@ -15,7 +15,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Generator, Iterator, Sequence
 
 from video.source import MediaSource, Step
 from video.timeline import Answer, Timeline
@@ -64,15 +64,13 @@ def watch(source: MediaSource, classify: Classify, config: WatchConfig,
     except KeyboardInterrupt:
         timeline.ended = "stopped (Ctrl-C)"
     finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
+        batches.close()
     if source.stopped and timeline.ended == "end of the source":
         timeline.ended = source.stopped
     return timeline
 
 
-def _file_batches(steps: Iterator[Step], size: int) -> Iterator[list[Step]]:
+def _file_batches(steps: Iterator[Step], size: int) -> Generator[list[Step], None, None]:
     batch: list[Step] = []
     for step in steps:
         batch.append(step)
@@ -84,7 +82,7 @@ def _file_batches(steps: Iterator[Step], size: int) -> Iterator[list[Step]]:
 
 
 def _live_batches(source: MediaSource, steps: Iterator[Step], config: WatchConfig,
-                  timeline: Timeline) -> Iterator[list[Step]]:
+                  timeline: Timeline) -> Generator[list[Step], None, None]:
     """Batches of the newest steps; a reader thread keeps the source at its own pace."""
     waiting: collections.deque[Step] = collections.deque()
     ready = threading.Condition()

@@ -8,6 +8,7 @@ cannot tell an untaught class from a taught one, so the unknown answers are asse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -93,17 +94,9 @@ def test_learn_refuses_bad_clips_by_name(tiny_target: list[str], tmp_path: Path,
     text.write_text("hello\n" * 50)
     clip = write_recording(tmp_path / "clip.mp4", [scene((1, 2, 3), 400, 1.0)])
     filled = [a.format(text=text, clip=clip) for a in args]
-    with pytest.raises(SystemExit) if message.startswith("--video") else _no_exit():
+    with pytest.raises(SystemExit) if message.startswith("--video") else contextlib.nullcontext():
         assert main([*tiny_target, "learn", "--quiet", *filled]) == 2
     assert message in capsys.readouterr().err
-
-
-class _no_exit:  # noqa: N801 - reads as a context manager's name
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_exc: object) -> None:
-        return None
 
 
 def test_watch_refuses_bad_sources_and_writes_nothing(tiny_target: list[str], tmp_path: Path,
