@@ -16,12 +16,10 @@ order, and the statistics of two learners over the same frozen features add up t
 union (:meth:`StatisticsHead.merge`). It stays exact only while the features of a learned class stay
 what they were when its statistics were taken: whatever computes the features must stop moving.
 
-``lambda`` is chosen at every solve by generalised cross-validation from the statistics alone
-(``model/class_sums.py``), so the same statistics always give the same ``lambda``; it is recorded
-with the head (``ridge``), and a saved head is solved again with the ``lambda`` it recorded. A fixed
-``HeadConfig.ridge`` skips the choice. A task's examples count once per path: rows of a path whose
-features and class are bit-identical are one example there (leave-one-out is only honest over
-distinct examples; ESC-50 pairs each clip with several photos).
+``lambda`` is chosen at every solve by generalised cross-validation from the statistics alone, so
+the same statistics give the same ``lambda``; a fixed ``HeadConfig.ridge`` skips the choice. It is
+recorded (``ridge``), and a saved head is solved again with it. Examples count once per path where
+their features and class are bit-identical (``model/class_sums.py`` says how, and why).
 
 The fused answer (``HeadConfig.fuse = "weighted"``) of a pair is the weighted mean of its three paths'
 scores, ``sum_p w_p s_p / sum_p w_p``, each weight the share of the target variance the path's head
