@@ -40,6 +40,7 @@ from export.served_graphs import GRAPH_PATHS, INPUTS, export_graphs, served_path
 from model.batch import ENCODE_CHUNK
 from model.fusion import PATH_CODES
 from model.samples import Prediction, check_top_k, rank
+from serving.sessions import cpu_session as session
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -80,42 +81,6 @@ def state_sha256(learner: "Learner") -> str:
     digest.update(json.dumps(asdict(learner.config), sort_keys=True, default=str).encode())
     digest.update(f"|{learner.logit_scale!r}|{learner.strategy_name}".encode())
     return digest.hexdigest()
-
-
-_SHARED_ARENA = threading.Lock()
-_arena_registered = False
-
-
-def _shared_arena() -> None:
-    """Registers, once per process, the CPU memory arena every compiled graph's session allocates from.
-
-    Each session would otherwise keep its own arena at the peak of its largest batch; shared, the
-    graphs of a version (and of the next one, while both are loaded) hold one peak between them
-    (lite, the av and visual graphs run at batch 32: 498 MiB instead of 718, the same speed)."""
-    global _arena_registered
-    import onnxruntime as ort
-
-    with _SHARED_ARENA:
-        if not _arena_registered:
-            memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-            ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
-            _arena_registered = True
-
-
-def session(model: bytes | Path, threads: int) -> "onnxruntime.InferenceSession":
-    """A CPU session on ``threads`` intra-op threads that sleep between calls (no spinning), using the
-    process's shared arena (:func:`_shared_arena`)."""
-    import onnxruntime as ort
-
-    _shared_arena()
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.use_env_allocators", "1")
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = model if isinstance(model, bytes) else os.fspath(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -52,7 +52,7 @@ class Monolith:
     encoder (already ONNX): the cost of the frozen network alone."""
 
     def __init__(self, learner: "Learner", threads: int) -> None:
-        from export.compiled import session
+        from serving.sessions import cpu_session as session
 
         self.learner = learner
         size = learner.backbone.image_size

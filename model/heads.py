@@ -168,11 +168,10 @@ class StatisticsHead:
         return self.input_dims[path] if w is None else int(w.shape[1])
 
     def expand(self, x: torch.Tensor, path: str) -> torch.Tensor:
-        """``(N, D)`` unit features -> ``(N, M)`` float64 head features."""
-        w = self.expansions[path]
-        x = x.detach().to("cpu", torch.float32)
-        h = x if w is None else torch.relu(x @ w)
-        return h.to(torch.float64)
+        """``(N, D)`` unit features (float32) -> ``(N, M)`` float64 head features, computed in float64
+        (as ``serving/head.py`` computes them: the two agree to float64 rounding, not float32's)."""
+        w, x = self.expansions[path], x.detach().to("cpu", torch.float32).to(torch.float64)
+        return x if w is None else torch.relu(x @ w.to(torch.float64))
 
     @property
     def classes(self) -> int:
@@ -311,7 +310,7 @@ class StatisticsHead:
     def _scores_from(self, h: torch.Tensor, w: torch.Tensor, path: str) -> torch.Tensor:
         if self.kind == "class-means":
             h = F.normalize(h, dim=1)
-        return (h.to(torch.float32) @ w)
+        return (h.to(torch.float64) @ w.to(torch.float64)).to(torch.float32)  # float64 sums (see expand)
 
     def scores(self, x: torch.Tensor, path: str) -> torch.Tensor:
         """``(B, D)`` features of ``path`` -> ``(B, K)`` scores: ridge outputs (an estimate of each

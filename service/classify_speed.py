@@ -3,15 +3,17 @@
 One run measures, side by side on the same machine and the same inputs:
 
 1. in one process, per batch size (1, 8, 32 pairs): the frozen monolith (the encoders exported
-   whole, no experts), the hybrid path (``Learner.predict``) and the compiled version
-   (``CompiledVersion.predict``), interleaved round by round (``export/speed.py``); whether the
-   compiled answers agree with the hybrid ones; where the time goes, stage by stage;
-2. a real daemon (``python -m service serve``, a child process) that learns one task over gRPC,
-   then answers 1, 8 and 32 concurrent clients sending one pair per request (dynamic batching on),
-   serving the compiled version, the hybrid path (``server.compiled: false``, the same committed
-   version), and the compiled version with ``batching.max_delay_ms: 5`` (the first call of a batch
-   waits 5 ms for company; the default, 0, takes what queued while the last batch ran); and its
-   resident memory when idle.
+   whole, no experts), the hybrid path (``Learner.predict``), the version compiled into graphs of
+   its own (``CompiledVersion.predict``) and the version served as its head over its base
+   (``HeadVersion.predict``, what the daemon serves), interleaved round by round
+   (``export/speed.py``); whether their answers agree with the hybrid ones; where the time goes;
+2. a real daemon (``python -m service serve``, a child process) that learns one task over gRPC
+   (its base is built then), then a second, timing from each commit to the version being served as
+   its head; then answers 1, 8 and 32 concurrent clients sending one pair per request (dynamic
+   batching on), serving the head over the base, the hybrid path (``server.compiled: false``, the
+   same committed version), and the head with ``batching.max_delay_ms: 5`` (the first call of a
+   batch waits 5 ms for company; the default, 0, takes what queued while the last batch ran); and
+   its resident memory when idle.
 
 Inputs are AV-MNIST pairs from ``train.csv`` when the data is there (``--data``), synthetic pairs
 otherwise; the learner is the default ``mcil`` after one short task (its accuracy is irrelevant
@@ -30,6 +32,7 @@ import tempfile
 import threading
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,7 +45,9 @@ DEFAULT_DATA = Path("../shared/data/avmnist")
 
 
 def _samples(data: Path, classes: int, per_class: int, probe: int) -> tuple[list[Any], list[Any], str]:
-    """``(training examples, probe pairs, where they came from)``."""
+    """``(training examples, probe pairs, where they came from)``: ``classes`` classes to learn first
+    and one more (the last ``per_class`` examples) for a second task."""
+    classes += 1
     from model.samples import Sample
 
     if (data / "train.csv").is_file():
@@ -64,7 +69,8 @@ def _samples(data: Path, classes: int, per_class: int, probe: int) -> tuple[list
         train, rest = make_dataset(names, per_class, seed=0, image_size=64), make_dataset(names, probe, seed=1,
                                                                                             image_size=64)
         source = "synthetic pairs (model/synthetic.py; AV-MNIST not found)"
-    pairs = [Sample(image=s.image, audio=s.audio, sample_rate=s.sample_rate) for s in rest]
+    pairs = [Sample(image=s.image, audio=s.audio, sample_rate=s.sample_rate) for s in rest
+             if s.label != names[-1]]
     return train, pairs, source
 
 
@@ -74,38 +80,55 @@ def _first(probe: list[Any], n: int) -> list[Any]:
 
 
 def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> dict[str, Any]:
+    from export.base import export_base
     from export.bench import percentile
     from export.compiled import CompiledVersion
+    from export.head_version import HeadVersion
     from export.speed import Monolith, graph_op_profile, image_gflop, side_by_side, stage_times
     from model.learner import create_learner
     from model.learner_config import LearnerConfig
     from model.training import TrainingConfig
+    from serving.base import BaseGraphs
 
     config = replace(LearnerConfig(), training=TrainingConfig(epochs=1, min_steps=0))
     learner = create_learner(preset, "mcil", config=config)
-    names = sorted({s.label for s in train})
-    learner.learn_task(train, names)
+    names = sorted({s.label for s in train})[:-1]  # the first task's classes
+    learner.learn_task([s for s in train if s.label in names], names)
     compiled = CompiledVersion.compile(learner)
+    with tempfile.TemporaryDirectory(prefix="mcil-base-") as folder:
+        base_meta = export_base(learner.backbone, Path(folder))
+        base = BaseGraphs.load(Path(folder), torch.get_num_threads())
+    started = time.perf_counter()
+    head = HeadVersion.build(learner, base)
+    head_ms = 1000 * (time.perf_counter() - started)
     monolith = Monolith(learner, torch.get_num_threads())
-    hybrid, fast = learner.predict(probe), compiled.predict(probe)
+    hybrid = learner.predict(probe)
     out: dict[str, Any] = {
-        "compile_seconds": compiled.compile_seconds,
-        "parity": {"pairs": len(probe), "top1_same": sum(h.classes[0] == c.classes[0] for h, c in zip(hybrid, fast)),
-                   "max_score_difference": max(abs(x - y) for h, c in zip(hybrid, fast)
-                                               for x, y in zip(h.scores, c.scores))},
-        "batches": {}, "stages": {}, "image_gflop": image_gflop(learner),
+        "compile_seconds": compiled.compile_seconds, "base_seconds": base_meta["seconds"],
+        "head_build_ms": head_ms, "parity": {}, "batches": {}, "stages": {}, "image_gflop": image_gflop(learner),
     }
+    for name, fast in (("compiled", compiled.predict(probe)), ("head", head.predict(probe))):
+        out["parity"][name] = {"pairs": len(probe),
+                               "top1_same": sum(h.classes[0] == c.classes[0] for h, c in zip(hybrid, fast)),
+                               "max_score_difference": max(abs(x - y) for h, c in zip(hybrid, fast)
+                                                           for x, y in zip(h.scores, c.scores))}
     for n in BATCHES:
         batch = _first(probe, n)
         actions = {"monolith": lambda b=batch: monolith.forward(b), "hybrid": lambda b=batch: learner.predict(b),
-                   "compiled": lambda b=batch: compiled.predict(b)}
+                   "compiled": lambda b=batch: compiled.predict(b), "head": lambda b=batch: head.predict(b)}
         times = side_by_side(actions, max(3, runs if n == 1 else runs // 4))
         out["batches"][str(n)] = {name: {"p50_ms": 1000 * statistics.median(t), "p99_ms": 1000 * percentile(t, 99),
                                          "per_second": n * len(t) / sum(t), "runs": len(t)}
                                   for name, t in times.items()}
     for n in (1, 32):
         batch = _first(probe, n)
-        out["stages"][str(n)] = stage_times(learner, compiled, monolith, batch, max(3, runs // (4 if n > 1 else 1)))
+        timed = max(3, runs // (4 if n > 1 else 1))
+        out["stages"][str(n)] = stage_times(learner, compiled, monolith, batch, timed)
+        encoded = learner.encode_inputs(batch)
+        features = {"visual": base.image_features(encoded.images.numpy()), "audio": encoded.audio.numpy()}
+        judge = partial(head.head.judge, features)
+        out["stages"][str(n)]["head over base: head (NumPy)"] = 1000 * statistics.median(
+            side_by_side({"head": judge}, timed)["head"])
     encoded = learner.encode_inputs(_first(probe, 32))
     feeds = {"images": encoded.images.numpy(), "audio": encoded.audio.numpy()}
     out["av_graph_ops_batch_32"] = graph_op_profile(compiled.graphs["av"], feeds, 3, torch.get_num_threads())
@@ -168,11 +191,11 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
     from service._proto import mcil_pb2
     from service.chaos.process import DaemonProcess
     from service.client import sample_from_arrays
-    from service.serving import COMPILED_RUNNER
+    from service.serving import HEAD_RUNNER
 
-    msgs = [mcil_pb2.LabeledExample(label=s.label, sample=sample_from_arrays(s.image, s.audio, s.sample_rate))
-            for s in train]
     names = sorted({s.label for s in train})
+    msgs = {task: [mcil_pb2.LabeledExample(label=s.label, sample=sample_from_arrays(s.image, s.audio, s.sample_rate))
+                   for s in train if (s.label == names[-1]) == (task == "second")] for task in ("first", "second")}
     pairs = [sample_from_arrays(s.image, s.audio, s.sample_rate) for s in probe]
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mcil-speed-") as tmp:
@@ -182,27 +205,32 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
                                start_timeout=600)
         try:
             out["idle_rss_mib_before_learning"] = daemon.resident_kib() / 1024
-            job = daemon.client.wait(daemon.client.learn(names, msgs).job_id, timeout=3600)
-            if job.state != mcil_pb2.JOB_STATE_SUCCEEDED:
-                raise RuntimeError(f"the task was not committed: {job.message}")
-            committed = time.perf_counter()
-            while daemon.client.model_info().runner != COMPILED_RUNNER:  # compiled in the background
-                if time.perf_counter() - committed > 900:
-                    raise RuntimeError(f"the version was not compiled within 15 min:\n{daemon.log_tail()}")
-                time.sleep(0.5)
-            out["compiled_after_commit_seconds"] = time.perf_counter() - committed
+            for task, classes in (("first", names[:-1]), ("second", names[-1:])):
+                job = daemon.client.wait(daemon.client.learn(classes, msgs[task]).job_id, timeout=3600)
+                if job.state != mcil_pb2.JOB_STATE_SUCCEEDED:
+                    raise RuntimeError(f"the {task} task was not committed: {job.message}")
+                committed = time.perf_counter()  # the client has seen the job succeed
+                while True:  # the first version over a base waits for the base to be built
+                    info = daemon.client.model_info()
+                    if info.runner == HEAD_RUNNER and info.version == job.committed_version:
+                        break
+                    if time.perf_counter() - committed > 900:
+                        raise RuntimeError(f"the version was not served as its head within 15 min:\n"
+                                           f"{daemon.log_tail()}")
+                    time.sleep(0.01)
+                out[f"served_after_{task}_commit_seconds"] = time.perf_counter() - committed
             time.sleep(2)
             out["idle_rss_mib_after_learning"] = daemon.resident_kib() / 1024
         finally:
             daemon.close()
-        modes = (("compiled", {"server.compiled": "true"}), ("hybrid", {"server.compiled": "false"}),
-                 ("compiled_wait_5ms", {"server.compiled": "true", "batching.max_delay_ms": "5"}))
+        modes = (("head", {"server.compiled": "true"}), ("hybrid", {"server.compiled": "false"}),
+                 ("head_wait_5ms", {"server.compiled": "true", "batching.max_delay_ms": "5"}))
         for mode, overrides in modes:
             daemon = DaemonProcess(state, preset=preset, settings={**settings, **overrides},
                                    log_path=Path(tmp) / f"{mode}.log", start_timeout=600)
             try:
                 runner = daemon.client.model_info().runner
-                if (runner == COMPILED_RUNNER) != (overrides["server.compiled"] == "true"):
+                if (runner == HEAD_RUNNER) != (overrides["server.compiled"] == "true"):
                     raise RuntimeError(f"the {mode} daemon serves with {runner!r}:\n{daemon.log_tail()}")
                 time.sleep(2)
                 rss_start = daemon.resident_kib() / 1024

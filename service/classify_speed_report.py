@@ -4,35 +4,42 @@ from __future__ import annotations
 
 from typing import Any
 
-TARGETS = {"p50_ms_batch_1": 10.0, "per_second_batch_32": 150.0, "ratio_to_monolith": 1.3,
-           "grpc_8_clients_pairs_per_second": 100.0, "grpc_8_clients_p99_over_p50": 3.0, "idle_rss_mib": 1024.0}
+TARGETS = {"ratio_to_monolith_batch_1": 0.8, "per_second_batch_32": 150.0, "grpc_8_clients_pairs_per_second": 120.0,
+           "served_after_commit_seconds": 1.0, "idle_rss_mib": 500.0}
+"""What serving should reach (the product's targets for a version served as its head over its base)."""
+WAYS = ("monolith", "hybrid", "compiled", "head")
 
 
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _cell(t: dict[str, float]) -> str:
+    return f"{t['p50_ms']:.1f} / {t['p99_ms']:.1f}"
+
+
 def render(r: dict[str, Any], command: str) -> str:
     p = r["in_process"]
     lines = [f"Measured with `{command}` on: {r['machine']}; inputs: {r['inputs']}; load average "
              f"{r['load_average_at_start']:.1f} at the start, {r['load_average_at_end']:.1f} at the end; "
-             f"{r['seconds'] / 60:.0f} min in all. The learner is `{r['preset']}` + `mcil` after one task "
-             f"(compiled in {p['compile_seconds']:.0f} s).", "",
+             f"{r['seconds'] / 60:.0f} min in all. The learner is `{r['preset']}` + `mcil` after one task. "
+             f"*head* is the version served as its head over its base (what the daemon serves: the frozen image "
+             f"encoder compiled once per base, in {p['base_seconds']:.0f} s; the version's head built and checked "
+             f"in {p['head_build_ms']:.1f} ms); *compiled* is the same version compiled into graphs of its own "
+             f"({p['compile_seconds']:.0f} s, what every commit cost before).", "",
              "In one process, image + sound pairs (input preparation and the audio encoder included in every row; "
-             f"{p['batches']['1']['compiled']['runs']} timed calls per cell at batch 1, "
-             f"{p['batches']['32']['compiled']['runs']} at batch 8 and 32, where p99 is the slowest of them):", "",
-             _row(["batch", "frozen monolith p50 / p99 ms", "hybrid p50 / p99 ms", "compiled p50 / p99 ms",
-                   "monolith pairs/s", "hybrid pairs/s", "compiled pairs/s", "compiled / monolith (p50)"]),
-             _row(["---"] * 8)]
+             f"{p['batches']['1']['head']['runs']} timed calls per cell at batch 1, "
+             f"{p['batches']['32']['head']['runs']} at batch 8 and 32, where p99 is the slowest of them), "
+             "p50 / p99 ms and pairs/s:", "",
+             _row(["batch", *(f"{w} p50 / p99" for w in WAYS), *(f"{w} pairs/s" for w in WAYS), "head / monolith"]),
+             _row(["---"] * 10)]
     for n, row in p["batches"].items():
-        m, h, c = row["monolith"], row["hybrid"], row["compiled"]
-        lines.append(_row([n, f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f}", f"{h['p50_ms']:.1f} / {h['p99_ms']:.1f}",
-                           f"{c['p50_ms']:.1f} / {c['p99_ms']:.1f}", f"{m['per_second']:.0f}",
-                           f"{h['per_second']:.0f}", f"{c['per_second']:.0f}", f"{c['p50_ms'] / m['p50_ms']:.2f}"]))
-    par = p["parity"]
+        lines.append(_row([n, *(_cell(row[w]) for w in WAYS), *(f"{row[w]['per_second']:.0f}" for w in WAYS),
+                           f"{row['head']['p50_ms'] / row['monolith']['p50_ms']:.2f}"]))
     flop = p["image_gflop"]
-    lines += ["", f"Compiled against hybrid on {par['pairs']} pairs: top-1 identical for {par['top1_same']}, "
-              f"largest score difference {par['max_score_difference']:.1e}. The image tower's arithmetic "
+    agree = "; ".join(f"{name}: top-1 identical for {v['top1_same']} of {v['pairs']}, largest score difference "
+                      f"{v['max_score_difference']:.1e}" for name, v in p["parity"].items())
+    lines += ["", f"Against the hybrid path on the probe pairs: {agree}. The image tower's arithmetic "
               f"(PyTorch's FlopCounterMode, one image): {flop['frozen']:.3f} GFLOP frozen, "
               f"{flop['with_experts']:.3f} with the experts ({flop['with_experts'] / flop['frozen']:.2f} x).", "",
               "Where the time goes (median ms of each stage timed alone on the same pairs):", "",
@@ -49,19 +56,21 @@ def render(r: dict[str, Any], command: str) -> str:
     if g:
         lines += ["", "Over gRPC on loopback (a daemon in its own process, dynamic batching on with its default "
                   "max_delay_ms 0 unless said, one pair per request; the same committed version every time):", "",
-                  _row(["clients", "compiled p50 / p99 ms", "compiled pairs/s", "hybrid p50 / p99 ms",
-                        "hybrid pairs/s", "compiled, max_delay_ms 5: p50 / p99 ms", "pairs/s"]), _row(["---"] * 7)]
-        for n in g["compiled"]["clients"]:
-            c, h, z = (g[m]["clients"][n] for m in ("compiled", "hybrid", "compiled_wait_5ms"))
-            lines.append(_row([n, f"{c['p50_ms']:.1f} / {c['p99_ms']:.1f}", f"{c['pairs_per_second']:.0f}",
-                               f"{h['p50_ms']:.1f} / {h['p99_ms']:.1f}", f"{h['pairs_per_second']:.0f}",
-                               f"{z['p50_ms']:.1f} / {z['p99_ms']:.1f}", f"{z['pairs_per_second']:.0f}"]))
-        lines += ["", "Daemon resident memory (VmRSS, MiB), idle: "
+                  _row(["clients", "head p50 / p99 ms", "head pairs/s", "hybrid p50 / p99 ms",
+                        "hybrid pairs/s", "head, max_delay_ms 5: p50 / p99 ms", "pairs/s"]), _row(["---"] * 7)]
+        for n in g["head"]["clients"]:
+            c, h, z = (g[m]["clients"][n] for m in ("head", "hybrid", "head_wait_5ms"))
+            lines.append(_row([n, _cell(c), f"{c['pairs_per_second']:.0f}", _cell(h), f"{h['pairs_per_second']:.0f}",
+                               _cell(z), f"{z['pairs_per_second']:.0f}"]))
+        lines += ["", f"From a commit (the client sees its job succeed) to the version served as its head: "
+                  f"{g['served_after_first_commit_seconds']:.1f} s for the first version (its base built in a child "
+                  f"process), {1000 * g['served_after_second_commit_seconds']:.0f} ms for the second (its head "
+                  "swapped in; nothing compiled).", "",
+                  "Daemon resident memory (VmRSS, MiB), idle: "
                   f"{g['idle_rss_mib_before_learning']:.0f} after start with no version, "
-                  f"{g['idle_rss_mib_after_learning']:.0f} after learning a task and swapping in its graphs "
-                  f"(compiled in a child process, serving {g['compiled_after_commit_seconds']:.0f} s after the "
-                  f"commit), {g['compiled']['idle_rss_mib_after_start']:.0f} after a restart serving the compiled "
-                  f"version, {g['compiled']['idle_rss_mib_after_serving']:.0f} after the compiled load above "
+                  f"{g['idle_rss_mib_after_learning']:.0f} after learning two tasks, "
+                  f"{g['head']['idle_rss_mib_after_start']:.0f} after a restart serving the head over its base, "
+                  f"{g['head']['idle_rss_mib_after_serving']:.0f} after the load above "
                   f"({g['hybrid']['idle_rss_mib_after_serving']:.0f} for the hybrid path)."]
     if r.get("footprint"):
         steps = r["footprint"]
@@ -69,34 +78,32 @@ def render(r: dict[str, Any], command: str) -> str:
         lines += ["", f"What a fresh process holds before serving anything (VmRSS, MiB): {steps[0][1]:.0f} for "
                   f"Python, then {', '.join(parts)}: {steps[-1][1]:.0f} in all."]
     if g:
-        over = g["compiled"]["clients"]["1"]["p50_ms"] - p["batches"]["1"]["compiled"]["p50_ms"]
+        over = g["head"]["clients"]["1"]["p50_ms"] - p["batches"]["1"]["head"]["p50_ms"]
         said = f"{over:.1f} ms" if over >= 1.0 else "under 1 ms, within this run's noise"
         lines += ["", f"gRPC, decoding the request and batching, for one client: {said} (its p50 over gRPC "
-                  f"minus the compiled p50 in process at batch 1: {over:.1f} ms)."]
+                  f"minus the head's p50 in process at batch 1: {over:.1f} ms)."]
     lines += ["", "Targets: " + targets(r)]
     return "\n".join(lines) + "\n"
 
 
 def targets(r: dict[str, Any]) -> str:
     p = r["in_process"]["batches"]
-    c1, c32, m1 = p["1"]["compiled"], p["32"]["compiled"], p["1"]["monolith"]
-    ratio = max(p[n]["compiled"]["p50_ms"] / p[n]["monolith"]["p50_ms"] for n in p)
-    checks = [f"p50 at batch 1 {c1['p50_ms']:.1f} ms (target <= {TARGETS['p50_ms_batch_1']:g}: "
-              f"{_met(c1['p50_ms'] <= TARGETS['p50_ms_batch_1'])}; the monolith itself takes {m1['p50_ms']:.1f})",
-              f"{c32['per_second']:.0f} pairs/s at batch 32 (target >= {TARGETS['per_second_batch_32']:g}: "
-              f"{_met(c32['per_second'] >= TARGETS['per_second_batch_32'])})",
-              f"at most {ratio:.2f} x the monolith (target <= {TARGETS['ratio_to_monolith']:g}: "
-              f"{_met(ratio <= TARGETS['ratio_to_monolith'])})"]
+    h1, h32, m1 = p["1"]["head"], p["32"]["head"], p["1"]["monolith"]
+    ratio = h1["p50_ms"] / m1["p50_ms"]
+    checks = [f"p50 at batch 1 {h1['p50_ms']:.1f} ms, {ratio:.2f} x the fp32 monolith's {m1['p50_ms']:.1f} (target "
+              f"<= {TARGETS['ratio_to_monolith_batch_1']:g} x: {_met(ratio <= TARGETS['ratio_to_monolith_batch_1'])})",
+              f"{h32['per_second']:.0f} pairs/s at batch 32 (target >= {TARGETS['per_second_batch_32']:g}: "
+              f"{_met(h32['per_second'] >= TARGETS['per_second_batch_32'])})"]
     g = r.get("grpc")
     if g:
-        eight = g["compiled"]["clients"]["8"]
-        spread = eight["p99_ms"] / eight["p50_ms"]
-        rss = g["compiled"]["idle_rss_mib_after_serving"]
+        eight = g["head"]["clients"]["8"]
+        rss = g["head"]["idle_rss_mib_after_serving"]
+        swap = g["served_after_second_commit_seconds"]
         checks += [f"8 gRPC clients {eight['pairs_per_second']:.0f} pairs/s (target >= "
                    f"{TARGETS['grpc_8_clients_pairs_per_second']:g}: "
-                   f"{_met(eight['pairs_per_second'] >= TARGETS['grpc_8_clients_pairs_per_second'])}), "
-                   f"p99 {spread:.1f} x p50 (target <= {TARGETS['grpc_8_clients_p99_over_p50']:g}: "
-                   f"{_met(spread <= TARGETS['grpc_8_clients_p99_over_p50'])})",
+                   f"{_met(eight['pairs_per_second'] >= TARGETS['grpc_8_clients_pairs_per_second'])})",
+                   f"a commit served as its head {1000 * swap:.0f} ms after it (target <= "
+                   f"{TARGETS['served_after_commit_seconds']:g} s: {_met(swap <= TARGETS['served_after_commit_seconds'])})",
                    f"idle daemon {rss:.0f} MiB (target <= {TARGETS['idle_rss_mib']:g}: "
                    f"{_met(rss <= TARGETS['idle_rss_mib'])})"]
     return "; ".join(checks) + "."

@@ -15,6 +15,13 @@ The folder is a cache: deleting it costs a compile, never an answer. A kill whil
 ``.tmp-*`` folder that the next sweep removes; folders of versions that no longer exist are removed
 too. Compiling never fails a commit or a start: a version that cannot compile (a strategy scoring
 with text prototypes, a learner on a GPU, an exporter error) serves the hybrid path, with a log line.
+
+A version whose head reads the frozen encoders' own features (the default ``mcil``) is not compiled
+at all: it is served as its head over its *base* (``export/head_version.py``), the frozen image
+encoder compiled once per base into ``<state_dir>/bases/<digest>/`` (``python -m export.base``, in
+the same kind of child process, the first time a daemon serves a version over that base). Once the
+base is on disk, a commit, a rollback or a start serves the version from it within milliseconds
+(its head's arrays, checked against the learner), and nothing is compiled again.
 """
 
 from __future__ import annotations
@@ -33,7 +40,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 if TYPE_CHECKING:
     from export.compiled import CompiledVersion
+    from export.head_version import HeadVersion
     from model.learner import Learner
+    from serving.base import BaseGraphs
+
+    Served = CompiledVersion | HeadVersion
 
 log = logging.getLogger(__name__)
 
@@ -69,32 +80,51 @@ def load_compiled(directory: Path, learner: "Learner") -> "CompiledVersion | Non
 COMPILE_TIMEOUT_SECONDS = 1800
 """A compile still running after this long is stopped (lite takes about 40 s on 2 cores)."""
 
-Ready = Callable[[int, "CompiledVersion"], None]
-"""Called from the compiler's thread with ``(version number, its graphs)`` once they are on disk."""
+Ready = Callable[[int, "Served"], None]
+"""Called from the compiler's thread with ``(version number, its graphs or head)`` once they are ready."""
+
+
+def head_problem(learner: "Learner") -> str:
+    """Why ``learner`` is not served as its head over a base, or ``""`` (``export/head_version.py``)."""
+    try:
+        from export.head_version import head_problem as problem
+    except ImportError as exc:
+        return f"the exporter cannot be imported ({exc})"
+    return problem(learner)
 
 
 class Compiler:
     """One background thread compiling the versions it is given, newest first (module docstring).
 
-    ``command_args``: extra arguments for ``python -m export.compiled`` (the weight files a preset
-    needs, ``--weights clip=...``)."""
+    ``command_args``: extra arguments for the child processes (the weight files a preset needs,
+    ``--weights clip=...``). ``bases``: where bases are kept (``<state_dir>/bases``); ``preset``: the
+    preset a base is built from."""
 
-    def __init__(self, root: Path, on_ready: Ready, command_args: Sequence[str] = ()) -> None:
+    def __init__(self, root: Path, on_ready: Ready, command_args: Sequence[str] = (), *,
+                 bases: Path | None = None, preset: str = "") -> None:
         self.root = root
+        self.bases = bases if bases is not None else root.parent / "bases"
+        self.preset = preset
         self._on_ready = on_ready
         self._command_args = list(command_args)
         self._queue: "queue.Queue[tuple[int, Path, Learner] | None]" = queue.Queue()
         self._closed = threading.Event()
         self._child_lock = threading.Lock()  # close() and the start of a child never interleave
         self._child: subprocess.Popen[bytes] | None = None
+        self._base: "BaseGraphs | None" = None  # the base last loaded (one preset per daemon)
+        self._digests: dict[int, str] = {}  # id of a backbone's first frozen image module -> its base digest
         self._thread = threading.Thread(target=self._run, name="mcil-compiler", daemon=True)
         self._thread.start()
 
     def directory(self, number: int) -> Path:
         return self.root / f"v{number:04d}"
 
-    def load(self, number: int, learner: "Learner") -> "CompiledVersion | None":
-        """Version ``number``'s graphs from disk, if they are ``learner``'s."""
+    def load(self, number: int, learner: "Learner") -> "Served | None":
+        """Version ``number`` ready to serve without compiling: its head over a base already on disk,
+        or its graphs from disk, if they are ``learner``'s."""
+        if not head_problem(learner):
+            base = self._base_on_disk(learner)
+            return self._head_version(number, learner, base) if base is not None else None
         return load_compiled(self.directory(number), learner)
 
     def submit(self, number: int, version_dir: Path, learner: "Learner") -> None:
@@ -113,8 +143,12 @@ class Compiler:
 
     def sweep(self, versions: Iterable[int], *, leftovers: bool = False) -> None:
         """Removes the graphs of versions not in ``versions`` and, with ``leftovers`` (at start-up,
-        before anything is compiled), the temporary folders a kill left behind."""
+        before anything is compiled), the temporary folders a kill left behind (bases' too)."""
         keep = {self.directory(n).name for n in versions}
+        if leftovers and self.bases.is_dir():
+            for path in self.bases.iterdir():
+                if path.name.startswith(".tmp-"):
+                    shutil.rmtree(path, ignore_errors=True)
         if not self.root.is_dir():
             return
         for path in self.root.iterdir():
@@ -132,6 +166,64 @@ class Compiler:
             child.kill()
         self._thread.join(timeout)
 
+    # -- heads over a base ------------------------------------------------------------------------
+    def _digest(self, learner: "Learner") -> str:
+        from export.base import base_digest
+
+        key = id(learner.backbone.image.frozen_modules()[0])  # shared by every copy of the backbone
+        if key not in self._digests:
+            self._digests[key] = base_digest(learner.backbone)
+        return self._digests[key]
+
+    def _base_on_disk(self, learner: "Learner") -> "BaseGraphs | None":
+        """The learner's base, loaded (from memory, or from ``bases/<digest>``), or None."""
+        import torch
+
+        from serving.base import BaseGraphs, BaseGraphsError
+
+        digest = self._digest(learner)
+        if self._base is not None and self._base.digest == digest:
+            return self._base
+        folder = self.bases / digest
+        if not BaseGraphs.present(folder):
+            return None
+        try:
+            self._base = BaseGraphs.load(folder, max(1, torch.get_num_threads()), digest)
+        except BaseGraphsError as exc:
+            log.warning("the base in %s does not load (%s); it is built again", folder, exc)
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return self._base
+
+    def _head_version(self, number: int, learner: "Learner", base: "BaseGraphs") -> "HeadVersion | None":
+        from export.errors import CompileError
+        from export.head_version import HeadVersion
+
+        started = time.perf_counter()
+        try:
+            version = HeadVersion.build(learner, base)
+        except CompileError as exc:
+            log.warning("version %d serves the hybrid path: its head cannot be served over its base: %s",
+                        number, exc)
+            return None
+        log.info("version %d served as its head over base %s (built and checked in %.1f ms)", number,
+                 base.digest[:12], 1000 * (time.perf_counter() - started))
+        return version
+
+    def _serve_head(self, number: int, learner: "Learner") -> "HeadVersion | None":
+        base = self._base_on_disk(learner)
+        if base is None:
+            digest = self._digest(learner)
+            command = [sys.executable, "-m", "export.base", "--preset", self.preset]
+            if not self._in_child(command, self.bases, digest, f"the base of version {number}"):
+                return None
+            base = self._base_on_disk(learner)
+            if base is None:
+                log.warning("version %d serves the hybrid path: the base built does not load", number)
+                return None
+        return self._head_version(number, learner, base)
+
+    # -- the thread --------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             item = self._queue.get()
@@ -139,52 +231,63 @@ class Compiler:
                 return
             number, version_dir, learner = item
             try:
-                compiled = self._compile(number, version_dir, learner)
-                if compiled is not None and not self._closed.is_set():
-                    self._on_ready(number, compiled)
+                ready: Served | None
+                if not head_problem(learner):
+                    ready = self._serve_head(number, learner)
+                else:
+                    ready = self._compile(number, version_dir, learner)
+                if ready is not None and not self._closed.is_set():
+                    self._on_ready(number, ready)
             except Exception:  # noqa: BLE001 - a compile must never take the daemon down
                 log.exception("compiling version %d failed; it serves the hybrid path", number)
 
     def _compile(self, number: int, version_dir: Path, learner: "Learner") -> "CompiledVersion | None":
+        started = time.perf_counter()
+        command = [sys.executable, "-m", "export.compiled", os.fspath(version_dir)]
+        if not self._in_child(command, self.root, self.directory(number).name, f"version {number}"):
+            return None
+        compiled = load_compiled(self.directory(number), learner)
+        if compiled is not None:
+            log.info("compiled version %d into %d graphs in %.1f s", number, len(compiled.sessions),
+                     time.perf_counter() - started)
+        return compiled
+
+    def _in_child(self, command: list[str], parent: Path, name: str, what: str) -> bool:
+        """Runs ``command --out <tmp>`` niced, tied to this process, and renames ``tmp`` to
+        ``parent/name``; False (logged) when it fails, times out or the compiler closes."""
         import torch
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.directory(number)
-        tmp = self.root / f".tmp-{final.name}-{secrets.token_hex(4)}"
+        parent.mkdir(parents=True, exist_ok=True)
+        final = parent / name
+        tmp = parent / f".tmp-{name}-{secrets.token_hex(4)}"
         # Niced, so that Classify keeps the cores it needs while the graphs are built; tied to this
         # process, so that a daemon killed mid-compile leaves no orphan behind.
-        command = [sys.executable, "-m", "export.compiled", os.fspath(version_dir), "--out", os.fspath(tmp),
-                   "--threads", str(max(1, torch.get_num_threads())), "--nice", "10",
-                   "--parent-pid", str(os.getpid()), *self._command_args]
-        started = time.perf_counter()
+        command = [*command, "--out", os.fspath(tmp), "--threads", str(max(1, torch.get_num_threads())),
+                   "--nice", "10", "--parent-pid", str(os.getpid()), *self._command_args]
         try:
             with self._child_lock:
                 if self._closed.is_set():
-                    return None
+                    return False
                 self._child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             try:
                 output, _ = self._child.communicate(timeout=COMPILE_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:
                 self._child.kill()
                 self._child.communicate()
-                log.warning("version %d serves the hybrid path: compiling took over %d s and was stopped",
-                            number, COMPILE_TIMEOUT_SECONDS)
-                return None
+                log.warning("%s serves the hybrid path: compiling took over %d s and was stopped", what,
+                            COMPILE_TIMEOUT_SECONDS)
+                return False
             if self._closed.is_set():
-                return None
+                return False
             if self._child.returncode != 0:
                 tail = output.decode(errors="replace").strip().splitlines()[-3:]
-                log.warning("version %d serves the hybrid path: compiling failed (exit %s): %s", number,
+                log.warning("%s serves the hybrid path: compiling failed (exit %s): %s", what,
                             self._child.returncode, " | ".join(tail))
-                return None
+                return False
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
+            return True
         finally:
             self._child = None
             shutil.rmtree(tmp, ignore_errors=True)
-        compiled = load_compiled(final, learner)
-        if compiled is not None:
-            log.info("compiled version %d into %d graphs in %.1f s", number, len(compiled.sessions),
-                     time.perf_counter() - started)
-        return compiled

@@ -28,7 +28,7 @@ from service.learning import LearningPipeline
 from service.memory import release_freed_memory
 from service.metrics import ServiceMetrics
 from service.recovery import discard_uncommitted_versions, enforce_retention
-from service.serving import COMPILED_RUNNER, ModelSlot, ServedVersion
+from service.serving import HEAD_RUNNER, ModelSlot, ServedVersion
 from service.store import CorruptVersion, StateStore, VersionMeta
 from service.streams import StreamSlots
 from service.uploads import UploadRules
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import torch
 
     from export.compiled import CompiledVersion
+    from export.head_version import HeadVersion
     from model.backbone import TriModalBackbone
     from model.learner import Learner
     from model.samples import Sample
@@ -107,8 +108,9 @@ class Daemon:
         self.device: torch.device | None = None  # where the learner computes, once open
 
     def serving_runner(self, served: ServedVersion) -> str:
-        """What runs ``served``'s Classify: its compiled graphs, or the frozen backbone's runner."""
-        return COMPILED_RUNNER if served.compiled is not None else self.runner
+        """What runs ``served``'s Classify: its head over its base, its compiled graphs, or the frozen
+        backbone's runner."""
+        return served.runner or self.runner
 
     @property
     def device_description(self) -> str:
@@ -173,7 +175,8 @@ class Daemon:
             weights = [f"--weights={name}={path}" for name, path in (("clip", w.clip), ("audioclip", w.audioclip),
                                                                      ("audio_projection", w.audio_projection))
                        if path is not None]
-            self.compiler = Compiler(self.store.root / "compiled", self._compiled_ready, weights)
+            self.compiler = Compiler(self.store.root / "compiled", self._compiled_ready, weights,
+                                     bases=self.store.root / "bases", preset=self.preset)
             self.compiler.sweep(self.store.version_numbers(), leftovers=True)
         try:
             served = self._load_served()
@@ -345,8 +348,9 @@ class Daemon:
             self._publish(served)
             return meta
 
-    def _compiled_ready(self, number: int, compiled: "CompiledVersion") -> None:
-        """The compiler's callback: serve version ``number`` from its graphs if it is still served."""
+    def _compiled_ready(self, number: int, compiled: "CompiledVersion | HeadVersion") -> None:
+        """The compiler's callback: serve version ``number`` from its graphs (or as its head over its
+        base) if it is still served."""
         assert self.slot is not None
         with self._commit_lock:
             current = self.slot.current
@@ -354,7 +358,8 @@ class Daemon:
                 return  # a commit or rollback came first; the folder stays for a later load
             served = dc_replace(current, compiled=compiled)
             self.slot.swap(served)
-            log.info("version %d now answers from its compiled graphs", number)
+            log.info("version %d now answers %s", number, "as its head over its base"
+                     if served.runner == HEAD_RUNNER else "from its compiled graphs")
             self._publish(served)  # under the lock, so that a commit or rollback publishes after it
 
     def _publish(self, served: ServedVersion) -> None:

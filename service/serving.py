@@ -9,6 +9,10 @@ model-ready inputs to class scores runs as one ONNX Runtime graph per modality p
 (``export/compiled.py``), compiled in the background after its commit (``service/compiling.py``),
 which swaps in the same version with its graphs. The learner still prepares the inputs and keeps
 learning; :meth:`ServedVersion.predict` takes the graphs when there are some.
+
+A version whose head reads the frozen encoders' own features (the default ``mcil``) needs no graphs of
+its own: it is served as its head over its base's compiled image encoder (``export/head_version.py``),
+swapped in milliseconds after its commit.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from export.compiled import CompiledVersion
+    from export.head_version import HeadVersion
     from model.learner import Learner
     from model.samples import Prediction, Sample
     from service.store import VersionMeta
@@ -28,6 +33,8 @@ log = logging.getLogger(__name__)
 
 COMPILED_RUNNER = "compiled-onnxruntime"
 """What ``runner`` reports (GetModelInfo, ``mcil_model_info``) while a compiled version serves."""
+HEAD_RUNNER = "base-onnxruntime"
+"""What ``runner`` reports while a version is served as its head over its base's compiled encoder."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,16 @@ class ServedVersion:
     learner: "Learner"
     meta: "VersionMeta | None"
     evaluation: dict[str, object] | None  # ContinualEvaluation.to_dict() of this version
-    compiled: "CompiledVersion | None" = None  # its graphs, when it has some (module docstring)
+    compiled: "CompiledVersion | HeadVersion | None" = None  # its graphs or head over a base (module docstring)
+
+    @property
+    def runner(self) -> str | None:
+        """``HEAD_RUNNER`` or ``COMPILED_RUNNER`` while served that way, else None (the learner answers)."""
+        if self.compiled is None or self.compiled.broken:
+            return None
+        from export.head_version import HeadVersion
+
+        return HEAD_RUNNER if isinstance(self.compiled, HeadVersion) else COMPILED_RUNNER
 
     @property
     def classes(self) -> list[str]:

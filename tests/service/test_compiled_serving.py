@@ -1,10 +1,11 @@
-"""The daemon serves committed versions from compiled graphs (``server.compiled``, service/compiling.py).
+"""The daemon serves committed versions compiled (``server.compiled``, service/compiling.py).
 
-A real daemon (tiny preset) on loopback: a committed version is compiled in the background, its
-graphs land in ``compiled/v000N`` and it then answers Classify from them, with the answers of its
-learner; a restart loads the graphs instead of compiling again, and compiles again what was
-deleted; strategies without a statistics head or with a network of their own (cign, mmcl), and
-``server.compiled: false``, serve the hybrid path and write no graphs.
+A real daemon (tiny preset) on loopback. The default learner's versions are served as their head over
+their base: the frozen image encoder is compiled once into ``bases/<digest>`` and every later version
+is its head, swapped in without compiling, answering as its learner does; a restart loads the base
+instead of building it again, and builds again what was deleted. Strategies without a statistics head
+or with a network of their own (cign, mmcl), and ``server.compiled: false``, serve the hybrid path and
+write nothing.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ import pytest
 from model.synthetic import make_dataset
 from service._proto import mcil_pb2
 from service.client import sample_from_arrays
-from service.serving import COMPILED_RUNNER
+from service.serving import HEAD_RUNNER
 from tests.service.conftest import Running, examples, make_config, task_data
 
 if TYPE_CHECKING:
     from model.backbone import TriModalBackbone
 
-GRAPH_FILES = {"compiled.json", "compiled.av.onnx", "compiled.visual.onnx", "compiled.audio.onnx"}
+BASE_FILES = {"base.json", "image.onnx"}
 SCORE_BOUND = 1e-4
-"""Graphs and learner compute the same sums in another order (dense experts): float32 rounding only."""
+"""The base's graph and the learner's encoder compute the same sums in another order: float32 rounding only."""
 
 
 def _learn(d: Running, names: list[str], first_index: int) -> int:
@@ -55,50 +56,64 @@ def _files(d: Running, version: int) -> set[str]:
     return {p.name for p in directory.iterdir()} if directory.is_dir() else set()
 
 
-def _wait_compiled(d: Running, version: int, timeout: float = 300.0) -> None:
-    # Learning a task trains nothing by default, so a second commit follows the first at once and waits
-    # for the first one's compile: two compiles of ~15 s each on a quiet 2-core machine.
+def _bases(root: Path) -> dict[str, set[str]]:
+    """``{digest: files}`` of the bases kept under ``root``."""
+    folder = root / "bases"
+    return {b.name: {p.name for p in b.iterdir()} for b in folder.iterdir()} if folder.is_dir() else {}
+
+
+def _wait_served_fast(d: Running, version: int, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         served = d.server.daemon.served
-        if served.number == version and served.compiled is not None:
+        if served.number == version and served.runner == HEAD_RUNNER:
             return
-        time.sleep(0.2)
-    raise AssertionError(f"version {version} was not served compiled within {timeout:g} s")
+        time.sleep(0.05)
+    raise AssertionError(f"version {version} was not served as its head over its base within {timeout:g} s")
 
 
-def test_a_committed_version_is_served_from_its_graphs_and_reloaded_after_a_restart(
-        start_daemon: Callable[..., Running], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    config = make_config(tmp_path, server__compiled="true")
-    d = start_daemon(config)
-    assert _learn(d, ["red", "green"], 0) == 1
-    assert _learn(d, ["blue", "white"], 2) == 2
-    _wait_compiled(d, 2)
-    assert _files(d, 2) == GRAPH_FILES
-    served = d.server.daemon.served
-    assert served.compiled is not None and d.client.model_info().runner == COMPILED_RUNNER
-    msgs, samples = _probe()
+def _answers_match(d: Running, msgs: list[mcil_pb2.Sample], samples: list) -> mcil_pb2.ClassifyResponse:
     got = d.client.classify(msgs, top_k=4)
-    want = served.learner.predict(samples, top_k=4)  # the hybrid path of the same version
+    want = d.server.daemon.served.learner.predict(samples, top_k=4)  # the hybrid path of the same version
     for result, expected in zip(got.results, want):
         assert [c.name for c in result.classes] == list(expected.classes)
         assert max(abs(c.score - s) for c, s in zip(result.classes, expected.scores)) <= SCORE_BOUND
         assert result.unknown == expected.unknown
+    return got
+
+
+def test_versions_are_served_as_their_head_over_a_base_compiled_once(
+        start_daemon: Callable[..., Running], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(tmp_path, server__compiled="true")
+    d = start_daemon(config)
+    msgs, samples = _probe()
+    assert _learn(d, ["red", "green"], 0) == 1
+    _wait_served_fast(d, 1)  # the first version over this base waits for the base to be built
+    bases = _bases(tmp_path)
+    assert list(bases.values()) == [BASE_FILES]
+    built = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "bases").rglob("*")}
+    first = _answers_match(d, msgs, samples)
+    assert _learn(d, ["blue", "white"], 2) == 2
+    _wait_served_fast(d, 2)  # its head, swapped in: nothing is compiled
+    assert d.client.model_info().runner == HEAD_RUNNER
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "bases").rglob("*")} == built
+    assert _files(d, 1) == _files(d, 2) == set()
+    _answers_match(d, msgs, samples)
+    assert d.client.rollback(1).version == 1 and d.server.daemon.served.runner == HEAD_RUNNER  # at once
     d.stop()
 
-    with caplog.at_level(logging.INFO, logger="service.serving"):
+    with caplog.at_level(logging.INFO, logger="service.compiling"):
         again = start_daemon(config)
-    assert again.server.daemon.served.compiled is not None
-    assert again.client.model_info().runner == COMPILED_RUNNER
-    assert not any("compiled the version" in r.getMessage() for r in caplog.records)  # loaded, not rebuilt
+    assert again.server.daemon.served.runner == HEAD_RUNNER  # at start, from the base on disk
+    assert not any("export.base" in r.getMessage() for r in caplog.records)
     assert [c.name for c in again.client.classify(msgs, top_k=4).results[0].classes] == [
-        c.name for c in got.results[0].classes]
+        c.name for c in first.results[0].classes]
     again.stop()
 
-    shutil.rmtree(tmp_path / "compiled")  # a cache: a start without it compiles again
+    shutil.rmtree(tmp_path / "bases")  # a cache: a start without it builds the base again
     third = start_daemon(config)
-    _wait_compiled(third, 2)
-    assert _files(third, 2) == GRAPH_FILES and third.client.model_info().runner == COMPILED_RUNNER
+    _wait_served_fast(third, 1)
+    assert _bases(tmp_path) == bases and third.client.model_info().runner == HEAD_RUNNER
 
 
 @pytest.mark.parametrize("setting, strategy", [("false", "mcil"), ("true", "mcil-paper"), ("true", "cign"),
@@ -108,7 +123,7 @@ def test_the_hybrid_path_serves_when_compiling_is_off_or_impossible(
     d = start_daemon(make_config(tmp_path, server__compiled=setting, server__strategy=strategy))
     version = _learn(d, ["red", "green"], 0)
     time.sleep(2)  # a compile, had one been started, would be under way
-    assert _files(d, version) == set()
+    assert _files(d, version) == set() and _bases(tmp_path) == {}
     assert d.server.daemon.served.compiled is None
     assert d.client.model_info().runner == "pytorch"
     msgs, _ = _probe()
