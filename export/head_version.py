@@ -8,8 +8,10 @@ A learner whose head reads the frozen encoders' own features (``HeadConfig.featu
 the default ``mcil``, ``ranpac``, ``simplecil``) computes every version's features the same way, so a
 version is its head: :func:`served_head` takes its arrays (``serving/head.py``) and
 :func:`check_head` compares them with the learner's own head on probe features (to ``HEAD_TOLERANCE``)
-before the version is served. The learner still prepares the inputs and runs the audio encoder
-(``Learner.encode_inputs``); the image encoder runs on the base's graph, the head in NumPy.
+before the version is served. Over a base that holds its audio encoder (``lite``), a Classify runs
+without PyTorch from the raw inputs to the answer (``serving/features.py``); over one that does not
+(the CLIP family), the learner prepares the inputs and runs the audio encoder, and the base's graph
+computes the image features.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import numpy as np
 import torch
 
 from export.errors import CompileError
+from model.errors import InvalidInputError
 from model.samples import Prediction, check_top_k, rank
+from serving.features import BaseFeatures
 from serving.head import PATHS, ServedHead, unit_features
+from serving.inputs import InputError
 
 if TYPE_CHECKING:
     from model.learner import Learner
@@ -106,14 +111,17 @@ class HeadVersion:
         self.head = head
         self.largest_difference = largest_difference  # what check_head measured
         self.broken = ""  # why serving failed once (the server then uses the learner)
+        self.features = BaseFeatures(base) if base.has_audio else None  # raw inputs -> features, no PyTorch
 
     @classmethod
-    def build(cls, learner: "Learner", base: "BaseGraphs") -> "HeadVersion":
-        """The learner's head, checked against it, over ``base``. Raises :class:`CompileError`."""
+    def build(cls, learner: "Learner", base: "BaseGraphs", digest: str | None = None) -> "HeadVersion":
+        """The learner's head, checked against it, over ``base``; ``digest``: the learner's base digest
+        when the caller knows it (``export.base.base_digest``, tens of ms for ``lite``). Raises
+        :class:`CompileError`."""
         from export.base import base_digest
 
         head = served_head(learner)
-        if base.digest != base_digest(learner.backbone):
+        if base.digest != (digest or base_digest(learner.backbone)):
             raise CompileError("base.digest", f"the base's graph is of base {base.digest[:12]}, the learner "
                                "computes its image features with another encoder")
         return cls(learner, base, head, check_head(learner, head))
@@ -125,6 +133,20 @@ class HeadVersion:
     def predict(self, samples: Sequence["Sample"], top_k: int = 5) -> list[Prediction]:
         """Top-k classes for each sample, as :meth:`model.learner.Learner.predict` answers them."""
         check_top_k(top_k)
+        if self.features is not None:
+            try:
+                features = self.features.of(samples)
+            except InputError as exc:
+                raise InvalidInputError(exc.field, exc.problem) from None
+            scores, paths, unknown = self.head.judge(features)
+        else:
+            scores, paths, unknown = self._judge_with_learner(samples)
+        # model.samples.rank, as the learner ranks: the same order where scores tie (clamped to 0)
+        return rank(torch.from_numpy(scores), torch.from_numpy(paths), torch.from_numpy(unknown),
+                    self.classes, top_k, normalise=False)
+
+    def _judge_with_learner(self, samples: Sequence["Sample"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The head's verdicts, the learner preparing the inputs and running the audio encoder."""
         batch = self.learner.encode_inputs(samples)
         n = len(batch)
         image = np.full((n, self.base.feature_dim), np.nan, dtype=np.float32)
@@ -133,7 +155,4 @@ class HeadVersion:
             image[rows] = self.base.image_features(batch.images.cpu().numpy()[rows])
         audio = batch.audio.detach().cpu().numpy().astype(np.float32)
         audio[~batch.has_audio.cpu().numpy()] = np.nan
-        scores, paths, unknown = self.head.judge({"visual": image, "audio": audio})
-        # model.samples.rank, as the learner ranks: the same order where scores tie (clamped to 0)
-        return rank(torch.from_numpy(scores), torch.from_numpy(paths), torch.from_numpy(unknown),
-                    self.classes, top_k, normalise=False)
+        return self.head.judge({"visual": image, "audio": audio})

@@ -201,7 +201,7 @@ class Compiler:
 
         started = time.perf_counter()
         try:
-            version = HeadVersion.build(learner, base)
+            version = HeadVersion.build(learner, base, self._digest(learner))
         except CompileError as exc:
             log.warning("version %d serves the hybrid path: its head cannot be served over its base: %s",
                         number, exc)

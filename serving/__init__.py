@@ -1,9 +1,14 @@
 """What answers Classify from a base's features and a version's head, with NumPy and ONNX Runtime only.
 
     serving/sessions.py  ONNX Runtime CPU sessions sharing one memory arena
+    serving/base.py      ``BaseGraphs``: a base's frozen encoders as graphs, compiled once, cached by digest
+    serving/inputs.py    pictures resized and normalised, sounds resampled and fitted, as the learner does
+    serving/speech.py    the speech embedding (openWakeWord's ONNX files and what runs between them)
+    serving/sounds.py    YAMNet: its log-mel front end in NumPy, its body as the base's ONNX graph
+    serving/features.py  ``BaseFeatures``: raw pictures and sounds -> a base's features
     serving/head.py      ``ServedHead``: a version's statistics head as arrays (scores, unknown, ranking)
-    serving/base.py      ``BaseGraphs``: the frozen image encoder of a base, compiled once, cached by digest
 
-Nothing here imports PyTorch (``tests/serving`` checks it): a version that differs from the last
-only in its head is served by swapping a ``ServedHead`` in, never by compiling a graph.
+Nothing here imports PyTorch (tests/serving checks it): a version that differs from the last only in
+its head is served by swapping a ``ServedHead`` in, never by compiling a graph. The learner's own
+speech embedding runs ``serving/speech.py`` too, so both sides compute the same speech features.
 """

@@ -1,22 +1,28 @@
-"""A base's frozen image encoder as one ONNX graph: compiled once, shared by every version over it.
+"""A base's frozen encoders as ONNX graphs: compiled once, shared by every version over it.
 
-    <state_dir>/bases/<digest>/   base.json, image.onnx     (written by ``python -m export.base``)
+    <state_dir>/bases/<digest>/   base.json, image.onnx [, sounds.onnx, sounds.npz, speech files]
+                                  (written by ``python -m export.base``)
 
     base = BaseGraphs.load(folder, threads=2)
-    features = base.image_features(images)          # (B, 3, S, S) float32 -> (B, D) float32
+    base.image_features(images)          # (B, 3, S, S) model-ready pictures -> (B, D) float32
+    base.audio_features(waves)           # (B, clip_samples) 16 kHz sound -> (B, audio_dim), lite only
 
 A *base* is what a version's features are computed by: the preset's frozen encoders. The default
 learner never changes them, so every version over a base reads the same features, and only its head
-(``serving/head.py``) differs: the graph is built once per base (its digest names the frozen tensors,
-the input size and how the graph is built) and a commit never waits for a compile.
+(``serving/head.py``) differs: the graphs are built once per base (its digest names the frozen
+tensors and files, the input size and how the graphs are built) and a commit never waits for a
+compile. ``base.json`` also says how inputs are prepared (``serving/inputs.py``), so that a base and a
+head answer a raw picture and sound without PyTorch (``serving/features.py``); a base of a preset
+whose audio encoder it does not hold (``"audio": null``: the CLIP family) computes image features only.
 
-The folder is a cache. ``base.json`` names the digest and the graph's checksum; a folder that does not
-match is refused by name (:class:`BaseGraphsError`) and built again.
+The folder is a cache. ``base.json`` names the digest and every file's checksum; a folder that does
+not match is refused by name (:class:`BaseGraphsError`) and built again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +35,15 @@ from serving.sessions import cpu_session
 if TYPE_CHECKING:
     import onnxruntime
 
-FORMAT = 1
+    from serving.sounds import SoundEvents
+    from serving.speech import SpeechWindows
+
+FORMAT = 2  # 2: the lite audio encoder's files, how inputs are prepared, every file's checksum
 META_FILE = "base.json"
 IMAGE_GRAPH = "image.onnx"
+SOUNDS_GRAPH = "sounds.onnx"
+SOUNDS_FRONT_END = "sounds.npz"
+SPEECH_FILES = ("melspectrogram.onnx", "embedding_model.onnx")
 CHUNK = 16
 """Images per graph call: the activations of 16 pictures at 160 px stay under 150 MB (``lite``)."""
 
@@ -47,37 +59,59 @@ class BaseGraphsError(ValueError):
 
 @dataclass
 class BaseGraphs:
-    """The base's image graph on ONNX Runtime (module docstring)."""
+    """The base's graphs on ONNX Runtime (module docstring)."""
 
     digest: str
     image_size: int
     feature_dim: int
     session: "onnxruntime.InferenceSession"
     meta: dict[str, Any]
+    speech: "SpeechWindows | None" = None
+    sounds: "SoundEvents | None" = None
 
     @staticmethod
     def present(folder: Path) -> bool:
         return (folder / META_FILE).is_file()
 
+    @property
+    def has_audio(self) -> bool:
+        return self.speech is not None and self.sounds is not None
+
     @classmethod
     def load(cls, folder: Path, threads: int, digest: str | None = None) -> "BaseGraphs":
-        """The graph in ``folder``; ``digest``: the base it must be. Raises :class:`BaseGraphsError`."""
+        """The graphs in ``folder``; ``digest``: the base it must be. Raises :class:`BaseGraphsError`."""
         try:
             meta: dict[str, Any] = json.loads((folder / META_FILE).read_text())
-            data = (folder / IMAGE_GRAPH).read_bytes()
         except (OSError, ValueError) as exc:
             raise BaseGraphsError(str(folder / META_FILE), f"missing or unreadable: {exc}") from None
         if meta.get("format") != FORMAT:
             raise BaseGraphsError(f"{META_FILE}.format", f"format {meta.get('format')!r}, this build reads {FORMAT}")
         if digest is not None and meta.get("digest") != digest:
-            raise BaseGraphsError(f"{META_FILE}.digest", f"the graph is of base {meta.get('digest')}, not {digest}")
-        if hashlib.sha256(data).hexdigest() != meta.get("image_sha256"):
-            raise BaseGraphsError(IMAGE_GRAPH, f"does not match its checksum in {META_FILE}")
-        try:
-            session = cpu_session(data, threads)
-        except Exception as exc:  # ONNX Runtime raises its own types for a damaged file
-            raise BaseGraphsError(IMAGE_GRAPH, f"cannot load: {type(exc).__name__}: {exc}") from None
-        return cls(str(meta["digest"]), int(meta["image_size"]), int(meta["feature_dim"]), session, meta)
+            raise BaseGraphsError(f"{META_FILE}.digest", f"the graphs are of base {meta.get('digest')}, not {digest}")
+        files: dict[str, bytes] = {}
+        for name, expected in dict(meta.get("sha256") or {}).items():
+            try:
+                files[name] = (folder / name).read_bytes()
+            except OSError as exc:
+                raise BaseGraphsError(name, f"cannot read: {exc}") from None
+            if hashlib.sha256(files[name]).hexdigest() != expected:
+                raise BaseGraphsError(name, f"does not match its checksum in {META_FILE}")
+        if IMAGE_GRAPH not in files:
+            raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {IMAGE_GRAPH}")
+        image = _session(files, IMAGE_GRAPH, threads)
+        base = cls(str(meta["digest"]), int(meta["image_size"]), int(meta["feature_dim"]), image, meta)
+        if meta.get("audio") == "speech+sounds":
+            from serving.sounds import SoundEvents
+            from serving.speech import SpeechWindows
+
+            base.speech = SpeechWindows(*(_session(files, name, threads) for name in SPEECH_FILES))
+            try:
+                with np.load(io.BytesIO(files[SOUNDS_FRONT_END]), allow_pickle=False) as front:
+                    window, mel = front["window"], front["mel_weights"]
+            except (KeyError, ValueError, OSError) as exc:
+                raise BaseGraphsError(SOUNDS_FRONT_END, f"missing or malformed: {exc}") from None
+            base.sounds = SoundEvents(_session(files, SOUNDS_GRAPH, threads), window, mel)
+        return base
 
     def image_features(self, images: np.ndarray) -> np.ndarray:
         """``(B, 3, S, S)`` model-ready images -> ``(B, D)`` float32 frozen features, ``CHUNK`` at a time."""
@@ -89,3 +123,21 @@ class BaseGraphs:
         if not out:
             return np.zeros((0, self.feature_dim), dtype=np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
+
+    def audio_features(self, waves: np.ndarray) -> np.ndarray:
+        """``(B, clip_samples)`` prepared 16 kHz sound -> ``(B, 192 + 1024)`` float32: the speech
+        embedding made unit-length, then YAMNet's sound events (``model/encoders/lite_audio.py``)."""
+        if self.speech is None or self.sounds is None:
+            raise BaseGraphsError(f"{META_FILE}.audio", "this base does not hold its audio encoder")
+        speech = self.speech.embed(waves)
+        speech = speech / np.maximum(np.sqrt((speech * speech).sum(axis=1, keepdims=True)), np.float32(1e-12))
+        return np.concatenate([speech, self.sounds.embed(waves)], axis=1).astype(np.float32)
+
+
+def _session(files: dict[str, bytes], name: str, threads: int) -> "onnxruntime.InferenceSession":
+    if name not in files:
+        raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {name}")
+    try:
+        return cpu_session(files[name], threads)
+    except Exception as exc:  # ONNX Runtime raises its own types for a damaged file
+        raise BaseGraphsError(name, f"cannot load: {type(exc).__name__}: {exc}") from None

@@ -1,7 +1,9 @@
 """``export/base.py`` and ``export/head_version.py``: a base compiled once, versions served as heads over it.
 
-The tiny preset's base is built into a folder, loaded, and refused by name when it is another base's
-or damaged; a learner's versions answer through it as the learner answers.
+The tiny preset's base (image features only) is built into a folder, loaded, and refused by name when
+it is another base's or damaged; a learner's versions answer through it as the learner answers. The
+lite preset's base also holds its audio encoder: a process without PyTorch answers raw inputs from the
+base's files and a head's files as the learner does.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from export.base import base_digest, export_base
@@ -26,7 +29,8 @@ from serving.base import IMAGE_GRAPH, META_FILE, BaseGraphs, BaseGraphsError
 def tiny_base(tiny_backbone: TriModalBackbone, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-base")
     meta = export_base(tiny_backbone, folder)
-    assert meta["digest"] == base_digest(tiny_backbone) and float(str(meta["largest_difference"])) <= 1e-4
+    assert meta["digest"] == base_digest(tiny_backbone) and meta["audio"] is None  # tiny: image features only
+    assert meta["largest_difference"]["image"] <= 1e-4  # type: ignore[index]
     return folder
 
 
@@ -65,3 +69,67 @@ def test_a_base_of_other_weights_or_damaged_is_refused_by_name(tiny_backbone: Tr
     with pytest.raises(BaseGraphsError) as damaged:
         BaseGraphs.load(tmp_path, threads=1, digest=meta["digest"])
     assert damaged.value.field == IMAGE_GRAPH
+
+
+SERVE_WITHOUT_TORCH = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from serving.base import BaseGraphs
+from serving.features import BaseFeatures
+from serving.head import ServedHead
+
+class Raw:
+    def __init__(self, image, audio, rate):
+        self.image, self.audio, self.sample_rate = image, audio, rate
+
+base_dir, head_dir, inputs, out = (Path(a) for a in sys.argv[1:])
+head = ServedHead.load(head_dir)
+features = BaseFeatures(BaseGraphs.load(base_dir, threads=1))
+data = np.load(inputs)
+samples = [Raw(data[f"image{i}"] if f"image{i}" in data else None, data[f"audio{i}"] if f"audio{i}" in data else None,
+               int(data["rates"][i]) if f"audio{i}" in data else None) for i in range(len(data["rates"]))]
+answers = head.answer(features.of(samples), top_k=3)
+torch_loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+out.write_text(json.dumps({"torch": torch_loaded, "answers": [[a.classes, a.scores, a.path, a.unknown] for a in answers]}))
+"""
+
+
+def test_a_lite_version_answers_raw_inputs_without_pytorch_as_its_learner_does(tmp_path: Path) -> None:
+    """The lite base holds its audio encoder: a process that imports no PyTorch reads the base and the
+    version's head from files and answers pictures and sounds (pairs, alone, other sample rates, a
+    recording sent with two pictures) as the learner that committed the version answers them."""
+    import subprocess
+    import sys
+
+    from tests.export.conftest import skip_unless_preset
+
+    skip_unless_preset("lite")
+    learner = create_learner("lite", "mcil")
+    learner.learn_task(make_dataset(["red", "green", "blue"], 6, seed=0, image_size=64), ["red", "green", "blue"])
+    meta = export_base(learner.backbone, tmp_path / "base")
+    assert meta["audio"] == "speech+sounds"
+    version = HeadVersion.build(learner, BaseGraphs.load(tmp_path / "base", threads=1))
+    assert version.features is not None  # raw inputs -> features without the learner
+    version.head.write(tmp_path)
+    data = make_dataset(["red", "green", "blue"], 2, seed=5, image_size=48)
+    low_rate = data[3].audio[::2].copy()  # the same tone at 8 kHz
+    probe = ([Sample(image=s.image, audio=s.audio, sample_rate=s.sample_rate) for s in data[:3]]
+             + [Sample(image=data[4].image, audio=data[0].audio, sample_rate=16000),  # data[0]'s recording again
+                Sample(image=data[3].image), Sample(audio=low_rate, sample_rate=8000),
+                Sample(audio=data[5].audio, sample_rate=16000)])
+    arrays = {f"image{i}": s.image for i, s in enumerate(probe) if s.image is not None}
+    arrays.update({f"audio{i}": s.audio for i, s in enumerate(probe) if s.audio is not None})
+    np.savez(tmp_path / "inputs.npz", rates=np.array([s.sample_rate or 0 for s in probe]), **arrays)
+    result = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_TORCH, str(tmp_path / "base"), str(tmp_path),
+                             str(tmp_path / "inputs.npz"), str(tmp_path / "out.json")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["torch"] == []
+    want = learner.predict(probe, top_k=3)
+    assert [a[2] for a in out["answers"]] == [w.path for w in want] == ["av"] * 4 + ["visual", "audio", "audio"]
+    for (classes, scores, _, unknown), w in zip(out["answers"], want):
+        assert tuple(classes) == w.classes and unknown == w.unknown
+        assert max(abs(a - b) for a, b in zip(scores, w.scores)) <= 1e-4
+    assert [p.classes for p in version.predict(probe, top_k=3)] == [w.classes for w in want]

@@ -102,7 +102,7 @@ def reference(speech: Any, waves: np.ndarray) -> torch.Tensor:
     for wave in waves:
         mel = speech.log_mel(wave)  # (frames, 32), the whole clip
         batch = np.stack([mel[w * 8 : w * 8 + WINDOW_FRAMES] for w in range(windows)])[..., None]
-        emb = np.concatenate([speech._embedding.run(None, {"input_1": batch[i : i + 1]})[0] for i in range(windows)])
+        emb = np.concatenate([speech.windows._embedding.run(None, {"input_1": batch[i : i + 1]})[0] for i in range(windows)])
         emb_t = torch.from_numpy(emb.reshape(windows, EMBEDDING_DIM))  # (W, 96)
         nonzero = np.flatnonzero(wave)
         end = nonzero[-1] + 1 if len(nonzero) else 0
@@ -151,7 +151,7 @@ def test_embedding_runs_on_exactly_the_kept_windows(speech: Any, monkeypatch: py
 
     rows: list[int] = []
     mel_samples: list[int] = []
-    embedding_run, mel_run = speech._embedding.run, speech._melspectrogram.run
+    embedding_run, mel_run = speech.windows._embedding.run, speech.windows._melspectrogram.run
 
     def count_rows(outputs: Any, feeds: dict[str, np.ndarray]) -> Any:
         rows.append(len(feeds["input_1"]))
@@ -161,8 +161,8 @@ def test_embedding_runs_on_exactly_the_kept_windows(speech: Any, monkeypatch: py
         mel_samples.append(feeds["input"].shape[1])
         return mel_run(outputs, feeds)
 
-    monkeypatch.setattr(speech._embedding, "run", count_rows)
-    monkeypatch.setattr(speech._melspectrogram, "run", count_samples)
+    monkeypatch.setattr(speech.windows._embedding, "run", count_rows)
+    monkeypatch.setattr(speech.windows._melspectrogram, "run", count_samples)
     out = speech(torch.from_numpy(waves))
     assert out.shape == (32, 192) and torch.isfinite(out).all()
     # All clips' windows go through the embedding model together, WINDOWS_PER_RUN at a time.

@@ -83,7 +83,8 @@ def test_inconsistent_arrays_are_refused_by_the_field_at_fault(make_learner: Cal
 
 
 def test_the_serving_package_imports_no_pytorch() -> None:
-    code = ("import sys, serving.head, serving.base, serving.sessions; "
+    code = ("import sys, serving.head, serving.base, serving.sessions, serving.inputs, serving.speech, "
+            "serving.sounds, serving.features; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
