@@ -208,6 +208,7 @@ class Compiler:
             return None
         log.info("version %d served as its head over base %s (built and checked in %.1f ms)", number,
                  base.digest[:12], 1000 * (time.perf_counter() - started))
+        shutil.rmtree(self.directory(number), ignore_errors=True)  # graphs an earlier release compiled for it
         return version
 
     def _serve_head(self, number: int, learner: "Learner") -> "HeadVersion | None":

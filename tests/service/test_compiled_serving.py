@@ -102,9 +102,13 @@ def test_versions_are_served_as_their_head_over_a_base_compiled_once(
     assert d.client.rollback(1).version == 1 and d.server.daemon.served.runner == HEAD_RUNNER  # at once
     d.stop()
 
+    old = tmp_path / "compiled" / "v0001"  # graphs an earlier release compiled for version 1
+    old.mkdir(parents=True)
+    (old / "compiled.json").write_text("{}")
     with caplog.at_level(logging.INFO, logger="service.compiling"):
         again = start_daemon(config)
     assert again.server.daemon.served.runner == HEAD_RUNNER  # at start, from the base on disk
+    assert not old.exists()
     assert not any("export.base" in r.getMessage() for r in caplog.records)
     assert [c.name for c in again.client.classify(msgs, top_k=4).results[0].classes] == [
         c.name for c in first.results[0].classes]
