@@ -22,7 +22,6 @@ import copy
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from export.child import add_child_arguments, apply_child_arguments, write_synced
 from export.errors import CompileError
 from export.served_graphs import to_onnx
 from model.backbone import TriModalBackbone
@@ -143,24 +143,16 @@ def export_base(backbone: TriModalBackbone, out: Path) -> dict[str, object]:
         differences["sounds"] = worst
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        _write_synced(out / name, data)
+        write_synced(out / name, data)
     meta["largest_difference"] = differences
     meta["sha256"] = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     meta["seconds"] = round(time.perf_counter() - started, 2)
-    _write_synced(out / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())  # last: marks it whole
+    write_synced(out / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())  # last: marks it whole
     return meta
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Builds the image graph of PRESET's base into ``--out``; exit 1 (reason on stderr) if it cannot."""
-    from export.compiled import _exit_with_parent
     from export.onnx import add_weights_argument, configure_logging, parse_weights
     from model.backbone import build_backbone
 
@@ -168,19 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", required=True, help="the backbone preset (tiny, lite, ...)")
     parser.add_argument("--out", required=True, type=Path, help="folder for base.json and image.onnx")
     add_weights_argument(parser)
-    parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: PyTorch's)")
-    parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by this much")
-    parser.add_argument("--parent-pid", type=int, default=None, help="exit as soon as this process is gone")
+    add_child_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging()
-    if args.nice:
-        os.nice(args.nice)
-    if args.parent_pid is not None:
-        _exit_with_parent(args.parent_pid)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads: must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_child_arguments(args, parser)
     try:
         meta = export_base(build_backbone(args.preset, parse_weights(args.weights)), args.out)
     except (CompileError, ValueError, OSError) as exc:

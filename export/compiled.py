@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
+from export.child import add_child_arguments, apply_child_arguments, write_synced
 from export.errors import CompileError
 from export.served_graphs import GRAPH_PATHS, INPUTS, export_graphs, served_paths
 from model.batch import ENCODE_CHUNK
@@ -83,13 +82,6 @@ def state_sha256(learner: "Learner") -> str:
     return digest.hexdigest()
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _check_signature(graph: "onnxruntime.InferenceSession", path: str, classes: int) -> None:
     """Raises CompileError unless ``graph`` takes ``path``'s inputs and scores ``classes`` classes."""
     names = [i.name for i in graph.get_inputs()]
@@ -125,12 +117,12 @@ class CompiledVersion:
     def write(self, directory: Path) -> None:
         """Writes ``compiled.json`` and one ``compiled.<path>.onnx`` per path into ``directory``."""
         for path, data in self.graphs.items():
-            _write_synced(directory / graph_file(path), data)
+            write_synced(directory / graph_file(path), data)
         meta = {"format": FORMAT, "paths": sorted(self.graphs), "classes": self.learner.classes,
                 "state_sha256": state_sha256(self.learner), "compile_seconds": self.compile_seconds,
                 "inputs": {p: list(INPUTS[p]) for p in self.graphs},
                 "graph_sha256": {p: hashlib.sha256(data).hexdigest() for p, data in self.graphs.items()}}
-        _write_synced(directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+        write_synced(directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
 
     @staticmethod
     def present(directory: Path) -> bool:
@@ -222,18 +214,6 @@ class CompiledVersion:
         return torch.cat(out)
 
 
-def _exit_with_parent(pid: int) -> None:
-    """Ends this process (exit 3) within a second of process ``pid`` ending: a daemon killed with -9
-    cannot stop the compile it started, and nobody would read its graphs."""
-
-    def watch() -> None:
-        while os.getppid() == pid:
-            time.sleep(1.0)
-        os._exit(3)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Compiles the saved version in VERSION_DIR into ``--out``; exit 1 (reason on stderr) if it cannot."""
     from export.onnx import add_weights_argument, configure_logging, parse_weights
@@ -243,20 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("version_dir", type=Path, help="a saved version (learner.json and its tensors)")
     parser.add_argument("--out", required=True, type=Path, help="folder for compiled.json and the graphs")
     add_weights_argument(parser)
-    parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: PyTorch's)")
-    parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by this much")
-    parser.add_argument("--parent-pid", type=int, default=None,
-                        help="exit as soon as this process is gone (a daemon killed while compiling)")
+    add_child_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging()
-    if args.nice:
-        os.nice(args.nice)
-    if args.parent_pid is not None:
-        _exit_with_parent(args.parent_pid)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads: must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_child_arguments(args, parser)
     try:
         learner = Learner.load(args.version_dir, weights=parse_weights(args.weights))
         compiled = CompiledVersion.compile(learner)

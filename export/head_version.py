@@ -22,11 +22,9 @@ import numpy as np
 import torch
 
 from export.errors import CompileError
-from model.errors import InvalidInputError
 from model.samples import Prediction, check_top_k, rank
 from serving.features import BaseFeatures
 from serving.head import PATHS, ServedHead, unit_features
-from serving.inputs import InputError
 
 if TYPE_CHECKING:
     from model.learner import Learner
@@ -134,11 +132,7 @@ class HeadVersion:
         """Top-k classes for each sample, as :meth:`model.learner.Learner.predict` answers them."""
         check_top_k(top_k)
         if self.features is not None:
-            try:
-                features = self.features.of(samples)
-            except InputError as exc:
-                raise InvalidInputError(exc.field, exc.problem) from None
-            scores, paths, unknown = self.head.judge(features)
+            scores, paths, unknown = self.head.judge(self.features.of(samples))  # InvalidInputError names a field
         else:
             scores, paths, unknown = self._judge_with_learner(samples)
         # model.samples.rank, as the learner ranks: the same order where scores tie (clamped to 0)

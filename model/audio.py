@@ -15,9 +15,7 @@ import torch
 import torchaudio.functional as AF
 
 from model.errors import InvalidInputError
-
-MIN_SAMPLE_RATE = 8000
-MAX_SAMPLE_RATE = 192000
+from serving.inputs import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_waveform  # noqa: F401  (this module's names too)
 
 
 def decode_audio(data: bytes, field: str = "audio") -> tuple[np.ndarray, int]:
@@ -32,23 +30,6 @@ def decode_audio(data: bytes, field: str = "audio") -> tuple[np.ndarray, int]:
 def load_audio_file(path: str) -> tuple[np.ndarray, int]:
     wave, rate = soundfile.read(path, dtype="float32", always_2d=True)
     return wave.mean(axis=1), int(rate)
-
-
-def check_waveform(wave: np.ndarray, sample_rate: int, field: str = "audio") -> None:
-    if not isinstance(wave, np.ndarray):
-        raise InvalidInputError(field, f"expected a numpy array, got {type(wave).__name__}")
-    if wave.ndim != 1:
-        raise InvalidInputError(field, f"expected a mono waveform of shape (samples,), got {wave.shape}")
-    if wave.size == 0:
-        raise InvalidInputError(field, "empty waveform")
-    if not np.issubdtype(wave.dtype, np.floating):
-        raise InvalidInputError(field, f"expected float samples in [-1, 1], got dtype {wave.dtype}")
-    if not np.isfinite(wave).all():
-        raise InvalidInputError(field, "contains NaN or infinite values")
-    if not isinstance(sample_rate, (int, np.integer)) or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
-        raise InvalidInputError(
-            f"{field}.sample_rate", f"must be an integer in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz, got {sample_rate}"
-        )
 
 
 def fit_length(wave: torch.Tensor, n: int) -> torch.Tensor:

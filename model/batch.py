@@ -18,12 +18,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from model.audio import check_waveform
 from model.backbone import TriModalBackbone
 from model.errors import InvalidInputError
 from model.fusion import FusionOutput
-from model.images import image_to_tensor
 from model.samples import LabeledSample, Sample
+from serving.inputs import check_samples
 
 ENCODE_CHUNK = 16
 """Samples encoded, or run forward at inference, at a time. 16, not more: EfficientNet-Lite0's
@@ -95,14 +94,7 @@ def encode_samples(backbone: TriModalBackbone, samples: Sequence[Sample], field:
     for i, s in enumerate(samples):
         if not isinstance(s, Sample):
             raise InvalidInputError(f"{field}[{i}]", f"expected a Sample, got {type(s).__name__}")
-        if s.image is None and s.audio is None:
-            raise InvalidInputError(f"{field}[{i}]", "has neither an image nor audio")
-        if s.image is not None:
-            image_to_tensor(s.image, field=f"{field}[{i}].image")
-        if s.audio is not None:
-            if s.sample_rate is None:
-                raise InvalidInputError(f"{field}[{i}].sample_rate", "required when audio is given")
-            check_waveform(s.audio, s.sample_rate, field=f"{field}[{i}].audio")
+    check_samples(samples, field)
     n = len(samples)
     has_image = torch.tensor([s.image is not None for s in samples])
     has_audio = torch.tensor([s.audio is not None for s in samples])

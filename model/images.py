@@ -14,31 +14,12 @@ import torch
 from torch.nn import functional as F
 
 from model.errors import InvalidInputError
+from serving.inputs import picture_array
 
 
 def image_to_tensor(image: np.ndarray, field: str = "image") -> torch.Tensor:
-    """One decoded image -> ``(3, H, W)`` float32 in [0, 1]."""
-    if not isinstance(image, np.ndarray):
-        raise InvalidInputError(field, f"expected a numpy array, got {type(image).__name__}")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise InvalidInputError(field, f"expected shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise InvalidInputError(field, f"empty image of shape {image.shape}")
-    if image.dtype == np.uint8:
-        x = torch.tensor(image, dtype=torch.float32) / 255.0
-    elif np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise InvalidInputError(field, "contains NaN or infinite values")
-        if image.min() < 0.0 or image.max() > 1.0:
-            raise InvalidInputError(field, "floating-point pixels must lie in [0, 1]")
-        x = torch.tensor(image, dtype=torch.float32)
-    else:
-        raise InvalidInputError(field, f"unsupported dtype {image.dtype}; use uint8 or float")
-    x = x[:, :, :3] if x.shape[2] == 4 else x
-    x = x.expand(-1, -1, 3) if x.shape[2] == 1 else x
-    return x.permute(2, 0, 1).contiguous()  # (3, H, W)
+    """One decoded image -> ``(3, H, W)`` float32 in [0, 1] (``serving.inputs.picture_array`` checks it)."""
+    return torch.from_numpy(picture_array(image, field))
 
 
 def prepare_images(

@@ -14,25 +14,12 @@ not have (``ServedHead.judge`` reads it so).
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from serving.base import CHUNK, BaseGraphs, BaseGraphsError
-from serving.inputs import InputError, check_waveform, picture_array, prepare_images, prepare_waveforms
-
-
-class RawSample(Protocol):
-    """A decoded picture and/or sound (``model.samples.Sample`` is one)."""
-
-    @property
-    def image(self) -> np.ndarray | None: ...
-
-    @property
-    def audio(self) -> np.ndarray | None: ...
-
-    @property
-    def sample_rate(self) -> int | None: ...
+from serving.inputs import RawSample, check_samples, prepare_images, prepare_waveforms
 
 
 class BaseFeatures:
@@ -50,23 +37,9 @@ class BaseFeatures:
         self.clip_samples = int(m["clip_samples"])
         self.audio_dim = int(m["audio_dim"])
 
-    def check(self, samples: Sequence[RawSample], field: str = "samples") -> None:
-        """Raises :class:`InputError` naming the first sample that cannot be used."""
-        if len(samples) == 0:
-            raise InputError(field, "no samples given")
-        for i, s in enumerate(samples):
-            if s.image is None and s.audio is None:
-                raise InputError(f"{field}[{i}]", "has neither an image nor audio")
-            if s.image is not None:
-                picture_array(s.image, field=f"{field}[{i}].image")
-            if s.audio is not None:
-                if s.sample_rate is None:
-                    raise InputError(f"{field}[{i}].sample_rate", "required when audio is given")
-                check_waveform(s.audio, s.sample_rate, field=f"{field}[{i}].audio")
-
     def of(self, samples: Sequence[RawSample], field: str = "samples") -> dict[str, np.ndarray]:
         """``{"visual": (B, Dv), "audio": (B, Da)}`` float32, NaN rows where a sample lacks the input."""
-        self.check(samples, field)
+        check_samples(samples, field)
         n = len(samples)
         visual = np.full((n, self.base.feature_dim), np.nan, dtype=np.float32)
         audio = np.full((n, self.audio_dim), np.nan, dtype=np.float32)

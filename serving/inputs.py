@@ -10,28 +10,52 @@ resampling; rows first, then columns), then normalised. Sounds are resampled as
 roll-off 0.99; the kernel computed and applied in float32), then zero-padded at the end or
 centre-cropped to the clip length. The two sides agree to float32 rounding (tests/serving/test_inputs.py).
 
-Errors name the field at fault (``InputError``); nothing here imports PyTorch.
+Errors name the field at fault (``model.errors.InvalidInputError``, the learner's own: the model's
+side validates with these functions too); nothing here imports PyTorch.
 """
 
 from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
+from model.errors import InvalidInputError
+
+InputError = InvalidInputError
+"""An input the model cannot take (``field`` names it)."""
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
 
 
-class InputError(ValueError):
-    """An input the model cannot take (``field`` names it)."""
+class RawSample(Protocol):
+    """A decoded picture and/or sound (``model.samples.Sample`` is one)."""
 
-    def __init__(self, field: str, problem: str) -> None:
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}")
+    @property
+    def image(self) -> np.ndarray | None: ...
+
+    @property
+    def audio(self) -> np.ndarray | None: ...
+
+    @property
+    def sample_rate(self) -> int | None: ...
+
+
+def check_samples(samples: Sequence[RawSample], field: str = "samples") -> None:
+    """Raises :class:`InputError` naming the first sample the model cannot take."""
+    if len(samples) == 0:
+        raise InputError(field, "no samples given")
+    for i, s in enumerate(samples):
+        if s.image is None and s.audio is None:
+            raise InputError(f"{field}[{i}]", "has neither an image nor audio")
+        if s.image is not None:
+            picture_array(s.image, field=f"{field}[{i}].image")
+        if s.audio is not None:
+            if s.sample_rate is None:
+                raise InputError(f"{field}[{i}].sample_rate", "required when audio is given")
+            check_waveform(s.audio, s.sample_rate, field=f"{field}[{i}].audio")
 
 
 # -- pictures -------------------------------------------------------------------------------------

