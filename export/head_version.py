@@ -16,6 +16,7 @@ computes the image features.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -118,7 +119,7 @@ class HeadVersion:
         :class:`CompileError`."""
         from export.base import base_digest
 
-        head = served_head(learner)
+        head = replace(served_head(learner), base=base.digest)
         if base.digest != (digest or base_digest(learner.backbone)):
             raise CompileError("base.digest", f"the base's graph is of base {base.digest[:12]}, the learner "
                                "computes its image features with another encoder")

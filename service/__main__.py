@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (server.log_level)")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="set any configuration field; repeatable")
+        p.add_argument("--light", action="store_const", const="true", default=None,
+                       help="answer Classify from a process without PyTorch, learning in a child (server.light)")
     return parser
 
 
@@ -51,7 +53,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {}
     for flag, key in (("listen", "server.listen"), ("metrics_listen", "server.metrics_listen"),
                       ("state_dir", "server.state_dir"), ("preset", "server.preset"),
-                      ("device", "server.device"), ("log_level", "server.log_level")):
+                      ("device", "server.device"), ("log_level", "server.log_level"),
+                      ("light", "server.light")):
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = value
@@ -102,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(dataclasses.asdict(config), indent=2, default=str))
         return 0
     try:
+        if config.server.light:
+            from service.light import serve_light
+
+            return serve_light(config)
         return serve(config)
     except ConfigError as exc:
         print(f"mcild: {exc}", file=sys.stderr)

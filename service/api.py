@@ -16,6 +16,7 @@ from service.errors import Code, InvalidRequest, status_for
 from service.uploads import receive_upload
 
 if TYPE_CHECKING:
+    from service.codec import DecodeLimits
     from service.daemon import Daemon
     from service.jobs import Job
     from service.store import VersionMeta
@@ -116,6 +117,22 @@ def version_message(meta: "VersionMeta", current: int,
     return msg
 
 
+def classify_response(request: mcil_pb2.ClassifyRequest, classify: Callable[[list[Any], int], tuple[int, list[Any]]],
+                      limits: "DecodeLimits", max_samples: int,
+                      decode: Callable[..., Any] = decode_sample) -> mcil_pb2.ClassifyResponse:
+    """A ClassifyRequest decoded (``decode``: to the learner's samples, or to ``codec.RawInput``),
+    answered by ``classify(samples, top_k) -> (version, predictions)``, encoded."""
+    if len(request.samples) > max_samples:
+        raise InvalidRequest("samples", f"at most {max_samples} per request")
+    samples = [decode(f"samples[{i}]", s, limits) for i, s in enumerate(request.samples)]
+    top_k = int(request.top_k) or DEFAULT_TOP_K
+    version, predictions = classify(samples, top_k)
+    response = mcil_pb2.ClassifyResponse(model_version=version)
+    for prediction in predictions:
+        encode_prediction(prediction, response.results.add())
+    return response
+
+
 class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
     """Implements every rpc of ``protos/mcil.proto`` over a :class:`~service.daemon.Daemon`."""
 
@@ -124,16 +141,8 @@ class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
 
     @boundary
     def Classify(self, request: mcil_pb2.ClassifyRequest, context: grpc.ServicerContext) -> mcil_pb2.ClassifyResponse:
-        limits = self.daemon.decode_limits
-        if len(request.samples) > self.daemon.config.limits.max_classify_samples:
-            raise InvalidRequest("samples", f"at most {self.daemon.config.limits.max_classify_samples} per request")
-        samples = [decode_sample(f"samples[{i}]", s, limits) for i, s in enumerate(request.samples)]
-        top_k = int(request.top_k) or DEFAULT_TOP_K
-        version, predictions = self.daemon.classify(samples, top_k)
-        response = mcil_pb2.ClassifyResponse(model_version=version)
-        for prediction in predictions:
-            encode_prediction(prediction, response.results.add())
-        return response
+        return classify_response(request, self.daemon.classify, self.daemon.decode_limits,
+                                 self.daemon.config.limits.max_classify_samples)
 
     @boundary
     def LearnNewClasses(self, request_iterator: Iterator[mcil_pb2.LearnNewClassesRequest],

@@ -170,6 +170,5 @@ class ClassifyBatcher:
 
 
 def _truncate(pred: "Prediction", k: int) -> "Prediction":
-    from model.samples import Prediction
-
-    return Prediction(pred.classes[:k], pred.scores[:k], pred.path, pred.unknown)
+    """The first ``k`` classes of ``pred`` (a ``model.samples.Prediction`` or a ``serving.head.Answer``)."""
+    return type(pred)(pred.classes[:k], pred.scores[:k], pred.path, pred.unknown)

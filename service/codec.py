@@ -170,6 +170,20 @@ def decode_sample(field: str, msg: "mcil_pb2.Sample", limits: DecodeLimits) -> "
     return Sample(image=image, audio=audio, sample_rate=rate)
 
 
+@dataclass(frozen=True)
+class RawInput:
+    """A decoded picture and/or sound, without the model's types (the serving process imports no PyTorch)."""
+
+    image: np.ndarray | None
+    audio: np.ndarray | None
+    sample_rate: int | None
+
+
+def decode_raw(field: str, msg: "mcil_pb2.Sample", limits: DecodeLimits) -> RawInput:
+    """One ``mcil.v1.Sample`` -> :class:`RawInput` (image and/or audio, never neither)."""
+    return RawInput(*_decode_parts(field, msg, limits))
+
+
 def decode_labeled(field: str, label: str, msg: "mcil_pb2.Sample", limits: DecodeLimits) -> "LabeledSample":
     from model.samples import LabeledSample
 

@@ -21,7 +21,9 @@ at all: it is served as its head over its *base* (``export/head_version.py``), t
 encoder compiled once per base into ``<state_dir>/bases/<digest>/`` (``python -m export.base``, in
 the same kind of child process, the first time a daemon serves a version over that base). Once the
 base is on disk, a commit, a rollback or a start serves the version from it within milliseconds
-(its head's arrays, checked against the learner), and nothing is compiled again.
+(its head's arrays, checked against the learner), and nothing is compiled again. The head's arrays
+are also written to ``<state_dir>/heads/vNNNN/`` (``head.npz``, ``head.json``; a temporary folder
+renamed into place), where a serving process without PyTorch reads them (``service/light.py``).
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class Compiler:
                  bases: Path | None = None, preset: str = "") -> None:
         self.root = root
         self.bases = bases if bases is not None else root.parent / "bases"
+        self.heads = root.parent / "heads"
         self.preset = preset
         self._on_ready = on_ready
         self._command_args = list(command_args)
@@ -148,6 +151,11 @@ class Compiler:
         if leftovers and self.bases.is_dir():
             for path in self.bases.iterdir():
                 if path.name.startswith(".tmp-"):
+                    shutil.rmtree(path, ignore_errors=True)
+        if self.heads.is_dir():
+            for path in self.heads.iterdir():
+                if (path.name.startswith(".tmp-") and leftovers) or (not path.name.startswith(".tmp-")
+                                                                   and path.name not in keep):
                     shutil.rmtree(path, ignore_errors=True)
         if not self.root.is_dir():
             return
@@ -209,7 +217,31 @@ class Compiler:
         log.info("version %d served as its head over base %s (built and checked in %.1f ms)", number,
                  base.digest[:12], 1000 * (time.perf_counter() - started))
         shutil.rmtree(self.directory(number), ignore_errors=True)  # graphs an earlier release compiled for it
+        self._write_head(number, version)
         return version
+
+    def _write_head(self, number: int, version: "HeadVersion") -> None:
+        """``heads/vNNNN/``, written whole (a temporary folder renamed into place), unless it is there
+        already for the same base."""
+        from serving.head import HeadDataError, ServedHead
+
+        final = self.heads / self.directory(number).name
+        if final.is_dir():
+            try:
+                if ServedHead.load(final).base == version.head.base:
+                    return
+            except HeadDataError:
+                pass
+            shutil.rmtree(final, ignore_errors=True)
+        tmp = self.heads / f".tmp-{final.name}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir(parents=True)
+            version.head.write(tmp)
+            tmp.rename(final)
+        except OSError as exc:
+            log.warning("cannot write the head of version %d for a serving process: %s", number, exc)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _serve_head(self, number: int, learner: "Learner") -> "HeadVersion | None":
         base = self._base_on_disk(learner)

@@ -60,6 +60,9 @@ class ServerConfig:
     # Serve each committed version as ONNX Runtime graphs (export/compiled.py) when its strategy has a
     # statistics head and the learner is on the CPU; otherwise, or off, the hybrid path (runner above).
     compiled: bool = True
+    # serve Classify from a process that never imports PyTorch, the daemon itself running as its
+    # learner child (service/light.py; lite only); off: one process does both
+    light: bool = False
     max_workers: int = 32  # gRPC threads; each open WatchJob stream or upload holds one
     max_open_streams: int = 24  # uploads + watches open at once; the other threads stay for Classify, health
     grace_seconds: float = 10.0

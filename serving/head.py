@@ -86,6 +86,7 @@ class ServedHead:
     weights: dict[str, np.ndarray]
     thresholds: dict[str, np.ndarray]
     mix: dict[str, float]
+    base: str = ""  # the digest of the base whose features it reads (serving/base.py), when known
     source: str = field(default="", compare=False)  # what it was read from, for error messages
     _expansions64: dict[str, np.ndarray | None] = field(default_factory=dict, init=False, repr=False, compare=False)
     _weights64: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -209,7 +210,7 @@ class ServedHead:
             f.flush()
             os.fsync(f.fileno())
         meta = {"format": FORMAT, "kind": self.kind, "classes": list(self.classes), "input_dims": self.input_dims,
-                "mix": self.mix, "arrays_sha256": hashlib.sha256(arrays.read_bytes()).hexdigest()}
+                "mix": self.mix, "base": self.base, "arrays_sha256": hashlib.sha256(arrays.read_bytes()).hexdigest()}
         with open(directory / META_FILE, "w") as f:
             f.write(json.dumps(meta, indent=2, sort_keys=True))
             f.flush()
@@ -241,7 +242,8 @@ class ServedHead:
                        expansions={p: arrays.get(f"{p}.expansion") for p in PATHS},
                        weights={p: arrays[f"{p}.weights"] for p in PATHS if f"{p}.weights" in arrays},
                        thresholds={p: arrays[f"{p}.thresholds"] for p in PATHS if f"{p}.thresholds" in arrays},
-                       mix={str(p): float(w) for p, w in meta["mix"].items()}, source=str(directory))
+                       mix={str(p): float(w) for p, w in meta["mix"].items()}, base=str(meta.get("base", "")),
+                       source=str(directory))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, HeadDataError):
                 raise

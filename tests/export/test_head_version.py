@@ -18,7 +18,7 @@ import pytest
 from export.base import base_digest, export_base
 from export.errors import CompileError
 from export.head_version import HeadVersion
-from model.backbone import TriModalBackbone
+from model.backbone import TriModalBackbone, build_backbone
 from model.learner import create_learner
 from model.samples import Sample
 from model.synthetic import make_dataset
@@ -55,7 +55,7 @@ def test_a_base_of_other_weights_or_damaged_is_refused_by_name(tiny_backbone: Tr
     with pytest.raises(BaseGraphsError) as caught:
         BaseGraphs.load(tiny_base, threads=1, digest="0" * 64)
     assert caught.value.field == f"{META_FILE}.digest"
-    other = copy.deepcopy(tiny_backbone)
+    other = build_backbone("tiny")  # not a copy: copies share the frozen tensors with the session's backbone
     next(other.image.frozen_modules()[0].parameters()).data.add_(0.01)  # another encoder
     learner = create_learner("tiny", "mcil", backbone=other)
     learner.learn_task(make_dataset(["red", "green"], 8, seed=0), ["red", "green"])

@@ -1,0 +1,415 @@
+"""``python -m service serve --light``: Classify answered by a process that never imports PyTorch.
+
+    this process (the serving process)              a child: the learner (python -m service serve)
+    gRPC on server.listen, TLS and tokens as set    gRPC on 127.0.0.1:<free port>, TLS off
+    Classify: the served version's head             learning, jobs, versions, rollback, model info,
+      (heads/vNNNN) over its base (bases/<digest>)    metrics on server.metrics_listen
+    every other rpc: forwarded with its metadata
+    health, reflection
+
+The learner child is the daemon as it is without ``--light``: it learns, commits, and writes each
+served version's head (``service/compiling.py``). This process watches ``<state_dir>/current`` and
+swaps in the head of the version it names as soon as that head is on disk (``serving/head.py``,
+``serving/base.py``, ``serving/features.py``: NumPy and ONNX Runtime only), so its memory is that of
+gRPC, NumPy, ONNX Runtime and the base's graphs. A learner that crashes or is killed takes nothing
+with it: Classify goes on answering from the last head; forwarded calls get UNAVAILABLE until the
+child, started again at once, is back. The learner runs at a lower CPU priority (nice 10), so that
+Classify keeps the cores while a job learns. Only versions served as their head over a base answer here
+(``lite``, whose base holds its audio encoder); for any other the child's own path is the only one,
+so ``--light`` refuses to start with another preset. Stopping (SIGTERM) stops the child too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from service.config import ServiceConfig
+from service.errors import ConfigError, FailedPrecondition, Unavailable
+
+if TYPE_CHECKING:
+    import grpc
+
+    from serving.base import BaseGraphs
+    from serving.features import BaseFeatures
+    from serving.head import Answer, ServedHead
+    from serving.inputs import RawSample
+
+log = logging.getLogger(__name__)
+
+LIGHT_PRESETS = ("lite",)
+"""Presets whose base holds every encoder, so that a version answers without PyTorch."""
+WATCH_SECONDS = 0.05
+RESTART_SECONDS = 1.0
+FORWARDED_HEADERS = ("authorization",)
+LEARNER_NICE = 10
+"""The learner child's lower CPU priority: Classify keeps the cores it needs while a job learns."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LightVersion:
+    """A committed version as this process serves it: its head over its base's graphs."""
+
+    number: int
+    head: "ServedHead | None"  # None: nothing learned yet (version 0)
+    features: "BaseFeatures | None"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.head.classes) if self.head is not None else []
+
+    def predict(self, samples: Sequence["RawSample"], top_k: int) -> list["Answer"]:
+        if self.head is None or self.features is None:
+            raise FailedPrecondition("no classes learned yet")
+        return self.head.answer(self.features.of(samples), top_k)
+
+
+class HeadWatcher:
+    """Keeps ``slot`` on the version ``<state_dir>/current`` names, once its head is on disk."""
+
+    def __init__(self, state_dir: Path, slot: Any, threads: int) -> None:
+        self.state_dir = state_dir
+        self.slot = slot
+        self.threads = threads
+        self._bases: dict[str, tuple["BaseGraphs", "BaseFeatures"]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mcil-heads", daemon=True)
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def current(self) -> int:
+        try:
+            text = (self.state_dir / "current").read_text().strip()
+        except OSError:
+            return 0
+        return int(text) if text.isdigit() else 0
+
+    def refresh(self) -> None:
+        """Swaps in the version ``current`` names when its head is there (else keeps the one served)."""
+        from serving.base import BaseGraphs, BaseGraphsError
+        from serving.features import BaseFeatures
+        from serving.head import HeadDataError, ServedHead
+
+        number = self.current()
+        if number == self.slot.current.number:
+            return
+        if number == 0:
+            self.slot.swap(LightVersion(0, None, None))
+            log.info("serving version 0 (nothing learned)")
+            return
+        folder = self.state_dir / "heads" / f"v{number:04d}"
+        if not ServedHead.present(folder):
+            return  # the learner writes it within milliseconds of the commit (the first base: seconds)
+        try:
+            head = ServedHead.load(folder)
+            if head.base not in self._bases:
+                base = BaseGraphs.load(self.state_dir / "bases" / head.base, self.threads, head.base)
+                self._bases = {head.base: (base, BaseFeatures(base))}  # one base at a time
+        except (HeadDataError, BaseGraphsError) as exc:
+            log.error("version %d cannot be served here (%s); still serving version %d", number, exc,
+                      self.slot.current.number)
+            return
+        self.slot.swap(LightVersion(number, head, self._bases[head.base][1]))
+        log.info("serving version %d (%d classes) as its head over base %s", number, len(head.classes),
+                 head.base[:12])
+
+    def _run(self) -> None:
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - the watcher must outlive a bad file
+                log.exception("cannot refresh the served head")
+
+
+class LearnerChild:
+    """The learner daemon in a child process, started again whenever it ends (module docstring)."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        server = dataclasses.replace(config.server, listen="127.0.0.1:0", light=False)
+        security = dataclasses.replace(config.security, tls_cert=None, tls_key=None, tls_client_ca=None)
+        child = dataclasses.replace(config, server=server, security=security)
+        self.config_file = Path(config.server.state_dir) / ".learner-config.json"
+        self.config_file.write_text(json.dumps(dataclasses.asdict(child), default=str))
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._channel: "grpc.Channel | None" = None
+        self._stub: Any = None
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="mcil-learner", daemon=True)
+        self.started = threading.Event()  # set each time the child listens
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stub(self) -> Any:
+        """The child's ContinualLearner stub; Unavailable while it (re)starts."""
+        with self._lock:
+            if self._stub is None:
+                raise Unavailable("the learner is starting; retry in a few seconds")
+            return self._stub
+
+    def close(self, grace: float) -> None:
+        self._closing.set()
+        with self._lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=grace + 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._thread.join(timeout=5)
+        self.config_file.unlink(missing_ok=True)
+
+    def _supervise(self) -> None:
+        while not self._closing.is_set():
+            self._run_once()
+            if not self._closing.wait(RESTART_SECONDS):
+                log.warning("the learner stopped; starting it again")
+
+    def _run_once(self) -> None:
+        import grpc
+
+        from service._proto import mcil_pb2_grpc
+
+        command = [sys.executable, "-m", "service", "serve", "--config", os.fspath(self.config_file)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=None, preexec_fn=_end_with_parent)
+        with self._lock:
+            self._process = process
+        assert process.stdout is not None
+        for raw in process.stdout:  # "mcild listening on port N" once it serves
+            line = raw.decode(errors="replace").strip()
+            if line.startswith("mcild listening on port "):
+                size = 1 << 30
+                channel = grpc.insecure_channel(f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}",
+                                                options=[("grpc.max_receive_message_length", size),
+                                                         ("grpc.max_send_message_length", size)])
+                with self._lock:
+                    self._channel, self._stub = channel, mcil_pb2_grpc.ContinualLearnerStub(channel)  # type: ignore[no-untyped-call]
+                self.started.set()
+                log.info("the learner (pid %d) listens on %s", process.pid, line.rsplit(" ", 1)[1])
+        code = process.wait()
+        with self._lock:
+            channel, self._channel, self._stub = self._channel, None, None
+        self.started.clear()
+        if channel is not None:
+            channel.close()
+        if not self._closing.is_set():
+            log.error("the learner (pid %d) ended with %s", process.pid, code)
+
+
+def _end_with_parent() -> None:
+    """In the learner child, before it runs: a SIGTERM when this process ends, even killed with -9
+    (Linux's parent-death signal), so that no learner outlives its serving process; and a lower CPU
+    priority (``LEARNER_NICE``)."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.nice(LEARNER_NICE)
+
+
+def _metadata(context: "grpc.ServicerContext") -> list[tuple[str, str]]:
+    return [(k, v) for k, v in context.invocation_metadata() if k in FORWARDED_HEADERS]
+
+
+def _timeout(context: "grpc.ServicerContext") -> float | None:
+    left = context.time_remaining()
+    return left if left is not None and math.isfinite(left) and left < 1e6 else None
+
+
+def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any]) -> Any:
+    """A ContinualLearner servicer: ``classify(request) -> response`` answers Classify, the child every
+    other rpc."""
+    import grpc
+
+    from service._proto import mcil_pb2_grpc
+    from service.api import boundary
+
+    def unary(name: str) -> Callable[..., Any]:
+        @boundary
+        def call(self: Any, request: Any, context: "grpc.ServicerContext") -> Any:
+            try:
+                return getattr(child.stub(), name)(request, metadata=_metadata(context), timeout=_timeout(context))
+            except grpc.RpcError as exc:
+                context.abort(exc.code(), exc.details() or "")
+
+        return call
+
+    def watch(self: Any, request: Any, context: "grpc.ServicerContext") -> Iterator[Any]:
+        try:
+            call = child.stub().WatchJob(request, metadata=_metadata(context), timeout=_timeout(context))
+        except Unavailable as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+        context.add_callback(call.cancel)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED or context.is_active():
+                context.abort(exc.code(), exc.details() or "")
+
+    methods: dict[str, Any] = {name: unary(name) for name in
+                               ("LearnNewClasses", "GetJob", "CancelJob", "ListClasses", "GetModelInfo",
+                                "ListVersions", "Rollback")}
+    methods["WatchJob"] = watch
+
+    @boundary
+    def classify_call(self: Any, request: Any, context: "grpc.ServicerContext") -> Any:
+        return classify(request)
+
+    methods["Classify"] = classify_call
+    return type("ForwardingServicer", (mcil_pb2_grpc.ContinualLearnerServicer,), methods)()
+
+
+class LightServer:
+    """The serving process (module docstring): its gRPC server, the head watcher and the learner child."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        if config.server.preset not in LIGHT_PRESETS:
+            raise ConfigError("server.preset", f"--light serves {list(LIGHT_PRESETS)} only: a "
+                              f"{config.server.preset!r} base does not hold its audio encoder")
+        if not config.server.compiled:
+            raise ConfigError("server.compiled", "--light serves versions as their head over a base: "
+                              "server.compiled must be true")
+        self.config = config
+        self.state_dir = Path(config.server.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.child = LearnerChild(config)
+        self._stopped = threading.Event()
+        self._done = threading.Event()
+
+    def start(self) -> int:
+        """Starts the learner, the head watcher and the gRPC server; returns the gRPC port."""
+        from concurrent import futures
+
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        from service._proto import mcil_pb2, mcil_pb2_grpc
+        from service.auth import Tokens, auth_interceptor
+        from service.batching import ClassifyBatcher
+        from service.codec import DecodeLimits
+        from service.config import parse_address
+        from service.interceptors import observability_interceptor, parsing_interceptor
+        from service.metrics import ServiceMetrics
+        from service.server import server_credentials
+        from service.serving import ModelSlot
+
+        config = self.config
+        self.limits = DecodeLimits(max_image_pixels=config.limits.max_image_pixels,
+                                   max_audio_seconds=config.limits.max_audio_seconds,
+                                   min_audio_seconds=config.limits.min_audio_seconds)
+        self.metrics = ServiceMetrics()
+        self.slot = ModelSlot(LightVersion(0, None, None))  # type: ignore[arg-type]
+        self.watcher = HeadWatcher(self.state_dir, self.slot, threads=max(1, os.cpu_count() or 1))
+        self.watcher.start()
+        b = config.batching
+        self.batcher = ClassifyBatcher(self.slot, self.metrics, max_batch_size=b.max_batch_size,
+                                       max_delay_ms=b.max_delay_ms, max_queue=b.max_queue, workers=b.workers)
+        self.child.start()
+        tokens = Tokens.from_config(config.security)
+        size = config.limits.max_message_bytes
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.server.max_workers, thread_name_prefix="mcil-rpc"),
+            interceptors=[observability_interceptor(self.metrics), auth_interceptor(tokens, self.metrics),
+                          parsing_interceptor()],
+            options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
+                     ("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=config.server.max_workers * 8)
+        servicer = forwarding_servicer(self.child, self._classify)
+        mcil_pb2_grpc.add_ContinualLearnerServicer_to_server(servicer, self.grpc_server)  # type: ignore[no-untyped-call]
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        names = (mcil_pb2.DESCRIPTOR.services_by_name["ContinualLearner"].full_name, health.SERVICE_NAME,
+                 reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self.grpc_server)
+        host, port = parse_address("server.listen", config.server.listen)
+        credentials = server_credentials(config)
+        address = f"{host}:{port}"
+        try:
+            bound = (self.grpc_server.add_secure_port(address, credentials) if credentials
+                     else self.grpc_server.add_insecure_port(address))
+        except RuntimeError:
+            bound = 0
+        if bound == 0:
+            self.close(0)
+            raise ConfigError("server.listen", f"cannot listen on {config.server.listen}")
+        self.grpc_server.start()
+        for name in ("", "mcil.v1.ContinualLearner"):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        log.info("serving process on %s:%d (version %d); PyTorch %s", host, bound, self.slot.current.number,
+                 "NOT loaded" if not loaded else f"loaded ({loaded[:3]})")
+        return int(bound)
+
+    def _classify(self, request: Any) -> Any:
+        from service.api import classify_response
+        from service.codec import decode_raw
+        from service.errors import InvalidRequest
+
+        if not request.samples:
+            raise InvalidRequest("samples", "give at least one sample")
+        return classify_response(request, self.batcher.submit, self.limits, self.config.limits.max_classify_samples,
+                                 decode=decode_raw)
+
+    def close(self, grace: float) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if hasattr(self, "health"):
+            self.health.enter_graceful_shutdown()
+        if hasattr(self, "grpc_server"):
+            self.grpc_server.stop(grace).wait()
+        if hasattr(self, "batcher"):
+            self.batcher.close()
+        if hasattr(self, "watcher"):
+            self.watcher.close()
+        self.child.close(grace)
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Blocks until :meth:`close` has finished (``True``) or ``timeout`` passed."""
+        return self._done.wait(timeout)
+
+
+def serve_light(config: ServiceConfig) -> int:
+    """Runs the serving process until SIGTERM or SIGINT (``python -m service serve --light``)."""
+    import signal
+
+    server = LightServer(config)
+    port = server.start()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.info("received %s", signal.Signals(signum).name)
+            threading.Thread(target=server.close, args=(config.server.grace_seconds,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"mcild listening on port {port}", flush=True)
+    while not server.wait(timeout=1.0):
+        pass
+    return 0

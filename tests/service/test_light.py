@@ -1,0 +1,85 @@
+"""``python -m service serve --light``: a serving process without PyTorch, the daemon as its learner child.
+
+A real serving process (``lite``) on loopback: it learns through its child, answers Classify from the
+committed version's head as the learner that committed it answers, never loads PyTorch (its memory
+maps no libtorch; the learner's does), keeps answering while its learner is killed, starts the learner
+again, and serves the next commit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from model.samples import Sample
+from service._proto import mcil_pb2
+from service.chaos.process import DaemonProcess
+from service.client import sample_from_arrays
+from tests.export.conftest import skip_unless_preset
+from tests.service.conftest import examples, task_data
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _maps_torch(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _until(what: str, check: "object", timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception:  # noqa: BLE001 - not yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{what} within {timeout:g} s")
+
+
+def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner(tmp_path: Path) -> None:
+    from model.learner import Learner
+
+    skip_unless_preset("lite")
+    state = tmp_path / "state"
+    d = DaemonProcess(state, preset="lite", settings={"server.light": "true"}, start_timeout=300,
+                      log_path=tmp_path / "light.log")
+    try:
+        client = d.client
+        _until("the learner listens", lambda: client.model_info().preset == "lite", 300)
+        learner_pid = _children(d.pid)[0]
+        reply = client.learn(["red", "green"], examples(task_data(["red", "green"], per_class=6)))
+        assert client.wait(reply.job_id, timeout=600).state == mcil_pb2.JOB_STATE_SUCCEEDED
+        data = task_data(["red", "green"], per_class=2, seed=9)
+        probe = [Sample(image=s.image, audio=s.audio, sample_rate=s.sample_rate) for s in data]
+        probe += [Sample(image=data[0].image), Sample(audio=data[1].audio, sample_rate=16000)]
+        msgs = [sample_from_arrays(s.image, s.audio, s.sample_rate) for s in probe]
+        _until("version 1 is served", lambda: client.classify(msgs, top_k=2).model_version == 1, 300)
+
+        assert not _maps_torch(d.pid) and _maps_torch(learner_pid)  # PyTorch lives in the learner only
+        want = Learner.load(state / "versions" / "000001").predict(probe, top_k=2)
+        got = client.classify(msgs, top_k=2).results
+        for result, expected in zip(got, want):
+            assert [c.name for c in result.classes] == list(expected.classes) and result.unknown == expected.unknown
+            assert max(abs(c.score - s) for c, s in zip(result.classes, expected.scores)) <= 1e-4
+
+        os.kill(learner_pid, signal.SIGKILL)  # the learner dies: Classify goes on
+        assert client.classify(msgs, top_k=2).model_version == 1
+        _until("the learner is started again", lambda: _children(d.pid) and _children(d.pid)[0] != learner_pid
+               and client.model_info().version == 1, 300)
+        reply = client.learn(["blue"], examples(task_data(["blue"], per_class=6, first_index=2)))
+        assert client.wait(reply.job_id, timeout=600).state == mcil_pb2.JOB_STATE_SUCCEEDED
+        _until("version 2 is served", lambda: client.classify(msgs, top_k=3).model_version == 2, 30)
+        assert not _maps_torch(d.pid)
+        second = _children(d.pid)[0]
+        assert d.terminate() == 0  # a graceful stop stops the learner too
+        _until("the learner has stopped", lambda: not Path(f"/proc/{second}").exists(), 60)
+    finally:
+        d.close()
