@@ -11,10 +11,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from model.errors import InvalidInputError
 from serving.inputs import picture_array
+from serving.inputs import prepare_images as serve_images
 
 
 def image_to_tensor(image: np.ndarray, field: str = "image") -> torch.Tensor:
@@ -28,16 +27,7 @@ def prepare_images(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> torch.Tensor:
-    """Decoded images -> ``(B, 3, size, size)``, resized and normalised."""
-    if len(images) == 0:
-        raise InvalidInputError("images", "no images given")
-    out = []
-    for i, image in enumerate(images):
-        x = image_to_tensor(image, field=f"images[{i}]")[None]  # (1, 3, H, W)
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(x)
-    batch = torch.cat(out)  # (B, 3, size, size)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    return (batch - m) / s
+    """Decoded images -> ``(B, 3, size, size)``, resized (bilinear, antialiased, as PyTorch's
+    ``interpolate``) and normalised. Computed by ``serving.inputs.prepare_images``, so that the learner
+    and a serving process without PyTorch prepare a picture bit for bit alike."""
+    return torch.from_numpy(serve_images(images, size, mean, std))

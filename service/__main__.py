@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from service.errors import ConfigError, ServiceError
 
@@ -67,16 +67,26 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def serve(config: Any) -> int:
-    from service.server import create_server
+    """Runs the daemon (with ``server.light``, its serving process: service/light.py) until SIGTERM or SIGINT."""
+    stop: Callable[[], None]
+    if config.server.light:
+        from service.light import LightServer
 
-    server, port = create_server(config)
+        server: Any = LightServer(config)
+        port = server.start()
+        stop = lambda: server.close(config.server.grace_seconds)  # noqa: E731
+    else:
+        from service.server import create_server
+
+        server, port = create_server(config)
+        stop = server.stop
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         if not stopping.is_set():
             stopping.set()
             log.info("received %s", signal.Signals(signum).name)
-            threading.Thread(target=server.stop, name="mcil-stop", daemon=True).start()
+            threading.Thread(target=stop, name="mcil-stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -105,10 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(dataclasses.asdict(config), indent=2, default=str))
         return 0
     try:
-        if config.server.light:
-            from service.light import serve_light
-
-            return serve_light(config)
         return serve(config)
     except ConfigError as exc:
         print(f"mcild: {exc}", file=sys.stderr)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from service.config import ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, Unavailable
+from service.store import read_current
 
 if TYPE_CHECKING:
     import grpc
@@ -91,20 +92,13 @@ class HeadWatcher:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def current(self) -> int:
-        try:
-            text = (self.state_dir / "current").read_text().strip()
-        except OSError:
-            return 0
-        return int(text) if text.isdigit() else 0
-
     def refresh(self) -> None:
         """Swaps in the version ``current`` names when its head is there (else keeps the one served)."""
         from serving.base import BaseGraphs, BaseGraphsError
         from serving.features import BaseFeatures
         from serving.head import HeadDataError, ServedHead
 
-        number = self.current()
+        number = read_current(self.state_dir)
         if number == self.slot.current.number:
             return
         if number == 0:
@@ -124,8 +118,8 @@ class HeadWatcher:
                       self.slot.current.number)
             return
         self.slot.swap(LightVersion(number, head, self._bases[head.base][1]))
-        log.info("serving version %d (%d classes) as its head over base %s", number, len(head.classes),
-                 head.base[:12])
+        log.info("serving version %d (%d classes) as its head over base %s; PyTorch %s", number,
+                 len(head.classes), head.base[:12], pytorch_state())
 
     def _run(self) -> None:
         while not self._stop.wait(WATCH_SECONDS):
@@ -215,6 +209,12 @@ class LearnerChild:
             channel.close()
         if not self._closing.is_set():
             log.error("the learner (pid %d) ended with %s", process.pid, code)
+
+
+def pytorch_state() -> str:
+    """``"not loaded"``, or which of PyTorch's modules this process has imported (it should have none)."""
+    loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+    return "not loaded" if not loaded else f"LOADED ({', '.join(loaded[:3])})"
 
 
 def _end_with_parent() -> None:
@@ -358,9 +358,8 @@ class LightServer:
         self.grpc_server.start()
         for name in ("", "mcil.v1.ContinualLearner"):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
         log.info("serving process on %s:%d (version %d); PyTorch %s", host, bound, self.slot.current.number,
-                 "NOT loaded" if not loaded else f"loaded ({loaded[:3]})")
+                 pytorch_state())
         return int(bound)
 
     def _classify(self, request: Any) -> Any:
@@ -391,25 +390,3 @@ class LightServer:
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks until :meth:`close` has finished (``True``) or ``timeout`` passed."""
         return self._done.wait(timeout)
-
-
-def serve_light(config: ServiceConfig) -> int:
-    """Runs the serving process until SIGTERM or SIGINT (``python -m service serve --light``)."""
-    import signal
-
-    server = LightServer(config)
-    port = server.start()
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if not stopping.is_set():
-            stopping.set()
-            log.info("received %s", signal.Signals(signum).name)
-            threading.Thread(target=server.close, args=(config.server.grace_seconds,), daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(f"mcild listening on port {port}", flush=True)
-    while not server.wait(timeout=1.0):
-        pass
-    return 0

@@ -237,11 +237,7 @@ class StateStore:
 
     def current_version(self) -> int:
         """The number in ``current`` (0 when nothing was committed yet)."""
-        try:
-            text = (self.root / "current").read_text().strip()
-        except FileNotFoundError:
-            return 0
-        return int(text) if text.isdigit() else 0
+        return read_current(self.root)
 
     def set_current(self, number: int) -> None:
         """The commit point: atomically make ``number`` the served version."""
@@ -403,3 +399,12 @@ class StateStore:
 
 def now() -> float:
     return time.time()
+
+
+def read_current(root: Path) -> int:
+    """The served version number in ``root/current`` (0 when nothing was committed yet)."""
+    try:
+        text = (Path(root) / "current").read_text().strip()
+    except FileNotFoundError:
+        return 0
+    return int(text) if text.isdigit() else 0

@@ -78,6 +78,8 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
         assert client.wait(reply.job_id, timeout=600).state == mcil_pb2.JOB_STATE_SUCCEEDED
         _until("version 2 is served", lambda: client.classify(msgs, top_k=3).model_version == 2, 30)
         assert not _maps_torch(d.pid)
+        swaps = [line for line in d.log_tail(400).splitlines() if "service.light: serving version" in line]
+        assert len(swaps) == 2 and all(line.endswith("PyTorch not loaded") for line in swaps)  # its sys.modules
         second = _children(d.pid)[0]
         assert d.terminate() == 0  # a graceful stop stops the learner too
         _until("the learner has stopped", lambda: not Path(f"/proc/{second}").exists(), 60)

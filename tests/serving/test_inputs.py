@@ -1,18 +1,21 @@
-"""``serving/inputs.py`` prepares pictures and sounds as the learner's PyTorch code does (to float32 rounding).
+"""``serving/inputs.py`` prepares pictures and sounds as PyTorch and torchaudio do (to float32 rounding).
 
-Pictures of many shapes (grey, alpha, larger and smaller than the model's input), sounds at the rates
-people send (8 to 48 kHz), against ``model/images.py`` and ``model/audio.py``; bad inputs are refused
-by the field at fault.
+The learner prepares its inputs with these functions too (``model/images.py``, ``model/audio.py``), so
+they are held to the references they replace: ``torch.nn.functional.interpolate`` (bilinear,
+antialiased) for pictures of many shapes (grey, alpha, larger and smaller than the model's input),
+``torchaudio.functional.resample`` for sounds at the rates people send (8 to 48 kHz). Bad inputs are
+refused by the field at fault.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torchaudio.functional as AF
+from torch.nn import functional as F
 
-from model.audio import prepare_waveforms as torch_waveforms
-from model.images import prepare_images as torch_images
-from serving.inputs import InputError, prepare_images, prepare_waveforms
+from serving.inputs import InputError, fit_length, picture_array, prepare_images, prepare_waveforms
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -21,7 +24,10 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def test_pictures_are_resized_and_normalised_as_pytorch_does(shape: tuple[int, ...]) -> None:
     rng = np.random.default_rng(0)
     for picture in (rng.integers(0, 256, shape, dtype=np.uint8), rng.random(shape).astype(np.float32)):
-        want = torch_images([picture], 160, MEAN, STD).numpy()
+        x = torch.from_numpy(picture_array(picture))[None]
+        if x.shape[-2:] != (160, 160):
+            x = F.interpolate(x, size=(160, 160), mode="bilinear", antialias=True, align_corners=False)
+        want = ((x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)).numpy()
         got = prepare_images([picture], 160, MEAN, STD)
         assert got.shape == want.shape == (1, 3, 160, 160) and got.dtype == np.float32
         assert np.abs(got - want).max() <= 2e-6  # values up to about 2.6: float32 rounding
@@ -31,7 +37,8 @@ def test_pictures_are_resized_and_normalised_as_pytorch_does(shape: tuple[int, .
                                            (44100, 220500), (48000, 48000)])
 def test_sounds_are_resampled_and_fitted_as_torchaudio_does(rate: int, samples: int) -> None:
     wave = (np.random.default_rng(rate).standard_normal(samples) * 0.1).astype(np.float32)
-    want = torch_waveforms([wave], [rate], 16000, 80000).numpy()
+    resampled = AF.resample(torch.from_numpy(wave), rate, 16000) if rate != 16000 else torch.from_numpy(wave)
+    want = fit_length(resampled.numpy(), 80000)[None]
     got = prepare_waveforms([wave], [rate], 16000, 80000)
     assert got.shape == want.shape == (1, 80000)
     assert np.abs(got - want).max() <= 1e-6
