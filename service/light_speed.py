@@ -24,15 +24,17 @@ from typing import Any, Sequence
 from service.classify_speed import DEFAULT_DATA, _samples, drive
 
 
-def _rss_mib(pid: int) -> float:
+def _rss_mib(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
 def _learner(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+    """The learner child of serving process ``pid`` (started by one of its threads)."""
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    return children[0]
 
 
 def measure(data: Path, requests: int) -> dict[str, Any]:
@@ -64,7 +66,12 @@ def measure(data: Path, requests: int) -> dict[str, Any]:
             job = client.wait(client.learn(names[:-1], upload["first"]).job_id, timeout=3600)
             if job.state != mcil_pb2.JOB_STATE_SUCCEEDED:
                 raise RuntimeError(f"the first task was not committed: {job.message}")
-            while client.classify(pairs[:1]).model_version != job.committed_version:
+            while True:  # the first version over a base waits for the base to be built
+                try:
+                    if client.classify(pairs[:1]).model_version == job.committed_version:
+                        break
+                except Exception:  # noqa: BLE001 - nothing served yet
+                    pass
                 time.sleep(0.2)
             time.sleep(2)
             out["idle_rss_mib"] = {"serving": _rss_mib(daemon.pid), "learner": _rss_mib(_learner(daemon.pid))}
@@ -90,6 +97,7 @@ def measure(data: Path, requests: int) -> dict[str, Any]:
                                               "p50_ms": 1000 * statistics.median(latencies),
                                               "p99_ms": 1000 * percentile(latencies, 99)}
             out["second_task"] = job.state == mcil_pb2.JOB_STATE_SUCCEEDED
+            out["learner_peak_rss_mib"] = _rss_mib(_learner(daemon.pid), "VmHWM")
         finally:
             daemon.terminate()
             daemon.close()
@@ -102,6 +110,7 @@ def render(r: dict[str, Any]) -> str:
         f"Measured with `python -m service.light_speed` on: {r['machine']}; inputs: {r['inputs']}.", "",
         "| | serving process | learner child |", "| --- | --- | --- |",
         f"| resident when idle (VmRSS) | {r['idle_rss_mib']['serving']:.0f} MiB | {r['idle_rss_mib']['learner']:.0f} MiB |",
+        f"| peak after two tasks (VmHWM) | | {r['learner_peak_rss_mib']:.0f} MiB |",
         "", "| Classify over gRPC, one pair a request | p50 | p99 | pairs/s |", "| --- | --- | --- | --- |",
         f"| 1 client, idle | {idle['p50_ms']:.1f} ms | {idle['p99_ms']:.1f} ms | {idle['pairs_per_second']:.0f} |",
         f"| 1 client, while the learner learns a task ({busy['seconds']:.0f} s, {busy['requests']} requests) | "
