@@ -2,10 +2,10 @@
 
     this process (the serving process)              a child: the learner (python -m service serve)
     gRPC on server.listen, TLS and tokens as set    gRPC on 127.0.0.1:<free port>, TLS off
-    Classify: the served version's head             learning, jobs, versions, rollback, model info,
-      (heads/vNNNN) over its base (bases/<digest>)    metrics on server.metrics_listen
-    every other rpc: forwarded with its metadata
-    health, reflection
+    Classify: the served version's head             learning, jobs, versions, rollback, model info
+      (heads/vNNNN) over its base (bases/<digest>)  (service/learner_child.py)
+    every other rpc: forwarded with its metadata    /metrics on a private loopback port
+    health, reflection, /metrics (its own and the learner's)
 
 The learner child is the daemon as it is without ``--light``: it learns, commits, and writes each
 served version's head (``service/compiling.py``). This process watches ``<state_dir>/current`` and
@@ -17,23 +17,25 @@ child, started again at once, is back. The learner runs at a lower CPU priority 
 Classify keeps the cores while a job learns. Only versions served as their head over a base answer here
 (``lite``, whose base holds its audio encoder); for any other the child's own path is the only one,
 so ``--light`` refuses to start with another preset. Stopping (SIGTERM) stops the child too.
+``/metrics`` (``server.metrics_listen``) is served here: this process's request and Classify series
+and the learner's others, read from the learner's private endpoint (``service/light_metrics.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from service.codec import PATH_TO_PROTO
 from service.config import ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, Unavailable
+from service.learner_child import LearnerChild, free_port
 from service.store import read_current
 
 if TYPE_CHECKING:
@@ -49,10 +51,8 @@ log = logging.getLogger(__name__)
 LIGHT_PRESETS = ("lite",)
 """Presets whose base holds every encoder, so that a version answers without PyTorch."""
 WATCH_SECONDS = 0.05
-RESTART_SECONDS = 1.0
 FORWARDED_HEADERS = ("authorization",)
-LEARNER_NICE = 10
-"""The learner child's lower CPU priority: Classify keeps the cores it needs while a job learns."""
+PROTO_PATHS = {code: path for path, code in PATH_TO_PROTO.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,104 +129,10 @@ class HeadWatcher:
                 log.exception("cannot refresh the served head")
 
 
-class LearnerChild:
-    """The learner daemon in a child process, started again whenever it ends (module docstring)."""
-
-    def __init__(self, config: ServiceConfig) -> None:
-        server = dataclasses.replace(config.server, listen="127.0.0.1:0", light=False)
-        security = dataclasses.replace(config.security, tls_cert=None, tls_key=None, tls_client_ca=None)
-        child = dataclasses.replace(config, server=server, security=security)
-        self.config_file = Path(config.server.state_dir) / ".learner-config.json"
-        self.config_file.write_text(json.dumps(dataclasses.asdict(child), default=str))
-        self._lock = threading.Lock()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._channel: "grpc.Channel | None" = None
-        self._stub: Any = None
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._supervise, name="mcil-learner", daemon=True)
-        self.started = threading.Event()  # set each time the child listens
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stub(self) -> Any:
-        """The child's ContinualLearner stub; Unavailable while it (re)starts."""
-        with self._lock:
-            if self._stub is None:
-                raise Unavailable("the learner is starting; retry in a few seconds")
-            return self._stub
-
-    def close(self, grace: float) -> None:
-        self._closing.set()
-        with self._lock:
-            process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=grace + 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._thread.join(timeout=5)
-        self.config_file.unlink(missing_ok=True)
-
-    def _supervise(self) -> None:
-        while not self._closing.is_set():
-            self._run_once()
-            if not self._closing.wait(RESTART_SECONDS):
-                log.warning("the learner stopped; starting it again")
-
-    def _run_once(self) -> None:
-        import grpc
-
-        from service._proto import mcil_pb2_grpc
-
-        command = [sys.executable, "-m", "service", "serve", "--config", os.fspath(self.config_file)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=None, preexec_fn=_end_with_parent)
-        with self._lock:
-            self._process = process
-        assert process.stdout is not None
-        for raw in process.stdout:  # "mcild listening on port N" once it serves
-            line = raw.decode(errors="replace").strip()
-            if line.startswith("mcild listening on port "):
-                size = 1 << 30
-                channel = grpc.insecure_channel(f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}",
-                                                options=[("grpc.max_receive_message_length", size),
-                                                         ("grpc.max_send_message_length", size)])
-                with self._lock:
-                    self._channel, self._stub = channel, mcil_pb2_grpc.ContinualLearnerStub(channel)  # type: ignore[no-untyped-call]
-                self.started.set()
-                log.info("the learner (pid %d) listens on %s", process.pid, line.rsplit(" ", 1)[1])
-        code = process.wait()
-        with self._lock:
-            channel, self._channel, self._stub = self._channel, None, None
-        self.started.clear()
-        if channel is not None:
-            channel.close()
-        if not self._closing.is_set():
-            log.error("the learner (pid %d) ended with %s", process.pid, code)
-
-
 def pytorch_state() -> str:
     """``"not loaded"``, or which of PyTorch's modules this process has imported (it should have none)."""
     loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
     return "not loaded" if not loaded else f"LOADED ({', '.join(loaded[:3])})"
-
-
-def _end_with_parent() -> None:
-    """In the learner child, before it runs: a SIGTERM when this process ends, even killed with -9
-    (Linux's parent-death signal), so that no learner outlives its serving process; and a lower CPU
-    priority (``LEARNER_NICE``)."""
-    import ctypes
-    import signal
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    os.nice(LEARNER_NICE)
 
 
 def _metadata(context: "grpc.ServicerContext") -> list[tuple[str, str]]:
@@ -294,7 +200,9 @@ class LightServer:
         self.config = config
         self.state_dir = Path(config.server.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.child = LearnerChild(config)
+        self.learner_metrics_port = free_port() if config.server.metrics_listen is not None else None
+        self.child = LearnerChild(config, self.learner_metrics_port)
+        self.metrics_endpoint: Any = None
         self._stopped = threading.Event()
         self._done = threading.Event()
 
@@ -321,6 +229,7 @@ class LightServer:
                                    max_audio_seconds=config.limits.max_audio_seconds,
                                    min_audio_seconds=config.limits.min_audio_seconds)
         self.metrics = ServiceMetrics()
+        self.metrics["mcil_classify_latency_objective_seconds"].set(config.monitoring.classify_p99_seconds)
         self.slot = ModelSlot(LightVersion(0, None, None))  # type: ignore[arg-type]
         self.watcher = HeadWatcher(self.state_dir, self.slot, threads=max(1, os.cpu_count() or 1))
         self.watcher.start()
@@ -355,12 +264,28 @@ class LightServer:
         if bound == 0:
             self.close(0)
             raise ConfigError("server.listen", f"cannot listen on {config.server.listen}")
+        if config.server.metrics_listen is not None:
+            self._serve_metrics(config.server.metrics_listen)
         self.grpc_server.start()
         for name in ("", "mcil.v1.ContinualLearner"):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving process on %s:%d (version %d); PyTorch %s", host, bound, self.slot.current.number,
                  pytorch_state())
         return int(bound)
+
+    def _serve_metrics(self, address: str) -> None:
+        """``/metrics`` on ``address``: this process's series and the learner's (service/light_metrics.py)."""
+        from service.config import parse_address
+        from service.light_metrics import LearnerSeries
+        from service.metrics import MetricsEndpoint
+
+        self.metrics.registry.register(LearnerSeries(f"http://127.0.0.1:{self.learner_metrics_port}/metrics"))
+        host, port = parse_address("server.metrics_listen", address)
+        try:
+            self.metrics_endpoint = MetricsEndpoint(self.metrics, host, port)
+        except OSError as exc:
+            self.close(0)
+            raise ConfigError("server.metrics_listen", f"cannot listen on {address}: {exc.strerror}") from None
 
     def _classify(self, request: Any) -> Any:
         from service.api import classify_response
@@ -369,8 +294,14 @@ class LightServer:
 
         if not request.samples:
             raise InvalidRequest("samples", "give at least one sample")
-        return classify_response(request, self.batcher.submit, self.limits, self.config.limits.max_classify_samples,
-                                 decode=decode_raw)
+        response = classify_response(request, self.batcher.submit, self.limits,
+                                     self.config.limits.max_classify_samples, decode=decode_raw)
+        try:
+            for result in response.results:
+                self.metrics["mcil_classify_samples_total"].labels(PROTO_PATHS.get(result.path, "")).inc()
+        except Exception:  # noqa: BLE001 - metrics never fail a request
+            pass
+        return response
 
     def close(self, grace: float) -> None:
         if self._stopped.is_set():
@@ -384,6 +315,8 @@ class LightServer:
             self.batcher.close()
         if hasattr(self, "watcher"):
             self.watcher.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         self.child.close(grace)
         self._done.set()
 

@@ -2,8 +2,9 @@
 
 A real serving process (``lite``) on loopback: it learns through its child, answers Classify from the
 committed version's head as the learner that committed it answers, never loads PyTorch (its memory
-maps no libtorch; the learner's does), keeps answering while its learner is killed, starts the learner
-again, and serves the next commit.
+maps no libtorch; the learner's does; its log says so from its ``sys.modules`` at each swap), serves
+its own Classify series and its learner's on one ``/metrics`` page, keeps answering while its learner
+is killed, starts the learner again, and serves the next commit.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from model.samples import Sample
 from service._proto import mcil_pb2
 from service.chaos.process import DaemonProcess
 from service.client import sample_from_arrays
+from service.learner_child import free_port
 from tests.export.conftest import skip_unless_preset
 from tests.service.conftest import examples, task_data
 
@@ -49,8 +54,10 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
 
     skip_unless_preset("lite")
     state = tmp_path / "state"
-    d = DaemonProcess(state, preset="lite", settings={"server.light": "true"}, start_timeout=300,
-                      log_path=tmp_path / "light.log")
+    metrics_port = free_port()
+    d = DaemonProcess(state, preset="lite", settings={"server.light": "true",
+                                                      "server.metrics_listen": f"127.0.0.1:{metrics_port}"},
+                      start_timeout=300, log_path=tmp_path / "light.log")
     try:
         client = d.client
         _until("the learner listens", lambda: client.model_info().preset == "lite", 300)
@@ -64,6 +71,11 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
         _until("version 1 is served", lambda: client.classify(msgs, top_k=2).model_version == 1, 300)
 
         assert not _maps_torch(d.pid) and _maps_torch(learner_pid)  # PyTorch lives in the learner only
+        page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        series = {f.name: f for f in text_string_to_metric_families(page)}
+        assert series["mcil_model_version"].samples[0].value == 1  # the learner's series ...
+        served = {s.labels["path"]: s.value for s in series["mcil_classify_samples"].samples if s.name.endswith("_total")}
+        assert served.get("av", 0) >= 1  # ... and the serving process's, on one page
         want = Learner.load(state / "versions" / "000001").predict(probe, top_k=2)
         got = client.classify(msgs, top_k=2).results
         for result, expected in zip(got, want):

@@ -1,0 +1,141 @@
+"""The daemon as the learner child of the serving process (``service/light.py``), started again when it ends.
+
+    child = LearnerChild(config, metrics_port)      # the daemon's config, for 127.0.0.1 without TLS
+    child.start(); child.stub().GetModelInfo(...)   # Unavailable while it (re)starts
+    child.close(grace)                              # SIGTERM, then wait
+
+The child is ``python -m service serve`` with the serving process's configuration but for its
+address (a free loopback port, read from its ``mcild listening on port N`` line), no TLS (the serving
+process terminates it), ``server.light`` off, and its metrics on a private loopback port. It runs at
+a lower CPU priority (``LEARNER_NICE``) and gets SIGTERM when the serving process ends, even killed
+with -9 (Linux's parent-death signal), so that no learner outlives its serving process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from service.config import ServiceConfig
+from service.errors import Unavailable
+
+if TYPE_CHECKING:
+    import grpc
+
+log = logging.getLogger(__name__)
+
+RESTART_SECONDS = 1.0
+LEARNER_NICE = 10
+"""The learner child's lower CPU priority: Classify keeps the cores it needs while a job learns."""
+
+
+class LearnerChild:
+    """The learner daemon in a child process, started again whenever it ends (module docstring)."""
+
+    def __init__(self, config: ServiceConfig, metrics_port: int | None = None) -> None:
+        """``metrics_port``: where the learner serves its metrics (a private loopback port), or None."""
+        metrics = f"127.0.0.1:{metrics_port}" if metrics_port is not None else None
+        server = dataclasses.replace(config.server, listen="127.0.0.1:0", light=False, metrics_listen=metrics)
+        security = dataclasses.replace(config.security, tls_cert=None, tls_key=None, tls_client_ca=None)
+        child = dataclasses.replace(config, server=server, security=security)
+        self.config_file = Path(config.server.state_dir) / ".learner-config.json"
+        self.config_file.write_text(json.dumps(dataclasses.asdict(child), default=str))
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._channel: "grpc.Channel | None" = None
+        self._stub: Any = None
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="mcil-learner", daemon=True)
+        self.started = threading.Event()  # set each time the child listens
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stub(self) -> Any:
+        """The child's ContinualLearner stub; Unavailable while it (re)starts."""
+        with self._lock:
+            if self._stub is None:
+                raise Unavailable("the learner is starting; retry in a few seconds")
+            return self._stub
+
+    def close(self, grace: float) -> None:
+        self._closing.set()
+        with self._lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=grace + 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._thread.join(timeout=5)
+        self.config_file.unlink(missing_ok=True)
+
+    def _supervise(self) -> None:
+        while not self._closing.is_set():
+            self._run_once()
+            if not self._closing.wait(RESTART_SECONDS):
+                log.warning("the learner stopped; starting it again")
+
+    def _run_once(self) -> None:
+        import grpc
+
+        from service._proto import mcil_pb2_grpc
+
+        command = [sys.executable, "-m", "service", "serve", "--config", os.fspath(self.config_file)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=None, preexec_fn=_end_with_parent)
+        with self._lock:
+            self._process = process
+        assert process.stdout is not None
+        for raw in process.stdout:  # "mcild listening on port N" once it serves
+            line = raw.decode(errors="replace").strip()
+            if line.startswith("mcild listening on port "):
+                size = 1 << 30
+                channel = grpc.insecure_channel(f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}",
+                                                options=[("grpc.max_receive_message_length", size),
+                                                         ("grpc.max_send_message_length", size)])
+                with self._lock:
+                    self._channel, self._stub = channel, mcil_pb2_grpc.ContinualLearnerStub(channel)  # type: ignore[no-untyped-call]
+                self.started.set()
+                log.info("the learner (pid %d) listens on %s", process.pid, line.rsplit(" ", 1)[1])
+        code = process.wait()
+        with self._lock:
+            channel, self._channel, self._stub = self._channel, None, None
+        self.started.clear()
+        if channel is not None:
+            channel.close()
+        if not self._closing.is_set():
+            log.error("the learner (pid %d) ended with %s", process.pid, code)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for the learner's private metrics endpoint)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _end_with_parent() -> None:
+    """In the learner child, before it runs: a SIGTERM when this process ends, even killed with -9
+    (Linux's parent-death signal), so that no learner outlives its serving process; and a lower CPU
+    priority (``LEARNER_NICE``)."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.nice(LEARNER_NICE)
