@@ -93,7 +93,7 @@ def serve(config: Any) -> int:
     print(f"mcild listening on port {port}", flush=True)
     while not server.wait(timeout=1.0):
         pass
-    return 0
+    return int(getattr(server, "exit_status", 0))  # the serving process: 2 when its learner could not start
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,9 @@ The child is ``python -m service serve`` with the serving process's configuratio
 address (a free loopback port, read from its ``mcild listening on port N`` line), no TLS (the serving
 process terminates it), ``server.light`` off, and its metrics on a private loopback port. It runs at
 a lower CPU priority (``LEARNER_NICE``) and gets SIGTERM when the serving process ends, even killed
-with -9 (Linux's parent-death signal), so that no learner outlives its serving process.
+with -9 (Linux's parent-death signal), so that no learner outlives its serving process. A learner
+that ends before it ever listened, with the daemon's configuration-error status (2), is not started
+again: the serving process stops with that status.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from service.config import ServiceConfig
 from service.errors import Unavailable
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESTART_SECONDS = 1.0
+CONFIG_ERROR = 2  # the daemon's exit status for a configuration error (service/__main__.py)
 LEARNER_NICE = 10
 """The learner child's lower CPU priority: Classify keeps the cores it needs while a job learns."""
 
@@ -39,8 +42,10 @@ LEARNER_NICE = 10
 class LearnerChild:
     """The learner daemon in a child process, started again whenever it ends (module docstring)."""
 
-    def __init__(self, config: ServiceConfig, metrics_port: int | None = None) -> None:
-        """``metrics_port``: where the learner serves its metrics (a private loopback port), or None."""
+    def __init__(self, config: ServiceConfig, metrics_port: int | None = None,
+                 on_failure: "Callable[[], None] | None" = None) -> None:
+        """``metrics_port``: where the learner serves its metrics (a private loopback port), or None.
+        ``on_failure``: called (from the supervising thread) when the learner cannot start at all."""
         metrics = f"127.0.0.1:{metrics_port}" if metrics_port is not None else None
         server = dataclasses.replace(config.server, listen="127.0.0.1:0", light=False, metrics_listen=metrics)
         security = dataclasses.replace(config.security, tls_cert=None, tls_key=None, tls_client_ca=None)
@@ -54,6 +59,8 @@ class LearnerChild:
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="mcil-learner", daemon=True)
         self.started = threading.Event()  # set each time the child listens
+        self.failed = ""  # why the learner cannot start, once it is known
+        self._on_failure = on_failure
 
     @property
     def pid(self) -> int | None:
@@ -85,11 +92,19 @@ class LearnerChild:
 
     def _supervise(self) -> None:
         while not self._closing.is_set():
-            self._run_once()
+            listened, code = self._run_once()
+            if not listened and code == CONFIG_ERROR and not self._closing.is_set():
+                # It never served and says its configuration is wrong: starting it again cannot help.
+                self.failed = f"the learner cannot start (exit {code}: a configuration error; its log above says which)"
+                log.error("%s; the serving process stops", self.failed)
+                if self._on_failure is not None:
+                    self._on_failure()
+                return
             if not self._closing.wait(RESTART_SECONDS):
                 log.warning("the learner stopped; starting it again")
 
-    def _run_once(self) -> None:
+    def _run_once(self) -> tuple[bool, int]:
+        """Runs the child until it ends: ``(whether it listened, its exit status)``."""
         import grpc
 
         from service._proto import mcil_pb2_grpc
@@ -99,9 +114,11 @@ class LearnerChild:
         with self._lock:
             self._process = process
         assert process.stdout is not None
+        listened = False
         for raw in process.stdout:  # "mcild listening on port N" once it serves
             line = raw.decode(errors="replace").strip()
             if line.startswith("mcild listening on port "):
+                listened = True
                 size = 1 << 30
                 channel = grpc.insecure_channel(f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}",
                                                 options=[("grpc.max_receive_message_length", size),
@@ -118,6 +135,7 @@ class LearnerChild:
             channel.close()
         if not self._closing.is_set():
             log.error("the learner (pid %d) ended with %s", process.pid, code)
+        return listened, code
 
 
 def free_port() -> int:

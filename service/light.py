@@ -201,7 +201,7 @@ class LightServer:
         self.state_dir = Path(config.server.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.learner_metrics_port = free_port() if config.server.metrics_listen is not None else None
-        self.child = LearnerChild(config, self.learner_metrics_port)
+        self.child = LearnerChild(config, self.learner_metrics_port, on_failure=self._learner_failed)
         self.metrics_endpoint: Any = None
         self._stopped = threading.Event()
         self._done = threading.Event()
@@ -221,7 +221,7 @@ class LightServer:
         from service.config import parse_address
         from service.interceptors import observability_interceptor, parsing_interceptor
         from service.metrics import ServiceMetrics
-        from service.server import server_credentials
+        from service.server import LOOPBACK, server_credentials
         from service.serving import ModelSlot
 
         config = self.config
@@ -254,6 +254,9 @@ class LightServer:
                  reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.grpc_server)
         host, port = parse_address("server.listen", config.server.listen)
+        if tokens.admin is None and host not in LOOPBACK:
+            log.warning("listening on %s without a bearer token: anyone who can reach it can teach or roll back the "
+                        "model (set security.token_file or security.token_env)", config.server.listen)
         credentials = server_credentials(config)
         address = f"{host}:{port}"
         try:
@@ -272,6 +275,14 @@ class LightServer:
         log.info("serving process on %s:%d (version %d); PyTorch %s", host, bound, self.slot.current.number,
                  pytorch_state())
         return int(bound)
+
+    @property
+    def exit_status(self) -> int:
+        """0, or 2 when the learner could not start (a configuration error)."""
+        return 2 if self.child.failed else 0
+
+    def _learner_failed(self) -> None:
+        threading.Thread(target=self.close, args=(0.0,), name="mcil-stop", daemon=True).start()
 
     def _serve_metrics(self, address: str) -> None:
         """``/metrics`` on ``address``: this process's series and the learner's (service/light_metrics.py)."""

@@ -97,3 +97,18 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
         _until("the learner has stopped", lambda: not Path(f"/proc/{second}").exists(), 60)
     finally:
         d.close()
+
+
+def test_a_learner_that_cannot_start_stops_the_serving_process_with_its_status(tmp_path: Path) -> None:
+    """A configuration error only the learner finds (an unknown strategy) is not retried forever: the
+    serving process stops with the daemon's configuration-error status, 2."""
+    skip_unless_preset("lite")
+    d = DaemonProcess(tmp_path / "state", preset="lite", settings={"server.light": "true",
+                                                                   "server.strategy": "no-such-strategy"},
+                      start_timeout=120, log_path=tmp_path / "light.log")
+    try:
+        assert d.wait_exit(120), "the serving process did not stop"
+        assert d.proc.returncode == 2
+        assert "unknown 'no-such-strategy'" in d.log_tail(100) and "the serving process stops" in d.log_tail(100)
+    finally:
+        d.close()
