@@ -76,10 +76,12 @@ def serve(config: Any) -> int:
         port = server.start()
         stop = lambda: server.close(config.server.grace_seconds)  # noqa: E731
     else:
+        from service.learner_child import end_with_parent
         from service.server import create_server
 
         server, port = create_server(config)
         stop = server.stop
+        end_with_parent()  # a learner of a serving process stops with it (service/learner_child.py)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -221,27 +221,34 @@ class Compiler:
         return version
 
     def _write_head(self, number: int, version: "HeadVersion") -> None:
-        """``heads/vNNNN/``, written whole (a temporary folder renamed into place), unless it is there
-        already for the same base."""
+        """``heads/vNNNN/``, written whole (a temporary folder renamed into place), replacing what was
+        there unless it holds the same arrays over the same base."""
+        import numpy as np
+
         from serving.head import HeadDataError, ServedHead
 
         final = self.heads / self.directory(number).name
-        if final.is_dir():
-            try:
-                if ServedHead.load(final).base == version.head.base:
-                    return
-            except HeadDataError:
-                pass
-            shutil.rmtree(final, ignore_errors=True)
+        try:
+            there = ServedHead.load(final) if ServedHead.present(final) else None
+        except HeadDataError:
+            there = None
+        mine = version.head.arrays()
+        if there is not None and there.base == version.head.base and there.mix == version.head.mix and \
+                set(there.arrays()) == set(mine) and all(np.array_equal(there.arrays()[k], v) for k, v in mine.items()):
+            return
         tmp = self.heads / f".tmp-{final.name}-{secrets.token_hex(4)}"
+        old = self.heads / f".tmp-old-{final.name}-{secrets.token_hex(4)}"
         try:
             tmp.mkdir(parents=True)
             version.head.write(tmp)
+            if final.exists():
+                final.rename(old)  # a reader finds no head for a moment, never half of one
             tmp.rename(final)
         except OSError as exc:
             log.warning("cannot write the head of version %d for a serving process: %s", number, exc)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
 
     def _serve_head(self, number: int, learner: "Learner") -> "HeadVersion | None":
         base = self._base_on_disk(learner)

@@ -8,9 +8,13 @@ The child is ``python -m service serve`` with the serving process's configuratio
 address (a free loopback port, read from its ``mcild listening on port N`` line), no TLS (the serving
 process terminates it), ``server.light`` off, and its metrics on a private loopback port. It runs at
 a lower CPU priority (``LEARNER_NICE``) and gets SIGTERM when the serving process ends, even killed
-with -9 (Linux's parent-death signal), so that no learner outlives its serving process. A learner
-that ends before it ever listened, with the daemon's configuration-error status (2), is not started
-again: the serving process stops with that status.
+with -9 (it watches its parent: ``end_with_parent``), so that no learner outlives its serving process.
+It takes no ``MCIL_*`` variable from the environment (its configuration file holds the whole
+configuration), runs on the CPU (a version is served as its head only from a CPU learner), and
+answers only calls that carry this run's own token, which the serving process adds to what it
+forwards after checking the caller's. A learner that ends with the daemon's refused-start statuses
+(1: e.g. the state directory in use; 2: a configuration error) before it ever listened is not
+started again: the serving process stops with that status.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -34,7 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESTART_SECONDS = 1.0
-CONFIG_ERROR = 2  # the daemon's exit status for a configuration error (service/__main__.py)
+ENV_PREFIX = "MCIL_"
+TOKEN_ENV = "MCIL_LEARNER_TOKEN"  # this run's token for calls to the learner (the child's security.token_env)
+PARENT_ENV = "MCIL_LEARNER_PARENT"  # the serving process's pid, watched by the learner (end_with_parent)
+START_ERRORS = (1, 2)  # the daemon's exit statuses for a refused start (service/__main__.py)
 LEARNER_NICE = 10
 """The learner child's lower CPU priority: Classify keeps the cores it needs while a job learns."""
 
@@ -47,11 +55,22 @@ class LearnerChild:
         """``metrics_port``: where the learner serves its metrics (a private loopback port), or None.
         ``on_failure``: called (from the supervising thread) when the learner cannot start at all."""
         metrics = f"127.0.0.1:{metrics_port}" if metrics_port is not None else None
-        server = dataclasses.replace(config.server, listen="127.0.0.1:0", light=False, metrics_listen=metrics)
-        security = dataclasses.replace(config.security, tls_cert=None, tls_key=None, tls_client_ca=None)
+        server = dataclasses.replace(config.server, listen="127.0.0.1:0", light=False, metrics_listen=metrics,
+                                     device="cpu")  # a version is served as its head only from a CPU learner
+        # Only the serving process may call the learner: every call needs this run's own token, which
+        # the serving process puts on what it forwards once it has checked the caller's.
+        self.token = secrets.token_urlsafe(32)
+        security = dataclasses.replace(config.security, tls_cert=None, tls_key=None, tls_client_ca=None,
+                                       token_file=None, token_env=TOKEN_ENV, read_token_file=None,
+                                       read_token_env=None, require_token_for_all=True)
         child = dataclasses.replace(config, server=server, security=security)
         self.config_file = Path(config.server.state_dir) / ".learner-config.json"
-        self.config_file.write_text(json.dumps(dataclasses.asdict(child), default=str))
+        temporary = self.config_file.with_name(f".learner-config-{secrets.token_hex(4)}.json")
+        temporary.write_text(json.dumps(dataclasses.asdict(child), default=str))
+        temporary.replace(self.config_file)
+        # The file holds the whole configuration; MCIL_* variables would override it in the child.
+        self.environment = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        self.environment.update({TOKEN_ENV: self.token, PARENT_ENV: str(os.getpid())})
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: "grpc.Channel | None" = None
@@ -60,6 +79,8 @@ class LearnerChild:
         self._thread = threading.Thread(target=self._supervise, name="mcil-learner", daemon=True)
         self.started = threading.Event()  # set each time the child listens
         self.failed = ""  # why the learner cannot start, once it is known
+        self.exit_status = 0  # the status it ended with then
+        self.listened = False  # whether it ever listened (a configuration error after that is retried)
         self._on_failure = on_failure
 
     @property
@@ -75,6 +96,10 @@ class LearnerChild:
             if self._stub is None:
                 raise Unavailable("the learner is starting; retry in a few seconds")
             return self._stub
+
+    def stop_restarting(self) -> None:
+        """From now on a learner that ends stays ended (the serving process is stopping)."""
+        self._closing.set()
 
     def close(self, grace: float) -> None:
         self._closing.set()
@@ -92,10 +117,13 @@ class LearnerChild:
 
     def _supervise(self) -> None:
         while not self._closing.is_set():
-            listened, code = self._run_once()
-            if not listened and code == CONFIG_ERROR and not self._closing.is_set():
-                # It never served and says its configuration is wrong: starting it again cannot help.
-                self.failed = f"the learner cannot start (exit {code}: a configuration error; its log above says which)"
+            self.listened |= (result := self._run_once())[0]
+            code = result[1]
+            if not self.listened and code in START_ERRORS and not self._closing.is_set():
+                # It never served and says why (its configuration, a state directory in use): starting it
+                # again cannot help.
+                self.failed = f"the learner cannot start (exit {code}; its log above says why)"
+                self.exit_status = code
                 log.error("%s; the serving process stops", self.failed)
                 if self._on_failure is not None:
                     self._on_failure()
@@ -110,9 +138,15 @@ class LearnerChild:
         from service._proto import mcil_pb2_grpc
 
         command = [sys.executable, "-m", "service", "serve", "--config", os.fspath(self.config_file)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=None, preexec_fn=_end_with_parent)
         with self._lock:
+            if self._closing.is_set():
+                return False, 0
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=None, env=self.environment)
             self._process = process
+        try:
+            os.setpriority(os.PRIO_PROCESS, process.pid, LEARNER_NICE)
+        except OSError as exc:
+            log.warning("cannot lower the learner's CPU priority: %s", exc)
         assert process.stdout is not None
         listened = False
         for raw in process.stdout:  # "mcild listening on port N" once it serves
@@ -147,13 +181,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _end_with_parent() -> None:
-    """In the learner child, before it runs: a SIGTERM when this process ends, even killed with -9
-    (Linux's parent-death signal), so that no learner outlives its serving process; and a lower CPU
-    priority (``LEARNER_NICE``)."""
-    import ctypes
+def end_with_parent() -> None:
+    """In a learner started by a serving process (``MCIL_LEARNER_PARENT`` names it): stop gracefully
+    (SIGTERM to itself) within a second of that process ending, even killed with -9."""
     import signal
+    import time
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    os.nice(LEARNER_NICE)
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="mcil-parent-watch", daemon=True).start()

@@ -50,8 +50,10 @@ log = logging.getLogger(__name__)
 
 LIGHT_PRESETS = ("lite",)
 """Presets whose base holds every encoder, so that a version answers without PyTorch."""
+HEAD_STRATEGIES = ("mcil", "ranpac", "simplecil")
+"""Strategies whose versions are served as their head over a base (a statistics head over the frozen
+features; tests/service/test_light.py holds this list to the strategies themselves)."""
 WATCH_SECONDS = 0.05
-FORWARDED_HEADERS = ("authorization",)
 PROTO_PATHS = {code: path for path, code in PATH_TO_PROTO.items()}
 
 
@@ -81,6 +83,7 @@ class HeadWatcher:
         self.slot = slot
         self.threads = threads
         self._bases: dict[str, tuple["BaseGraphs", "BaseFeatures"]] = {}
+        self._failed: tuple[int, int] | None = None  # (version, its head.json's mtime) that did not load
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mcil-heads", daemon=True)
 
@@ -108,12 +111,16 @@ class HeadWatcher:
         folder = self.state_dir / "heads" / f"v{number:04d}"
         if not ServedHead.present(folder):
             return  # the learner writes it within milliseconds of the commit (the first base: seconds)
+        stamp = (number, (folder / "head.json").stat().st_mtime_ns)
+        if stamp == self._failed:
+            return  # tried and failed: again once the learner writes that head anew
         try:
             head = ServedHead.load(folder)
             if head.base not in self._bases:
                 base = BaseGraphs.load(self.state_dir / "bases" / head.base, self.threads, head.base)
                 self._bases = {head.base: (base, BaseFeatures(base))}  # one base at a time
-        except (HeadDataError, BaseGraphsError) as exc:
+        except (HeadDataError, BaseGraphsError, OSError) as exc:
+            self._failed = stamp
             log.error("version %d cannot be served here (%s); still serving version %d", number, exc,
                       self.slot.current.number)
             return
@@ -135,8 +142,9 @@ def pytorch_state() -> str:
     return "not loaded" if not loaded else f"LOADED ({', '.join(loaded[:3])})"
 
 
-def _metadata(context: "grpc.ServicerContext") -> list[tuple[str, str]]:
-    return [(k, v) for k, v in context.invocation_metadata() if k in FORWARDED_HEADERS]
+def _metadata(child: LearnerChild) -> list[tuple[str, str]]:
+    """What a forwarded call carries: this run's learner token (the caller's was checked here)."""
+    return [("authorization", f"Bearer {child.token}")]
 
 
 def _timeout(context: "grpc.ServicerContext") -> float | None:
@@ -156,22 +164,29 @@ def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any]) -> 
         @boundary
         def call(self: Any, request: Any, context: "grpc.ServicerContext") -> Any:
             try:
-                return getattr(child.stub(), name)(request, metadata=_metadata(context), timeout=_timeout(context))
+                return getattr(child.stub(), name)(request, metadata=_metadata(child), timeout=_timeout(context))
+            except ValueError:  # the channel closed under the call: the learner is restarting
+                raise Unavailable("the learner is restarting; retry in a few seconds") from None
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED and context.is_active():
+                    raise Unavailable("the learner is restarting; retry in a few seconds") from None
                 context.abort(exc.code(), exc.details() or "")
 
         return call
 
     def watch(self: Any, request: Any, context: "grpc.ServicerContext") -> Iterator[Any]:
+        restarting = "the learner is restarting; retry in a few seconds"
         try:
-            call = child.stub().WatchJob(request, metadata=_metadata(context), timeout=_timeout(context))
-        except Unavailable as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+            call = child.stub().WatchJob(request, metadata=_metadata(child), timeout=_timeout(context))
+        except (Unavailable, ValueError):
+            context.abort(grpc.StatusCode.UNAVAILABLE, restarting)
         context.add_callback(call.cancel)
         try:
             yield from call
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED or context.is_active():
+            if exc.code() == grpc.StatusCode.CANCELLED and context.is_active():
+                context.abort(grpc.StatusCode.UNAVAILABLE, restarting)
+            elif context.is_active():
                 context.abort(exc.code(), exc.details() or "")
 
     methods: dict[str, Any] = {name: unary(name) for name in
@@ -194,6 +209,9 @@ class LightServer:
         if config.server.preset not in LIGHT_PRESETS:
             raise ConfigError("server.preset", f"--light serves {list(LIGHT_PRESETS)} only: a "
                               f"{config.server.preset!r} base does not hold its audio encoder")
+        if config.server.strategy not in HEAD_STRATEGIES:
+            raise ConfigError("server.strategy", f"--light serves versions as their head over a base: one of "
+                              f"{list(HEAD_STRATEGIES)}, got {config.server.strategy!r}")
         if not config.server.compiled:
             raise ConfigError("server.compiled", "--light serves versions as their head over a base: "
                               "server.compiled must be true")
@@ -205,6 +223,7 @@ class LightServer:
         self.metrics_endpoint: Any = None
         self._stopped = threading.Event()
         self._done = threading.Event()
+        self._close_lock = threading.Lock()
 
     def start(self) -> int:
         """Starts the learner, the head watcher and the gRPC server; returns the gRPC port."""
@@ -234,8 +253,9 @@ class LightServer:
         self.watcher = HeadWatcher(self.state_dir, self.slot, threads=max(1, os.cpu_count() or 1))
         self.watcher.start()
         b = config.batching
-        self.batcher = ClassifyBatcher(self.slot, self.metrics, max_batch_size=b.max_batch_size,
-                                       max_delay_ms=b.max_delay_ms, max_queue=b.max_queue, workers=b.workers)
+        self.batcher = (ClassifyBatcher(self.slot, self.metrics, max_batch_size=b.max_batch_size,
+                                        max_delay_ms=b.max_delay_ms, max_queue=b.max_queue, workers=b.workers)
+                        if b.enabled else None)
         self.child.start()
         tokens = Tokens.from_config(config.security)
         size = config.limits.max_message_bytes
@@ -278,8 +298,8 @@ class LightServer:
 
     @property
     def exit_status(self) -> int:
-        """0, or 2 when the learner could not start (a configuration error)."""
-        return 2 if self.child.failed else 0
+        """0, or the learner's status when it could not start (1 or 2)."""
+        return self.child.exit_status
 
     def _learner_failed(self) -> None:
         threading.Thread(target=self.close, args=(0.0,), name="mcil-stop", daemon=True).start()
@@ -287,13 +307,13 @@ class LightServer:
     def _serve_metrics(self, address: str) -> None:
         """``/metrics`` on ``address``: this process's series and the learner's (service/light_metrics.py)."""
         from service.config import parse_address
-        from service.light_metrics import LearnerSeries
+        from service.light_metrics import MetricsPage
         from service.metrics import MetricsEndpoint
 
-        self.metrics.registry.register(LearnerSeries(f"http://127.0.0.1:{self.learner_metrics_port}/metrics"))
+        page = MetricsPage(self.metrics, f"http://127.0.0.1:{self.learner_metrics_port}/metrics")
         host, port = parse_address("server.metrics_listen", address)
         try:
-            self.metrics_endpoint = MetricsEndpoint(self.metrics, host, port)
+            self.metrics_endpoint = MetricsEndpoint(page, host, port)  # type: ignore[arg-type]
         except OSError as exc:
             self.close(0)
             raise ConfigError("server.metrics_listen", f"cannot listen on {address}: {exc.strerror}") from None
@@ -305,8 +325,15 @@ class LightServer:
 
         if not request.samples:
             raise InvalidRequest("samples", "give at least one sample")
-        response = classify_response(request, self.batcher.submit, self.limits,
-                                     self.config.limits.max_classify_samples, decode=decode_raw)
+        from service.batching import predict_now
+
+        def classify(samples: list[Any], top_k: int) -> Any:
+            if self.batcher is not None:
+                return self.batcher.submit(samples, top_k)
+            return predict_now(self.slot, samples, top_k)
+
+        response = classify_response(request, classify, self.limits, self.config.limits.max_classify_samples,
+                                     decode=decode_raw)
         try:
             for result in response.results:
                 self.metrics["mcil_classify_samples_total"].labels(PROTO_PATHS.get(result.path, "")).inc()
@@ -315,15 +342,18 @@ class LightServer:
         return response
 
     def close(self, grace: float) -> None:
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
+        with self._close_lock:
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
+        self.child.stop_restarting()  # a learner that ends now (Ctrl-C reaches it too) stays ended
         if hasattr(self, "health"):
             self.health.enter_graceful_shutdown()
         if hasattr(self, "grpc_server"):
             self.grpc_server.stop(grace).wait()
-        if hasattr(self, "batcher"):
-            self.batcher.close()
+        batcher = getattr(self, "batcher", None)
+        if batcher is not None:
+            batcher.close()
         if hasattr(self, "watcher"):
             self.watcher.close()
         if self.metrics_endpoint is not None:

@@ -4,7 +4,8 @@ The serving process answers Classify and sees every rpc first, so the request se
 (``mcil_requests_total``, ``mcil_request_duration_seconds``, ``mcil_auth_failures_total``) and the
 Classify series (``mcil_classify_*``) are its own; everything else (the model, versions, jobs, the
 continual-learning figures) is the learner's, read from the learner's own endpoint on a private
-loopback port at each scrape and served beside them. A learner that does not answer within
+loopback port at each scrape and served beside them; each family comes from one process only (the
+``process_*`` and ``python_*`` series are the learner's). A learner that does not answer within
 ``TIMEOUT_SECONDS`` (it is restarting) leaves its series out of that scrape, and Prometheus sees
 them as gaps, not as zeros.
 """
@@ -12,9 +13,11 @@ them as gaps, not as zeros.
 from __future__ import annotations
 
 import logging
-import urllib.error
 import urllib.request
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -23,24 +26,50 @@ OWN = ("mcil_requests", "mcil_request_duration_seconds", "mcil_auth_failures", "
 TIMEOUT_SECONDS = 2.0
 
 
-class LearnerSeries:
-    """A collector of the learner's series but the serving process's own (module docstring)."""
+class MetricsPage:
+    """What ``/metrics`` renders (``MetricsEndpoint`` calls :meth:`render`): each family once."""
+
+    def __init__(self, own: "ServiceMetrics", learner_url: str) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Families(own.registry, keep=True))  # this process's own series only
+        self.registry.register(_LearnerSeries(learner_url))
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+
+class _Families:
+    """The families of ``registry`` this process owns (``keep``) or not."""
+
+    def __init__(self, registry: Any, keep: bool) -> None:
+        self.source, self.keep = registry, keep
+
+    def collect(self) -> Iterator[Any]:
+        for family in self.source.collect():
+            if family.name.startswith(OWN) == self.keep:
+                yield family
+
+
+class _LearnerSeries:
+    """The learner's series but this process's own (module docstring)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
-            with urllib.request.urlopen(self.url, timeout=TIMEOUT_SECONDS) as reply:
-                text = reply.read().decode("utf-8")
-        except (urllib.error.URLError, OSError) as exc:
+            with self._opener.open(self.url, timeout=TIMEOUT_SECONDS) as reply:
+                families = list(text_string_to_metric_families(reply.read().decode("utf-8")))
+        except Exception as exc:  # noqa: BLE001 - a learner restarting: its series are left out this scrape
             log.debug("the learner's metrics are not there this scrape: %s", exc)
             return
-        for family in text_string_to_metric_families(text):
+        for family in families:
             if not family.name.startswith(OWN):
                 yield family
-
-    def describe(self) -> list[Any]:
-        return []  # the learner's families are known at scrape time only

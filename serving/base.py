@@ -99,7 +99,10 @@ class BaseGraphs:
         if IMAGE_GRAPH not in files:
             raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {IMAGE_GRAPH}")
         image = _session(files, IMAGE_GRAPH, threads)
-        base = cls(str(meta["digest"]), int(meta["image_size"]), int(meta["feature_dim"]), image, meta)
+        try:
+            base = cls(str(meta["digest"]), int(meta["image_size"]), int(meta["feature_dim"]), image, meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BaseGraphsError(META_FILE, f"malformed: {type(exc).__name__}: {exc}") from None
         if meta.get("audio") == "speech+sounds":
             from serving.sounds import SoundEvents
             from serving.speech import SpeechWindows

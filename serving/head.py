@@ -242,7 +242,8 @@ class ServedHead:
                        expansions={p: arrays.get(f"{p}.expansion") for p in PATHS},
                        weights={p: arrays[f"{p}.weights"] for p in PATHS if f"{p}.weights" in arrays},
                        thresholds={p: arrays[f"{p}.thresholds"] for p in PATHS if f"{p}.thresholds" in arrays},
-                       mix={str(p): float(w) for p, w in meta["mix"].items()}, base=str(meta.get("base", "")),
+                       mix={p: float(meta["mix"][p]) for p in PATHS if p in meta["mix"]},  # the learner's order
+                       base=str(meta.get("base", "")),
                        source=str(directory))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, HeadDataError):

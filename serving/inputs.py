@@ -28,6 +28,10 @@ InputError = InvalidInputError
 """An input the model cannot take (``field`` names it)."""
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
+MAX_RESAMPLING_PHASES = 1_000_000
+"""Rates whose ratio to the model's, in lowest terms ``orig / new``, has ``orig * new`` above this are
+refused: the resampling kernel is ``new`` x (``orig`` + taps) numbers (44.1 kHz to 16 kHz: 441 / 160;
+a prime rate such as 191,999 Hz would ask for gigabytes)."""
 
 
 class RawSample(Protocol):
@@ -197,5 +201,10 @@ def prepare_waveforms(waves: Sequence[np.ndarray], sample_rates: Sequence[int], 
     out = []
     for i, (wave, rate) in enumerate(zip(waves, sample_rates)):
         check_waveform(wave, rate, field=f"audio[{i}]")
+        g = math.gcd(int(rate), int(target_rate))
+        if (int(rate) // g) * (int(target_rate) // g) > MAX_RESAMPLING_PHASES:
+            raise InputError(f"audio[{i}].sample_rate", f"{rate} Hz cannot be resampled to {target_rate} Hz here "
+                             "(their ratio in lowest terms is too fine); use a common rate (8, 16, 22.05, 32, "
+                             "44.1 or 48 kHz)")
         out.append(fit_length(resample(np.asarray(wave, dtype=np.float32), int(rate), target_rate), clip_samples))
     return np.stack(out)

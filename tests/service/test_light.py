@@ -15,6 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.samples import Sample
@@ -72,6 +73,8 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
 
         assert not _maps_torch(d.pid) and _maps_torch(learner_pid)  # PyTorch lives in the learner only
         page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        families = [f.name for f in text_string_to_metric_families(page)]
+        assert len(families) == len(set(families))  # each family from one process only
         series = {f.name: f for f in text_string_to_metric_families(page)}
         assert series["mcil_model_version"].samples[0].value == 1  # the learner's series ...
         served = {s.labels["path"]: s.value for s in series["mcil_classify_samples"].samples if s.name.endswith("_total")}
@@ -100,15 +103,37 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
 
 
 def test_a_learner_that_cannot_start_stops_the_serving_process_with_its_status(tmp_path: Path) -> None:
-    """A configuration error only the learner finds (an unknown strategy) is not retried forever: the
-    serving process stops with the daemon's configuration-error status, 2."""
+    """What only the learner can find (its state directory in use by another daemon) is not retried
+    forever: the serving process stops with the learner's status."""
+    import fcntl
+
     skip_unless_preset("lite")
-    d = DaemonProcess(tmp_path / "state", preset="lite", settings={"server.light": "true",
-                                                                   "server.strategy": "no-such-strategy"},
-                      start_timeout=120, log_path=tmp_path / "light.log")
-    try:
-        assert d.wait_exit(120), "the serving process did not stop"
-        assert d.proc.returncode == 2
-        assert "unknown 'no-such-strategy'" in d.log_tail(100) and "the serving process stops" in d.log_tail(100)
-    finally:
-        d.close()
+    state = tmp_path / "state"
+    state.mkdir()
+    with open(state / "LOCK", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # another daemon holds it
+        d = DaemonProcess(state, preset="lite", settings={"server.light": "true"}, start_timeout=120,
+                          log_path=tmp_path / "light.log")
+        try:
+            assert d.wait_exit(120), "the serving process did not stop"
+            assert d.proc.returncode == 1
+            assert "in use by another daemon" in d.log_tail(100) and "the serving process stops" in d.log_tail(100)
+        finally:
+            d.close()
+
+
+def test_what_light_cannot_serve_is_refused_by_name(tmp_path: Path) -> None:
+    from model.strategies import STRATEGIES
+    from service.errors import ConfigError
+    from service.light import HEAD_STRATEGIES, LIGHT_PRESETS, LightServer
+    from tests.service.conftest import make_config
+
+    served_as_heads = {name for name, s in STRATEGIES.items()
+                       if s.head_kind in ("analytic", "class-means") and s.head_features == "frozen"}
+    assert set(HEAD_STRATEGIES) == served_as_heads
+    for field, overrides in (("server.preset", {"server__preset": "tiny"}),
+                             ("server.strategy", {"server__preset": LIGHT_PRESETS[0], "server__strategy": "cign"}),
+                             ("server.compiled", {"server__preset": LIGHT_PRESETS[0], "server__compiled": "false"})):
+        with pytest.raises(ConfigError) as refused:
+            LightServer(make_config(tmp_path, **overrides))
+        assert refused.value.field == field
