@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     result: dict[str, object] = {"preset": args.preset, "data": str(args.data)}
     try:
         window = float(client.model_info().audio_clip_seconds)
-        learn = ["learn", "--quiet"]
+        learn = ["learn", "--quiet", "--request-id", "bench-watch"]  # the held-out split is seeded by it: every run alike
         for name, files in clips.items():
             learn += ["--class", name, "--video", *map(str, files)]
         result["learn_seconds"], _, _ = _mcil(target, *learn)
