@@ -11,18 +11,16 @@ How inputs get here: :func:`validate_task` checks a task's examples and class na
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 
 from model.backbone import TriModalBackbone
 from model.errors import InvalidInputError
 from model.fusion import FusionOutput
 from model.samples import LabeledSample, Sample
-from serving.inputs import check_samples
+from serving.inputs import check_samples, recording_key
 
 ENCODE_CHUNK = 16
 """Samples encoded, or run forward at inference, at a time. 16, not more: EfficientNet-Lite0's
@@ -107,7 +105,7 @@ def encode_samples(backbone: TriModalBackbone, samples: Sequence[Sample], field:
     # A recording sent with several pictures (ESC-CIFAR pairs each clip with six or seven photos; a
     # clip's frames share its sound) is encoded once: the audio encoder is the costly part of a pair.
     first: dict[tuple[bytes, int], int] = {}
-    same_as = {i: first.setdefault(_recording_key(samples[i]), i) for i in has_audio.nonzero().flatten().tolist()}
+    same_as = {i: first.setdefault(recording_key(samples[i]), i) for i in has_audio.nonzero().flatten().tolist()}
     rows = sorted(set(same_as.values()))
     with torch.no_grad():
         for start in range(0, len(rows), ENCODE_CHUNK):
@@ -119,12 +117,6 @@ def encode_samples(backbone: TriModalBackbone, samples: Sequence[Sample], field:
             audio[i] = audio[j]
     label_tensor = torch.full((n,), -1, dtype=torch.long) if labels is None else torch.tensor(labels)
     return EncodedBatch(images, audio, has_image, has_audio, label_tensor).to(b.device)
-
-
-def _recording_key(sample: Sample) -> tuple[bytes, int]:
-    """What makes two samples' sounds the same recording: their samples (bit for bit) and rate."""
-    wave = np.ascontiguousarray(sample.audio)
-    return hashlib.sha256(wave.tobytes() + str(wave.dtype).encode()).digest(), int(sample.sample_rate or 0)
 
 
 def validate_task(examples: Sequence[LabeledSample], class_names: Sequence[str], learned: Sequence[str]) -> list[str]:

@@ -232,9 +232,9 @@ class Compiler:
             there = ServedHead.load(final) if ServedHead.present(final) else None
         except HeadDataError:
             there = None
-        mine = version.head.arrays()
-        if there is not None and there.base == version.head.base and there.mix == version.head.mix and \
-                set(there.arrays()) == set(mine) and all(np.array_equal(there.arrays()[k], v) for k, v in mine.items()):
+        mine, theirs = version.head.arrays(), there.arrays() if there is not None else {}
+        if there is not None and (there.base, there.mix) == (version.head.base, version.head.mix) and \
+                set(theirs) == set(mine) and all(np.array_equal(theirs[k], v) for k, v in mine.items()):
             return
         tmp = self.heads / f".tmp-{final.name}-{secrets.token_hex(4)}"
         old = self.heads / f".tmp-old-{final.name}-{secrets.token_hex(4)}"

@@ -77,15 +77,10 @@ class LearnerChild:
         self._stub: Any = None
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="mcil-learner", daemon=True)
-        self.started = threading.Event()  # set each time the child listens
         self.failed = ""  # why the learner cannot start, once it is known
         self.exit_status = 0  # the status it ended with then
         self.listened = False  # whether it ever listened (a configuration error after that is retried)
         self._on_failure = on_failure
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         self._thread.start()
@@ -159,12 +154,10 @@ class LearnerChild:
                                                          ("grpc.max_send_message_length", size)])
                 with self._lock:
                     self._channel, self._stub = channel, mcil_pb2_grpc.ContinualLearnerStub(channel)  # type: ignore[no-untyped-call]
-                self.started.set()
                 log.info("the learner (pid %d) listens on %s", process.pid, line.rsplit(" ", 1)[1])
         code = process.wait()
         with self._lock:
             channel, self._channel, self._stub = self._channel, None, None
-        self.started.clear()
         if channel is not None:
             channel.close()
         if not self._closing.is_set():

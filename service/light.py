@@ -109,9 +109,10 @@ class HeadWatcher:
             log.info("serving version 0 (nothing learned)")
             return
         folder = self.state_dir / "heads" / f"v{number:04d}"
-        if not ServedHead.present(folder):
+        try:
+            stamp = (number, (folder / "head.json").stat().st_mtime_ns)
+        except FileNotFoundError:
             return  # the learner writes it within milliseconds of the commit (the first base: seconds)
-        stamp = (number, (folder / "head.json").stat().st_mtime_ns)
         if stamp == self._failed:
             return  # tried and failed: again once the learner writes that head anew
         try:

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from serving.base import CHUNK, BaseGraphs, BaseGraphsError
-from serving.inputs import RawSample, check_samples, prepare_images, prepare_waveforms
+from serving.inputs import RawSample, check_samples, prepare_images, prepare_waveforms, recording_key
 
 
 class BaseFeatures:
@@ -49,7 +49,7 @@ class BaseFeatures:
             pictures = prepare_images([samples[i].image for i in chunk], self.size, self.mean, self.std)  # type: ignore[misc]
             visual[chunk] = self.base.image_features(pictures)
         first: dict[tuple[bytes, int], int] = {}  # a recording sent with several pictures is encoded once
-        same_as = {i: first.setdefault(_recording(samples[i]), i) for i, s in enumerate(samples) if s.audio is not None}
+        same_as = {i: first.setdefault(recording_key(samples[i]), i) for i, s in enumerate(samples) if s.audio is not None}
         distinct = sorted(set(same_as.values()))
         for start in range(0, len(distinct), CHUNK):
             chunk = distinct[start:start + CHUNK]
@@ -61,7 +61,3 @@ class BaseFeatures:
             audio[i] = audio[j]
         return {"visual": visual, "audio": audio}
 
-
-def _recording(sample: RawSample) -> tuple[bytes, int]:
-    wave = np.ascontiguousarray(sample.audio, dtype=np.float32)
-    return wave.tobytes(), int(sample.sample_rate or 0)

@@ -16,6 +16,7 @@ side validates with these functions too); nothing here imports PyTorch.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from functools import lru_cache
 from typing import Protocol, Sequence
@@ -45,6 +46,13 @@ class RawSample(Protocol):
 
     @property
     def sample_rate(self) -> int | None: ...
+
+
+def recording_key(sample: RawSample) -> tuple[bytes, int]:
+    """What makes two samples' sounds the same recording: their samples (bit for bit) and rate. A
+    recording sent with several pictures (a clip's frames share its sound) is encoded once."""
+    wave = np.ascontiguousarray(sample.audio)
+    return hashlib.sha256(wave.tobytes() + str(wave.dtype).encode()).digest(), int(sample.sample_rate or 0)
 
 
 def check_samples(samples: Sequence[RawSample], field: str = "samples") -> None:
