@@ -40,7 +40,7 @@ import copy
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -48,6 +48,7 @@ from torch.nn import functional as F
 from model.backbone import TriModalBackbone, WeightFiles, build_backbone
 from model.batch import EncodedBatch, ForwardOutput, encode_samples, validate_task
 from model.checkpoint import load_version, save_version
+from model.class_sums import PathStatistics
 from model.device import same_device
 from model.errors import StateError
 from model.fusion import build_fusion
@@ -60,6 +61,9 @@ from model.samples import LabeledSample, Prediction, Sample, check_top_k, rank
 from model.strategies import create_strategy
 from model.strategies.base import Strategy
 from model.training import TaskReport, TrainingProgress
+
+RECEIVED_TASK = "district"
+"""The key prefix of a task whose classes were received, not taught (:meth:`Learner.receive_classes`)."""
 
 
 @dataclass
@@ -130,6 +134,11 @@ class Learner:
     @property
     def task_keys(self) -> list[str]:
         return [t.key for t in self._tasks]
+
+    @property
+    def taught_tasks(self) -> int:
+        """How many of the tasks were taught to this learner, not received (:meth:`receive_classes`)."""
+        return sum(1 for t in self._tasks if not t.key.startswith(RECEIVED_TASK))
 
     @property
     def revisited(self) -> list[list[str]]:
@@ -295,6 +304,19 @@ class Learner:
             raise
         return TaskReport(task_key, tuple(names), len(examples), steps, last_loss,
                           time.perf_counter() - started, trained)
+
+    def receive_classes(self, new_classes: Sequence[str], received: Mapping[str, PathStatistics],
+                        thresholds: Mapping[str, torch.Tensor]) -> None:
+        """Takes class statistics learned elsewhere over the same frozen features (a district's other
+        rooms: service/district.py): the statistics head is solved from this learner's own sums plus
+        ``received`` (laid out over ``self.classes + new_classes``), and ``new_classes`` are recorded as
+        one received task (``district<N>``). Receiving the same sums again gives the same head."""
+        if self.head is None:
+            raise StateError(f"the {self.strategy_name!r} strategy has no statistics head to receive classes into")
+        self.head.receive(received, thresholds)  # validates first
+        if new_classes:
+            self._tasks.append(_Task(f"{RECEIVED_TASK}{len(self._tasks) + 1}", list(new_classes)))
+            self._refresh_prototypes(list(new_classes))
 
     def _record_class_statistics(self, data: EncodedBatch, n_classes: int) -> None:
         """Feature statistics of the task just learned, for replay while later tasks train."""

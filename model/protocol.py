@@ -78,6 +78,15 @@ class ContinualEvaluation:
         fused = int((out.fusion.path == PATH_CODES["av"]).sum())
         return 100.0 * sum(p == t for p, t in zip(predicted, truth)) / len(truth), fused
 
+    def accuracies(self, learner: Learner, held_out_by_task: Sequence[Sequence[LabeledSample]]
+                   ) -> dict[str, list[float]]:
+        """``{path: [accuracy of task j]}`` of ``learner`` now, recording nothing (e.g. after it received
+        classes from elsewhere: service/district.py)."""
+        paths = available_paths([s for h in held_out_by_task for s in h])
+        batches = [self._encode(learner, h, None) for h in held_out_by_task]
+        return {p: [self._accuracy(learner, b, [s.label for s in h], p)[0] for b, h in zip(batches, held_out_by_task)]
+                for p in paths}
+
     # -- the protocol -----------------------------------------------------------------------------
     def before_task(self, learner: Learner, class_names: Sequence[str], held_out: Sequence[LabeledSample]) -> None:
         """Measures z (current model) and b (untrained model) on the coming task, for FWT."""
@@ -97,9 +106,9 @@ class ContinualEvaluation:
         """Adds row t of every path's accuracy matrix, A_t, w_t and the NMI terms of M2. ``task_name``:
         what the record calls the task (default: its new classes); a domain-incremental task, which
         brings no new class, is named by its domain (``["speaker george"]``)."""
-        t = len(learner.tasks)
+        t = learner.taught_tasks  # classes received from elsewhere have no held-out examples here
         if len(held_out_by_task) != t:
-            raise InvalidInputError("held_out_by_task", f"{len(held_out_by_task)} held-out sets for {t} learned tasks")
+            raise InvalidInputError("held_out_by_task", f"{len(held_out_by_task)} held-out sets for {t} taught tasks")
         if any(len(h) == 0 for h in held_out_by_task):
             raise InvalidInputError("held_out_by_task", "every task needs at least one held-out sample")
         paths = available_paths([s for h in held_out_by_task for s in h])

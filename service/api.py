@@ -12,6 +12,7 @@ import grpc
 
 from service._proto import mcil_pb2, mcil_pb2_grpc
 from service.codec import decode_sample, encode_prediction
+from service.district_api import receive_merge, statistics_parts
 from service.errors import Code, InvalidRequest, status_for
 from service.uploads import receive_upload
 
@@ -222,3 +223,16 @@ class ContinualLearnerServicer(mcil_pb2_grpc.ContinualLearnerServicer):
     def Rollback(self, request: mcil_pb2.RollbackRequest, context: grpc.ServicerContext) -> mcil_pb2.VersionInfo:
         meta = self.daemon.rollback(int(request.version))
         return version_message(meta, self.daemon.served.number)
+
+    @streaming_boundary
+    def GetRoomStatistics(self, request: mcil_pb2.RoomStatisticsRequest,
+                          context: grpc.ServicerContext) -> Iterator[mcil_pb2.StatisticsPart]:
+        yield from statistics_parts(self.daemon, request)
+
+    @boundary
+    def InstallDistrictMerge(self, request_iterator: Iterator[mcil_pb2.StatisticsPart],
+                             context: grpc.ServicerContext) -> mcil_pb2.LearnNewClassesResponse:
+        with self.daemon.streams.hold("upload", context, idle=True) as stream:
+            job, duplicate = receive_merge(self.daemon, self.daemon.streams.touching(stream, request_iterator))
+        return mcil_pb2.LearnNewClassesResponse(job_id=job.job_id, duplicate=duplicate)
+

@@ -3,7 +3,7 @@
 Two tokens, each read once at start-up from a file or an environment variable:
 
 - the admin token allows every call, and is required for the mutating ones (LearnNewClasses,
-  CancelJob, Rollback);
+  CancelJob, Rollback) and the district's (GetRoomStatistics, InstallDistrictMerge: a room's sums);
 - the optional read token allows the other calls when ``security.require_token_for_all`` is set.
 
 Clients send ``authorization: Bearer <token>``. A missing or unknown token gets ``UNAUTHENTICATED``,
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICE = "/mcil.v1.ContinualLearner/"
-MUTATING = frozenset(SERVICE + m for m in ("LearnNewClasses", "CancelJob", "Rollback"))
+MUTATING = frozenset(SERVICE + m for m in ("LearnNewClasses", "CancelJob", "Rollback",
+                                           "GetRoomStatistics", "InstallDistrictMerge"))
 OPEN = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 

@@ -179,3 +179,30 @@ class Client:
         info: mcil_pb2.VersionInfo = self.stub.Rollback(mcil_pb2.RollbackRequest(version=version),
                                                         timeout=self.timeout, metadata=self._metadata)
         return info
+
+    # -- district (docs/district.md) -----------------------------------------------------------------
+    def room_statistics(self, known_digest: str = "") -> tuple[mcil_pb2.StatisticsHeader, bytes]:
+        """This room's own statistics: the header and the statistics file (empty when ``unchanged``)."""
+        parts = self.stub.GetRoomStatistics(mcil_pb2.RoomStatisticsRequest(known_digest=known_digest),
+                                            timeout=self.timeout, metadata=self._metadata)
+        header, data = None, bytearray()
+        for part in parts:
+            if part.WhichOneof("part") == "header":
+                header = part.header
+            else:
+                data += part.data
+        if header is None:
+            raise RuntimeError("the daemon sent no statistics header")
+        return header, bytes(data)
+
+    def install_district_merge(self, header: mcil_pb2.StatisticsHeader, data: bytes,
+                               chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> mcil_pb2.LearnNewClassesResponse:
+        """Sends a district round's merge (``header.round``, ``header.rooms``); the reply names its job."""
+        def parts() -> Iterator[mcil_pb2.StatisticsPart]:
+            yield mcil_pb2.StatisticsPart(header=header)
+            for start in range(0, len(data), chunk_bytes):
+                yield mcil_pb2.StatisticsPart(data=data[start:start + chunk_bytes])
+
+        response: mcil_pb2.LearnNewClassesResponse = self.stub.InstallDistrictMerge(
+            parts(), timeout=self.timeout, metadata=self._metadata)
+        return response

@@ -387,6 +387,10 @@ class Daemon:
         )
         try:
             self.metrics["mcil_model_versions_stored"].set(len(self.store.version_numbers()))
+            district = meta.district if meta else {}
+            self.metrics["mcil_district_round"].set(int(district.get("round", 0)))
+            rooms = district.get("rooms")
+            self.metrics["mcil_district_rooms_merged"].set(len(rooms) + 1 if rooms else 0)
         except Exception:  # noqa: BLE001
             pass
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:
     from model.samples import LabeledSample
+    from service.district import DistrictInstall
 
 ENDED = ("succeeded", "rejected", "failed", "cancelled")
 
@@ -33,6 +34,9 @@ class Upload:
     class_names: tuple[str, ...]
     train: Sequence["LabeledSample"]
     held_out: Sequence["LabeledSample"]
+    # Set for a district round's merge (service/district.py), which teaches nothing: ``class_names``
+    # are then the classes it brings, ``train`` and ``held_out`` empty.
+    district: "DistrictInstall | None" = None
 
 
 @dataclass(frozen=True)

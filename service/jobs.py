@@ -283,10 +283,12 @@ class JobRunner:
         finished = time.time()
         self._update(job_id, persist=True, state=state, phase="done", message=message, finished_at=finished,
                      eta_seconds=None, **changes)
-        self._uploads.pop(job_id, None)  # training data is not kept once the job ends
+        upload = self._uploads.pop(job_id, None)  # training data is not kept once the job ends
         self._cancel.discard(job_id)
         try:
             self._metrics["mcil_jobs_total"].labels(state).inc()
+            if upload is not None and upload.district is not None and changes.get("committed_version"):
+                self._metrics["mcil_district_classes_gained_total"].inc(len(job.class_names))
             if job.started_at:
                 self._metrics["mcil_job_duration_seconds"].labels(state).observe(finished - job.started_at)
         except Exception:  # noqa: BLE001

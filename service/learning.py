@@ -57,6 +57,8 @@ class LearningPipeline:
 
         base = self.slot.current
         ctx.phase("preparing", base_version=base.number)
+        if upload.district is not None:
+            return self._install(job, upload, ctx, base)
         clash = same_names(upload.class_names, base.classes)
         if clash:
             raise InvalidRequest("header.class_names", f"class(es) {clash} already exist")
@@ -91,6 +93,36 @@ class LearningPipeline:
         number = self._commit(job, upload, learner, evaluation.to_dict(), figures, base, held_counts)
         return TrainingOutcome("succeeded", figures, held_counts, committed_version=number)
 
+    def _install(self, job: Job, upload: Upload, ctx: JobContext, base: ServedVersion) -> TrainingOutcome:
+        """A district round's merge (service/district.py): the same gate and commit as learning, on
+        this room's own tasks' held-out examples; nothing is committed when the head would not change."""
+        from model.protocol import ContinualEvaluation
+        from service.district import own_task_figures, received_learner, same_head
+
+        assert upload.district is not None
+        learner = received_learner(base.learner, upload.district)
+        if same_head(learner, base.learner):
+            return TrainingOutcome("succeeded", dict(base.meta.figures) if base.meta else {}, (),
+                                   message="nothing new: the served version already holds this merge")
+        ctx.phase("evaluating", eta_seconds=None)
+        held_old = [self.store.read_held_out(name) for name in base.meta.held_out_files] if base.meta else []
+        record = ContinualEvaluation.from_dict(dict(base.evaluation)).record if base.evaluation else None
+        before = {p: m.rows for p, m in record.matrices.items()} if record else {}
+        now = ContinualEvaluation().accuracies(learner, held_old) if held_old else {}
+        figures = own_task_figures(before, now)
+        held_counts = tuple(len(h) for h in held_old)
+        ctx.phase("evaluating", figures=figures, held_out_per_task=held_counts)
+        verdict = self.gate(figures)
+        if verdict:
+            return TrainingOutcome("rejected", figures, held_counts, message=verdict)
+        if ctx.should_stop():
+            from model.training import TrainingCancelled
+
+            raise TrainingCancelled("stopped before commit")
+        ctx.phase("committing")
+        number = self._commit(job, upload, learner, dict(base.evaluation or {}), figures, base, held_counts)
+        return TrainingOutcome("succeeded", figures, held_counts, committed_version=number)
+
     def _baseline(self) -> "Learner":
         """An untrained learner of the same preset and strategy: the b[t] of forward transfer."""
         if self._untrained is None:
@@ -104,7 +136,8 @@ class LearningPipeline:
         problems = []
         if gate.max_forgetting is not None and f.get("forgetting", 0.0) > gate.max_forgetting:
             problems.append(f"forgetting {f['forgetting']:.2f} points > max_forgetting {gate.max_forgetting:g}")
-        if gate.min_new_task_accuracy is not None and f.get("new_task_accuracy", 0.0) < gate.min_new_task_accuracy:
+        if (gate.min_new_task_accuracy is not None and "new_task_accuracy" in f  # a merge teaches no task here
+                and f["new_task_accuracy"] < gate.min_new_task_accuracy):
             problems.append(f"new-task accuracy {f.get('new_task_accuracy', 0.0):.2f}% < "
                             f"min_new_task_accuracy {gate.min_new_task_accuracy:g}%")
         if gate.min_last_accuracy is not None and f.get("last_accuracy", 0.0) < gate.min_last_accuracy:
@@ -120,8 +153,10 @@ class LearningPipeline:
                 raise FailedPrecondition(
                     f"the served version changed from {base.number} to {self.slot.current.number} during training"
                 )
-            held_name = f"task-{job.job_id}.safetensors"
-            self.store.write_held_out(held_name, upload.held_out)
+            held_names: tuple[str, ...] = ()
+            if upload.district is None:  # received classes have no held-out examples here
+                held_names = (f"task-{job.job_id}.safetensors",)
+                self.store.write_held_out(held_names[0], upload.held_out)
             number = max([0, *self.store.version_numbers()]) + 1
             meta = VersionMeta(
                 version=number,
@@ -130,9 +165,11 @@ class LearningPipeline:
                 preset=self.preset,
                 strategy=learner.strategy_name,
                 tasks=tuple(tuple(t) for t in learner.tasks),
-                held_out_files=(*(base.meta.held_out_files if base.meta else ()), held_name),
+                held_out_files=(*(base.meta.held_out_files if base.meta else ()), *held_names),
                 held_out_counts=held_counts,
                 figures={k: dict(v) for k, v in figures.items()},
+                district=(dict(base.meta.district) if base.meta else {}) if upload.district is None else
+                {"round": upload.district.round, "rooms": list(upload.district.rooms)},
             )
             self.store.write_version(meta, learner.save, evaluation)
             failpoint("commit.after_rename")

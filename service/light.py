@@ -175,10 +175,13 @@ def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any]) -> 
 
         return call
 
-    def watch(self: Any, request: Any, context: "grpc.ServicerContext") -> Iterator[Any]:
+    def streaming(name: str) -> Callable[..., Any]:
+        return lambda self, request, context: stream(name, request, context)
+
+    def stream(name: str, request: Any, context: "grpc.ServicerContext") -> Iterator[Any]:
         restarting = "the learner is restarting; retry in a few seconds"
         try:
-            call = child.stub().WatchJob(request, metadata=_metadata(child), timeout=_timeout(context))
+            call = getattr(child.stub(), name)(request, metadata=_metadata(child), timeout=_timeout(context))
         except (Unavailable, ValueError):
             context.abort(grpc.StatusCode.UNAVAILABLE, restarting)
         context.add_callback(call.cancel)
@@ -192,8 +195,8 @@ def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any]) -> 
 
     methods: dict[str, Any] = {name: unary(name) for name in
                                ("LearnNewClasses", "GetJob", "CancelJob", "ListClasses", "GetModelInfo",
-                                "ListVersions", "Rollback")}
-    methods["WatchJob"] = watch
+                                "ListVersions", "Rollback", "InstallDistrictMerge")}
+    methods.update({name: streaming(name) for name in ("WatchJob", "GetRoomStatistics")})
 
     @boundary
     def classify_call(self: Any, request: Any, context: "grpc.ServicerContext") -> Any:

@@ -71,6 +71,11 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("mcil_job_eta_seconds", "gauge",
                "Estimated seconds until the running job's training ends (0 when unknown or none runs)."),
     # -- the served model ----------------------------------------------------------------------------
+    # -- district (docs/district.md) -----------------------------------------------------------------
+    MetricSpec("mcil_district_round", "gauge", "The district round whose merge the served version holds (0: none)."),
+    MetricSpec("mcil_district_rooms_merged", "gauge",
+               "Rooms whose statistics the served version holds, this one included (0: none)."),
+    MetricSpec("mcil_district_classes_gained_total", "counter", "Classes this room gained from district merges."),
     MetricSpec("mcil_model_version", "gauge", "The served model version (0 before anything was learned)."),
     MetricSpec("mcil_model_classes", "gauge", "Classes the served version knows."),
     MetricSpec("mcil_model_tasks", "gauge", "Tasks (LearnNewClasses jobs) the served version has learned."),

@@ -64,9 +64,10 @@ class VersionMeta:
     preset: str
     strategy: str
     tasks: tuple[tuple[str, ...], ...]  # class names per task, in learning order
-    held_out_files: tuple[str, ...]  # one per task, names under held_out/
+    held_out_files: tuple[str, ...]  # one per taught task (not received), names under held_out/
     held_out_counts: tuple[int, ...]
     figures: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # {path: {figure: value}}
+    district: Mapping[str, Any] = field(default_factory=dict)  # the last district merge: round, rooms
 
     @property
     def classes(self) -> list[str]:
@@ -84,6 +85,7 @@ class VersionMeta:
             "held_out_files": list(self.held_out_files),
             "held_out_counts": list(self.held_out_counts),
             "figures": {k: dict(v) for k, v in self.figures.items()},
+            "district": dict(self.district),
         }
 
     @classmethod
@@ -101,6 +103,7 @@ class VersionMeta:
                 held_out_files=tuple(str(f) for f in data["held_out_files"]),
                 held_out_counts=tuple(int(n) for n in data["held_out_counts"]),
                 figures=dict(data.get("figures") or {}),
+                district=dict(data.get("district") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptVersion(f"version.json: {type(exc).__name__}: {exc}") from None

@@ -21,10 +21,10 @@ def test_ruff_finds_nothing() -> None:
 
 
 def test_mypy_finds_nothing() -> None:
-    """``mypy --strict`` (the settings in pyproject.toml, [tool.mypy]) over the six packages."""
+    """``mypy --strict`` (the settings in pyproject.toml, [tool.mypy]) over the seven packages."""
     pytest.importorskip("mypy", reason="mypy is part of the test extra: pip install -e '.[test]'")
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "model", "service", "export", "bench", "video", "serving"],
+        [sys.executable, "-m", "mypy", "model", "service", "export", "bench", "video", "serving", "district"],
         capture_output=True, text=True, cwd=ROOT, check=False,
     )
     assert result.returncode == 0, f"mypy found problems:\n{result.stdout}{result.stderr}"

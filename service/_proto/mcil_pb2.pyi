@@ -356,3 +356,35 @@ class RollbackRequest(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     version: int
     def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class RoomStatisticsRequest(_message.Message):
+    __slots__ = ("known_digest",)
+    KNOWN_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    known_digest: str
+    def __init__(self, known_digest: _Optional[str] = ...) -> None: ...
+
+class StatisticsHeader(_message.Message):
+    __slots__ = ("identity", "digest", "unchanged", "class_names", "size_bytes", "round", "rooms")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ROOMS_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    digest: str
+    unchanged: bool
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    size_bytes: int
+    round: int
+    rooms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, identity: _Optional[str] = ..., digest: _Optional[str] = ..., unchanged: _Optional[bool] = ..., class_names: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., round: _Optional[int] = ..., rooms: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StatisticsPart(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: StatisticsHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[StatisticsHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -80,6 +80,16 @@ class ContinualLearnerStub:
                 request_serializer=service_dot___proto_dot_mcil__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=service_dot___proto_dot_mcil__pb2.VersionInfo.FromString,
                 _registered_method=True)
+        self.GetRoomStatistics = channel.unary_stream(
+                '/mcil.v1.ContinualLearner/GetRoomStatistics',
+                request_serializer=service_dot___proto_dot_mcil__pb2.RoomStatisticsRequest.SerializeToString,
+                response_deserializer=service_dot___proto_dot_mcil__pb2.StatisticsPart.FromString,
+                _registered_method=True)
+        self.InstallDistrictMerge = channel.stream_unary(
+                '/mcil.v1.ContinualLearner/InstallDistrictMerge',
+                request_serializer=service_dot___proto_dot_mcil__pb2.StatisticsPart.SerializeToString,
+                response_deserializer=service_dot___proto_dot_mcil__pb2.LearnNewClassesResponse.FromString,
+                _registered_method=True)
 
 
 class ContinualLearnerServicer:
@@ -154,6 +164,26 @@ class ContinualLearnerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRoomStatistics(self, request, context):
+        """A district (docs/district.md): the sums of the examples taught in this room (its own, never
+        what it received from the district), for a district round. Streams a header, then the
+        statistics file in pieces. Requires the token like LearnNewClasses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstallDistrictMerge(self, request_iterator, context):
+        """A district round's merge for this room: the sum of the other rooms' statistics. Header first,
+        then the statistics file in pieces. Starts a job like LearnNewClasses (watch it with WatchJob):
+        the head is solved from this room's own sums plus these, checked by the commit gate on this
+        room's held-out examples and committed as a version; a merge that changes nothing ends
+        SUCCEEDED without a version. Statistics of another district identity are INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContinualLearnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +231,16 @@ def add_ContinualLearnerServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=service_dot___proto_dot_mcil__pb2.RollbackRequest.FromString,
                     response_serializer=service_dot___proto_dot_mcil__pb2.VersionInfo.SerializeToString,
+            ),
+            'GetRoomStatistics': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetRoomStatistics,
+                    request_deserializer=service_dot___proto_dot_mcil__pb2.RoomStatisticsRequest.FromString,
+                    response_serializer=service_dot___proto_dot_mcil__pb2.StatisticsPart.SerializeToString,
+            ),
+            'InstallDistrictMerge': grpc.stream_unary_rpc_method_handler(
+                    servicer.InstallDistrictMerge,
+                    request_deserializer=service_dot___proto_dot_mcil__pb2.StatisticsPart.FromString,
+                    response_serializer=service_dot___proto_dot_mcil__pb2.LearnNewClassesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +487,60 @@ class ContinualLearner:
             '/mcil.v1.ContinualLearner/Rollback',
             service_dot___proto_dot_mcil__pb2.RollbackRequest.SerializeToString,
             service_dot___proto_dot_mcil__pb2.VersionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoomStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mcil.v1.ContinualLearner/GetRoomStatistics',
+            service_dot___proto_dot_mcil__pb2.RoomStatisticsRequest.SerializeToString,
+            service_dot___proto_dot_mcil__pb2.StatisticsPart.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallDistrictMerge(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/mcil.v1.ContinualLearner/InstallDistrictMerge',
+            service_dot___proto_dot_mcil__pb2.StatisticsPart.SerializeToString,
+            service_dot___proto_dot_mcil__pb2.LearnNewClassesResponse.FromString,
             options,
             channel_credentials,
             insecure,
