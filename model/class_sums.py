@@ -26,6 +26,8 @@ and class are bit-identical are one example there.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -123,5 +125,33 @@ def copy_statistics(s: PathStatistics) -> PathStatistics:
     return out
 
 
-__all__ = ["GCV_GRID", "PathStatistics", "copy_statistics", "distinct_examples", "explained_share", "gcv_choice",
+def summed(a: PathStatistics, b: PathStatistics) -> PathStatistics:
+    """``a + b`` over as many classes as the wider of the two (both the same feature width)."""
+    out = copy_statistics(a)
+    out.grow(b.classes)
+    other = copy_statistics(b)
+    other.grow(out.classes)
+    out.gram, out.targets, out.counts = out.gram + other.gram, out.targets + other.targets, out.counts + other.counts
+    return out
+
+
+def statistics_tensors(s: PathStatistics, prefix: str) -> dict[str, torch.Tensor]:
+    """``s`` as tensors to save (the Gram matrix as its upper triangle: it is symmetric)."""
+    rows, cols = torch.triu_indices(*s.gram.shape)
+    return {f"{prefix}.gram_upper": s.gram[rows, cols].contiguous(), f"{prefix}.targets": s.targets.contiguous(),
+            f"{prefix}.counts": s.counts.contiguous()}
+
+
+def read_statistics(state: Mapping[str, torch.Tensor], prefix: str, width: int) -> PathStatistics:
+    """The statistics :func:`statistics_tensors` wrote under ``prefix``."""
+    s = PathStatistics(width, int(state[f"{prefix}.counts"].shape[0]))
+    rows, cols = torch.triu_indices(width, width)
+    s.gram[rows, cols] = state[f"{prefix}.gram_upper"].to(torch.float64)
+    s.gram = s.gram + s.gram.T - torch.diag(s.gram.diagonal())
+    s.targets = state[f"{prefix}.targets"].to(torch.float64).reshape(width, s.classes).clone()
+    s.counts = state[f"{prefix}.counts"].to(torch.int64).clone()
+    return s
+
+
+__all__ = ["GCV_GRID", "PathStatistics", "copy_statistics", "read_statistics", "statistics_tensors", "summed", "distinct_examples", "explained_share", "gcv_choice",
            "gcv_ridge"]

@@ -58,6 +58,9 @@ from model.class_sums import (
     distinct_examples,
     explained_share,
     gcv_choice,
+    read_statistics,
+    statistics_tensors,
+    summed,
 )
 from model.errors import CheckpointError, InvalidInputError, ModelError
 from model.samples import PATHS
@@ -160,9 +163,11 @@ class StatisticsHead:
         self.ridge: dict[str, float] = {}
         self.shares: dict[str, float] = {}  # path -> share of the targets' variance explained (GCV)
         self.thresholds = {p: torch.zeros(0) for p in self.input_dims}  # path -> (K,) unknown below this
-        # The sums of the examples taught here, once statistics received from a district were added
-        # (``receive``); None while ``stats`` holds nothing else (service/district.py).
+        # Once sums learned elsewhere were received (``receive``; a district's other rooms,
+        # service/district.py): this head's own sums and the received ones, and ``stats`` is always
+        # ``own + received`` path by path. None: ``stats`` holds only this head's own examples.
         self.own: dict[str, PathStatistics] | None = None
+        self.received: dict[str, PathStatistics] | None = None
         self._factors: dict[str, torch.Tensor] = {}  # path -> Cholesky factor of the last solve (not saved)
 
     # -- features ---------------------------------------------------------------------------------
@@ -216,21 +221,21 @@ class StatisticsHead:
         if few:
             raise InvalidInputError("examples", f"class row(s) {few} have fewer than "
                                     f"{self.config.min_examples_per_class} distinct examples")
-        stats = {p: copy_statistics(s) for p, s in self.stats.items()}
-        own = None if self.own is None else {p: copy_statistics(s) for p, s in self.own.items()}
-        for sums in (stats, own or {}):
-            for p, s in sums.items():
-                s.grow(classes)
-                if p in expanded:
-                    h, y = expanded[p]
-                    s.add(h[distinct[p]], y[distinct[p]])
+        own = {p: copy_statistics(s) for p, s in self.own_statistics().items()}
+        for p, s in own.items():
+            s.grow(classes)
+            if p in expanded:
+                h, y = expanded[p]
+                s.add(h[distinct[p]], y[distinct[p]])
+        stats = own if self.received is None else {p: summed(own[p], self.received[p]) for p in own}
         weights, ridge, shares = self._solve_all(stats)
         try:
             thresholds = self._thresholds(stats, weights, expanded, first)
         finally:
             self._factors = {}  # only the thresholds need them; they would double a learner copy's size
         self.stats, self.weights, self.ridge, self.shares, self.thresholds = stats, weights, ridge, shares, thresholds
-        self.own = own
+        if self.received is not None:
+            self.own = own
 
     def own_statistics(self) -> dict[str, PathStatistics]:
         """The sums of the examples taught to this head itself (not those received from elsewhere)."""
@@ -238,36 +243,27 @@ class StatisticsHead:
 
     def receive(self, received: Mapping[str, PathStatistics], thresholds: Mapping[str, torch.Tensor]) -> None:
         """Solves from this head's own statistics plus ``received`` (sums of other learners over the
-        same features, laid out over this head's class rows, ``classes`` wide after growing), and takes
-        ``thresholds`` (per path, one per class row) as the classes' unknown thresholds. Replaces what
-        was received before: receiving the same sums again gives the same head, bit for bit.
+        same features, laid out over this head's class rows, as many classes as there will be), and
+        takes ``thresholds`` (per path, one per class row) as the classes' unknown thresholds. Replaces
+        what was received before, so receiving the same sums again gives the same head, bit for bit.
         Validates and solves first: on error nothing changes."""
         own = self.own_statistics()
-        classes = max(max(s.classes for s in received.values()), self.classes)
-        stats = {}
-        for p, mine in own.items():
-            s = copy_statistics(mine)
+        classes = max(max((s.classes for s in received.values()), default=0), self.classes)
+        kept = {p: copy_statistics(s) for p, s in own.items()}
+        others = {p: received[p] if p in received else PathStatistics(s.gram.shape[0], classes) for p, s in own.items()}
+        for p, s in kept.items():
             s.grow(classes)
-            other = received.get(p)
-            if other is not None:
-                if other.gram.shape != s.gram.shape or other.classes != classes:
-                    raise InvalidInputError(f"statistics.{p}", f"width {other.gram.shape[0]} and {other.classes} "
-                                            f"classes, expected {s.gram.shape[0]} and {classes}")
-                s.gram, s.targets, s.counts = s.gram + other.gram, s.targets + other.targets, s.counts + other.counts
-            stats[p] = s
-        for p, t in thresholds.items():
-            if p not in stats or t.shape != (classes,):
-                raise InvalidInputError(f"thresholds.{p}", f"expected {classes} thresholds of a known path")
+            if others[p].gram.shape != s.gram.shape or others[p].classes != classes:
+                raise InvalidInputError(f"statistics.{p}", f"width {others[p].gram.shape[0]} and {others[p].classes} "
+                                        f"classes, expected {s.gram.shape[0]} and {classes}")
+            if p not in thresholds or thresholds[p].shape != (classes,):
+                raise InvalidInputError(f"thresholds.{p}", f"expected {classes} thresholds")
+        stats = {p: summed(kept[p], others[p]) for p in kept}
         weights, ridge, shares = self._solve_all(stats)
         self._factors = {}
-        kept = {p: copy_statistics(s) for p, s in own.items()}
-        for s in kept.values():
-            s.grow(classes)
-        self.own, self.stats, self.weights, self.ridge, self.shares = kept, stats, weights, ridge, shares
-        self.thresholds = {p: thresholds[p].to(torch.float32).clone() if p in thresholds
-                           else torch.cat([self.thresholds[p], torch.full((classes - len(self.thresholds[p]),),
-                                                                          float("-inf"))])
-                           for p in stats}
+        self.own, self.received, self.stats = kept, {p: copy_statistics(s) for p, s in others.items()}, stats
+        self.weights, self.ridge, self.shares = weights, ridge, shares
+        self.thresholds = {p: thresholds[p].to(torch.float32).clone() for p in stats}
 
     def merge(self, other: "StatisticsHead") -> "StatisticsHead":
         """A head over both heads' classes (``other``'s after this one's), from their summed statistics.
@@ -392,16 +388,12 @@ class StatisticsHead:
         again on load, with the ridge values recorded in :meth:`metadata`."""
         out: dict[str, torch.Tensor] = {}
         for p, s in self.stats.items():
-            rows, cols = torch.triu_indices(*s.gram.shape)
-            out[f"{p}.gram_upper"] = s.gram[rows, cols].contiguous()
-            out[f"{p}.targets"] = s.targets.contiguous()
-            out[f"{p}.counts"] = s.counts.contiguous()
+            if self.own is None or self.received is None:
+                out.update(statistics_tensors(s, p))
+            else:  # ``stats`` is their sum, computed again on load (the same bits)
+                out.update(statistics_tensors(self.own[p], f"{p}.own"))
+                out.update(statistics_tensors(self.received[p], f"{p}.received"))
             out[f"{p}.thresholds"] = self.thresholds[p].contiguous()
-        for p, s in (self.own or {}).items():
-            rows, cols = torch.triu_indices(*s.gram.shape)
-            out[f"{p}.own.gram_upper"] = s.gram[rows, cols].contiguous()
-            out[f"{p}.own.targets"] = s.targets.contiguous()
-            out[f"{p}.own.counts"] = s.counts.contiguous()
         return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object], source: str) -> None:
@@ -414,33 +406,25 @@ class StatisticsHead:
         if metadata.get("expansion_digest", {}) != expected:
             raise CheckpointError(source, "head.expansion_digest", "the random expansion regenerated from "
                                   "its seed differs from the saved one (NumPy's stream changed?)")
-        stats, own = {}, {}
+        stats, own, received = {}, {}, {}
         for p in self.input_dims:
             try:
-                stats[p] = _read_statistics(state, p, self.width(p))
                 if f"{p}.own.counts" in state:
-                    own[p] = _read_statistics(state, f"{p}.own", self.width(p))
+                    own[p] = read_statistics(state, f"{p}.own", self.width(p))
+                    received[p] = read_statistics(state, f"{p}.received", self.width(p))
+                    stats[p] = summed(own[p], received[p])
+                else:
+                    stats[p] = read_statistics(state, p, self.width(p))
                 self.thresholds[p] = state[f"{p}.thresholds"].to(torch.float32).clone()
             except (KeyError, RuntimeError) as exc:
                 raise CheckpointError(source, f"head.{p}", f"missing or malformed statistics: {exc}") from None
-        self.own = own or None
+        self.own, self.received = (own, received) if own else (None, None)
         recorded = metadata.get("ridge")
         ridge = ({p: float(v) for p, v in recorded.items()} if isinstance(recorded, dict) and self.kind == "analytic"
                  and set(recorded) == {p for p, s in stats.items() if s.n} else None)
         self.stats = stats
         self.weights, self.ridge, self.shares = self._solve_all(stats, ridge)
         self._factors = {}
-
-
-def _read_statistics(state: Mapping[str, torch.Tensor], prefix: str, width: int) -> PathStatistics:
-    """The statistics saved under ``prefix`` by :meth:`StatisticsHead.state_dict`."""
-    s = PathStatistics(width, int(state[f"{prefix}.counts"].shape[0]))
-    rows, cols = torch.triu_indices(width, width)
-    s.gram[rows, cols] = state[f"{prefix}.gram_upper"].to(torch.float64)
-    s.gram = s.gram + s.gram.T - torch.diag(s.gram.diagonal())
-    s.targets = state[f"{prefix}.targets"].to(torch.float64).reshape(width, s.classes).clone()
-    s.counts = state[f"{prefix}.counts"].to(torch.int64).clone()
-    return s
 
 
 def unit_features(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -8,6 +8,7 @@
     mcil watch lesson.mp4 --out timeline.csv --out timeline.svg   # a timeline of what happened when
     mcil status | mcil versions | mcil rollback 1 | mcil job ID [--cancel]
     mcil report --out report.html                     # accuracy matrices and forgetting, as a picture
+    mcil district identity | mcil district round ...  # share what rooms learned (docs/district.md)
 
 Connection options (before or after the command): ``--target HOST:PORT`` (env ``MCIL_TARGET``,
 default 127.0.0.1:50051), ``--token-file`` or env ``MCIL_TOKEN``, ``--ca``/``--cert``/``--key`` for
@@ -305,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_make_samples)
+
+    from district.cli import add_commands  # `mcil district identity | round` (docs/district.md)
+
+    add_commands(command, _connect)
     return parser
 
 
