@@ -84,8 +84,9 @@ def fused_accuracy(learner: Learner, features: dict[str, torch.Tensor], truth: l
     assert learner.head is not None
     scores = learner.head.pair_scores(features)
     names = [c.casefold() for c in learner.classes]
-    predicted = [names[i] for i in scores.argmax(dim=1).tolist()]
-    return 100.0 * sum(p == t.casefold() for p, t in zip(predicted, truth)) / len(truth)
+    predicted: list[str] = [names[int(i)] for i in scores.argmax(dim=1).tolist()]
+    right = sum(1 for p, t in zip(predicted, truth) if p == t.casefold())
+    return 100.0 * right / len(truth)
 
 
 def score_difference(room: Learner, central: Learner, features: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -166,6 +167,8 @@ def run(data: Path, preset: str, share: float, seed: int, workdir: Path, gate: b
             report[room].update({
                 "after": fused_accuracy(learner, features, truth), "bytes_sent": entry.get("bytes_sent"),
                 "bytes_received": entry.get("bytes_received"), "install": entry.get("install", {}).get("state"),
+                "share_seconds": entry.get("share_seconds"), "install_seconds": entry.get("install", {}).get("seconds"),
+                "install_job_seconds": entry.get("install", {}).get("job_seconds"),
                 "score_difference_to_central": score_difference(learner, central, features)})
             print(f"{room}: after {report[room]['after']:.1f}% (central {central_accuracy:.1f}%), sent "
                   f"{entry.get('bytes_sent', 0):,} B, received {entry.get('bytes_received', 0):,} B, "

@@ -4,7 +4,7 @@
     mcil district round --superlink district --identity HEX --state-dir /var/lib/mcil-district \\
                         --rooms 40 [--timeout 120] [--result round.json]
 
-``round`` runs the district's Flower App (``deploy/district/app``) with ``flwr run`` against the
+``round`` runs the district's Flower App (``district/app``) with ``flwr run`` against the
 SuperLink connection named ``--superlink`` in ``$FLWR_HOME/config.toml`` (docs/district.md), waits
 for it, and prints the round's result: rooms, the classes each contributed, bytes each way, the
 time, and each room's install. Flower's telemetry and update check are turned off for the call.
@@ -21,7 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-APP = Path(__file__).resolve().parent.parent / "deploy" / "district" / "app"
+APP = Path(__file__).resolve().parent / "app"
+"""The district's Flower App: a folder holding only its pyproject.toml, which names this package's
+ServerApp and ClientApp (the code itself is installed with mcil-daemon on every host)."""
 OFFLINE = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 """Flower's telemetry and update check, off: edge sites are offline, and nothing leaves them unasked."""
 

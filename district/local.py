@@ -126,8 +126,13 @@ class LocalDistrict:
         finally:
             log.close()
 
-    def start_superlink(self) -> None:
-        make_certificates(self.certs)
+    def start_superlink(self, certificates: Path | None = None) -> None:
+        """Starts the SuperLink with ``certificates`` (a folder with ``ca.crt``, ``server.crt`` and
+        ``server.key``, as deploy/district/make-keys.sh writes) or throwaway ones."""
+        if certificates is None:
+            make_certificates(self.certs)
+        else:
+            self.certs = Path(certificates).resolve()
         self.port = free_port()
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{self.CONNECTION}"\n\n[superlink.{self.CONNECTION}]\n'
@@ -150,9 +155,13 @@ class LocalDistrict:
                     raise RuntimeError(f"the SuperLink did not start: {self.log('superlink')}") from None
                 time.sleep(0.2)
 
-    def register(self, name: str) -> Path:
-        """A key for SuperNode ``name``, registered with the SuperLink; its private key's path."""
-        private, public = make_node_key(self.keys, name)
+    def register(self, name: str, public: Path | None = None) -> Path:
+        """Registers SuperNode ``name``'s public key (``public``, or a new key pair's) with the SuperLink;
+        returns the private key's path (beside ``public``)."""
+        if public is None:
+            private, public = make_node_key(self.keys, name)
+        else:
+            private = public.with_suffix("")
         done = subprocess.run(["flwr", "supernode", "register", str(public), self.CONNECTION, "--format", "json"],
                               env=self.env, capture_output=True, text=True, check=False, timeout=120)
         if done.returncode != 0 or '"success": true' not in done.stdout.replace('":true', '": true'):

@@ -14,6 +14,7 @@ config (``--node-config "room='room-12' daemon='127.0.0.1:50051' token-file='/et
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -58,10 +59,12 @@ class RoomLink:
 def share(link: RoomLink, known_digest: str) -> tuple[dict[str, Any], bytes]:
     """The room's own statistics: ``(header, statistics file)``; the file is empty when the district
     already holds them (``known_digest``)."""
+    started = time.monotonic()
     with link.client() as client:
         header, data = client.room_statistics(known_digest=known_digest)
     return ({"room": link.room, "identity": header.identity, "digest": header.digest,
-             "unchanged": bool(header.unchanged), "classes": list(header.class_names)}, data)
+             "unchanged": bool(header.unchanged), "classes": list(header.class_names),
+             "seconds": round(time.monotonic() - started, 3)}, data)
 
 
 def install(link: RoomLink, round_number: int, rooms: list[str], digest: str, identity: str,
@@ -71,12 +74,14 @@ def install(link: RoomLink, round_number: int, rooms: list[str], digest: str, id
 
     header = mcil_pb2.StatisticsHeader(identity=identity, digest=digest, round=round_number, rooms=rooms,
                                        size_bytes=len(data))
+    started = time.monotonic()
     with link.client() as client:
         reply = client.install_district_merge(header, data)
         job = client.wait(reply.job_id, timeout=link.install_timeout)
     return {"room": link.room, "job_id": job.job_id, "state": mcil_pb2.JobState.Name(job.state),
             "version": int(job.committed_version), "classes_gained": list(job.class_names),
-            "message": job.message}
+            "message": job.message, "seconds": round(time.monotonic() - started, 3),
+            "job_seconds": round(job.finished_at - job.started_at, 3) if job.finished_at else None}
 
 
 __all__ = ["RoomLink", "install", "share"]

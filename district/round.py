@@ -132,7 +132,7 @@ def run_round(grid: Grid, config: RoundConfig) -> dict[str, Any]:
             ledger.record(statistics, number)
         by_node[node] = room
         rooms[room] = {"classes": list(header.get("classes", [])), "unchanged": bool(header.get("unchanged")),
-                       "bytes_sent": len(data)}
+                       "bytes_sent": len(data), "share_seconds": header.get("seconds")}
     share_seconds = time.monotonic() - shared_at
 
     messages, installing = [], {}

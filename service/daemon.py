@@ -384,13 +384,10 @@ class Daemon:
             figures=meta.figures if meta else None,
             held_out_samples=sum(meta.held_out_counts) if meta else 0,
             task_accuracies=last_rows(served.evaluation),
+            district=meta.district if meta else None,
         )
         try:
             self.metrics["mcil_model_versions_stored"].set(len(self.store.version_numbers()))
-            district = meta.district if meta else {}
-            self.metrics["mcil_district_round"].set(int(district.get("round", 0)))
-            rooms = district.get("rooms")
-            self.metrics["mcil_district_rooms_merged"].set(len(rooms) + 1 if rooms else 0)
         except Exception:  # noqa: BLE001
             pass
 

@@ -120,7 +120,10 @@ class LearningPipeline:
 
             raise TrainingCancelled("stopped before commit")
         ctx.phase("committing")
-        number = self._commit(job, upload, learner, dict(base.evaluation or {}), figures, base, held_counts)
+        # The version keeps the figures of its last taught task (M1, BWT, ...), with its own tasks'
+        # accuracy and forgetting as they are now.
+        kept = {p: {**(base.meta.figures.get(p, {}) if base.meta else {}), **f} for p, f in figures.items()}
+        number = self._commit(job, upload, learner, dict(base.evaluation or {}), kept, base, held_counts)
         return TrainingOutcome("succeeded", figures, held_counts, committed_version=number)
 
     def _baseline(self) -> "Learner":

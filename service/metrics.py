@@ -172,9 +172,14 @@ class ServiceMetrics:
 
     def set_model(self, *, version: int, classes: int, tasks: int, preset: str, strategy: str, runner: str, device: str,
                   committed_at: float, figures: Mapping[str, Mapping[str, Any]] | None,
-                  held_out_samples: int, task_accuracies: Mapping[str, Sequence[float]] | None = None) -> None:
-        """Publish what is served, and its continual-learning figures (``{path: {figure: percent}}``)."""
+                  held_out_samples: int, task_accuracies: Mapping[str, Sequence[float]] | None = None,
+                  district: Mapping[str, Any] | None = None) -> None:
+        """Publish what is served, its continual-learning figures (``{path: {figure: percent}}``) and
+        the district merge it holds (``{"round": n, "rooms": [...]}``, docs/district.md)."""
         try:
+            rooms = (district or {}).get("rooms")
+            self["mcil_district_round"].set(int((district or {}).get("round", 0)))
+            self["mcil_district_rooms_merged"].set(len(rooms) + 1 if rooms else 0)
             self["mcil_model_version"].set(version)
             self["mcil_model_classes"].set(classes)
             self["mcil_model_tasks"].set(tasks)
