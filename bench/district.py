@@ -193,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="lite")
     parser.add_argument("--share", type=float, default=0.6, help="share of the classes each room teaches")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="PyTorch threads of this process, whose rooms all learn and install at once (default 1: "
+                             "five rooms' solves on two cores with two threads each slow each other down many times)")
     parser.add_argument("--no-gate", action="store_true", help="turn the commit gate off (a smoke run on `tiny`)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="mcil-district-bench-") as tmp:
         out = run(args.data, args.preset, args.share, args.seed, Path(tmp), gate=not args.no_gate)
     text = json.dumps(out, indent=2, sort_keys=True)
