@@ -94,11 +94,11 @@ def _central(rooms: dict[str, Room], backbone: TriModalBackbone) -> Learner:
 
 
 def _assert_equals_central(room: Learner, central: Learner, taught: list[LabeledSample]) -> None:
-    """Per path: the same statistics, the same ridge, and the same scores for every example taught anywhere,
-    each to 1e-6 relative. (Not bit for bit: the encoders' float32 features of an example move by ~1e-8
-    with the batch it is encoded in, and the sums come in another order. The weights themselves agree as
-    well as a path's Gram matrix is conditioned: the tiny preset's synthetic tones make the audio one
-    nearly singular, where such differences move a weight by a few 1e-6.)"""
+    """Per path: the same statistics, ridge, weights and scores (for every example taught anywhere), each
+    to 1e-6 relative; not bit for bit, as the sums come in another order. (The central learner encodes
+    each upload as its room did: the encoders' float32 features of an example move by ~1e-8 with the
+    batch it is encoded in, which the nearly singular audio path of the tiny preset's synthetic tones
+    turns into differences of a few 1e-6 in its weights.)"""
     assert room.head is not None and central.head is not None
     columns = [central.classes.index(c.casefold()) for c in room.classes]
     assert sorted(c.casefold() for c in room.classes) == sorted(central.classes)
@@ -111,6 +111,8 @@ def _assert_equals_central(room: Learner, central: Learner, taught: list[Labeled
                               atol=1e-6 * float(stats.targets.abs().max()))
         assert torch.equal(mine.counts, stats.counts[columns])
         assert room.head.ridge[path] == central.head.ridge[path]
+        weights = central.head.weights[path][:, columns].double()
+        assert float((room.head.weights[path].double() - weights).abs().max() / weights.abs().max()) <= 1e-6
         expected = central.head.scores(features[path], path)[:, columns].double()
         error = (room.head.scores(features[path], path).double() - expected).abs().max() / expected.abs().max()
         assert float(error) <= 1e-6, (path, float(error))
