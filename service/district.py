@@ -30,8 +30,9 @@ if TYPE_CHECKING:
     from model.learner import Learner
 
 MAX_ROOMS = 10_000
-_identities: dict[int, tuple[Any, str]] = {}
-_identities_lock = threading.Lock()
+BASE_DIGEST = "_district_base_digest"
+"""The attribute of a backbone that keeps its frozen encoders' digest once computed."""
+_digest_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -55,18 +56,20 @@ def check_shareable(learner: "Learner") -> None:
 
 def district_identity(learner: "Learner") -> str:
     """sha256 of the frozen encoders, the strategy and the head's configuration: two rooms' sums add
-    up exactly when this is equal. Cached per backbone (hashing the encoders takes a moment)."""
+    up exactly when this is equal. The encoders' digest is kept on the backbone (hashing them takes a
+    moment): a clone's backbone shares the same frozen weights, and copies the digest with them."""
     from export.base import base_digest
 
     check_shareable(learner)
     assert learner.head is not None
-    with _identities_lock:
-        cached = _identities.get(id(learner.backbone))
-        if cached is None or cached[0] is not learner.backbone:
-            cached = (learner.backbone, base_digest(learner.backbone))
-            _identities[id(learner.backbone)] = cached
+    backbone = learner.backbone
+    with _digest_lock:
+        base = getattr(backbone, BASE_DIGEST, None)
+        if not isinstance(base, str):
+            base = base_digest(backbone)
+            setattr(backbone, BASE_DIGEST, base)
     head = learner.head
-    settings = {"base": cached[1], "strategy": learner.strategy_name, "kind": head.kind,
+    settings = {"base": base, "strategy": learner.strategy_name, "kind": head.kind,
                 "config": asdict(head.config), "input_dims": head.input_dims,
                 "expansion": head.metadata()["expansion_digest"]}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
