@@ -29,13 +29,39 @@ import numpy as np
 from district.ledger import Ledger
 from district.statistics import RoomStatistics, StatisticsError
 
+POLL_SECONDS = 0.25
+"""How often a phase looks for the rooms' answers (Flower's own ``send_and_receive`` waits 3 s)."""
+
 
 class Grid(Protocol):
     """What a round needs of Flower's ``flwr.serverapp.Grid``."""
 
     def get_node_ids(self) -> Iterable[int]: ...
 
-    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> Iterable[Any]: ...
+    def push_messages(self, messages: Iterable[Any]) -> Iterable[str]: ...
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Any]: ...
+
+
+def exchange(grid: Grid, messages: list[Any], timeout: float) -> tuple[list[Any], dict[str, int]]:
+    """Sends ``messages`` and collects the answers that come within ``timeout`` seconds; returns them
+    and each sent message's id -> its destination node (an error answer comes from the SuperLink,
+    and names the message it answers)."""
+    if not messages:
+        return [], {}
+    nodes = [int(m.metadata.dst_node_id) for m in messages]
+    ids = list(grid.push_messages(messages))  # None for a message the SuperLink did not take: no answer
+    node_of = {i: n for i, n in zip(ids, nodes) if i}
+    waiting, replies = set(node_of), []
+    deadline = time.monotonic() + timeout
+    while waiting:
+        got = list(grid.pull_messages(list(waiting)))
+        replies += got
+        waiting -= {m.metadata.reply_to_message_id for m in got}
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_SECONDS)
+    return replies, node_of
 
 
 @dataclass(frozen=True)
@@ -103,9 +129,8 @@ def run_round(grid: Grid, config: RoundConfig) -> dict[str, Any]:
 
     ask = {"phase": "share", "round": number, "known": {r: ledger.digest(r) for r in ledger.rooms}}
     shared_at = time.monotonic()
-    asked = [_message(n, ask) for n in nodes]
-    node_of = {m.object_id: n for m, n in zip(asked, nodes)}  # an error reply comes from the SuperLink, not the node
-    for reply in grid.send_and_receive(asked, timeout=config.timeout):
+    replies, node_of = exchange(grid, [_message(n, ask) for n in nodes], config.timeout)
+    for reply in replies:
         header, data = _read(reply)
         node = node_of.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id))
         room = str(header.get("room", "")) or f"node-{node}"
@@ -135,7 +160,7 @@ def run_round(grid: Grid, config: RoundConfig) -> dict[str, Any]:
                        "bytes_sent": len(data), "share_seconds": header.get("seconds")}
     share_seconds = time.monotonic() - shared_at
 
-    messages, installing = [], {}
+    messages, installing = [], {}  # room of each install message's destination node
     for node, room in sorted(by_node.items(), key=lambda item: item[1]):
         others, merged = ledger.others(room)
         if merged is None:
@@ -144,14 +169,14 @@ def run_round(grid: Grid, config: RoundConfig) -> dict[str, Any]:
         data = merged.to_bytes()
         rooms[room]["bytes_received"] = len(data)
         rooms[room]["merged_rooms"] = others
-        message = _message(node, {"phase": "install", "round": number, "rooms": others,
-                                  "digest": merged.digest(), "identity": merged.identity}, data)
-        messages.append(message)
-        installing[message.object_id] = room
+        messages.append(_message(node, {"phase": "install", "round": number, "rooms": others,
+                                        "digest": merged.digest(), "identity": merged.identity}, data))
+        installing[node] = room
     installed_at = time.monotonic()
-    for reply in grid.send_and_receive(messages, timeout=config.timeout) if messages else []:
+    replies, node_of = exchange(grid, messages, config.timeout)
+    for reply in replies:
         outcome, _ = _read(reply)
-        room = installing.get(reply.metadata.reply_to_message_id, "")
+        room = installing.get(node_of.get(reply.metadata.reply_to_message_id, -1), "")
         if room in rooms:
             rooms[room]["install"] = outcome
     for entry in rooms.values():

@@ -173,7 +173,7 @@ def test_three_rooms_share_exactly_through_flower(district: LocalDistrict, tiny_
         a.teach(["chime"], [7], seed=5)
         c_version = c.version()
         district.kill("room-c")
-        third = district.round(identity, rooms=4, timeout=15, wait=1)
+        third = district.round(identity, rooms=4, timeout=8, wait=1)
         assert "room-c" in third["silent"] or third["rooms"].get("room-c", {}).get("install", {}).get(
             "state") == "NO_ANSWER", third
         assert third["rooms"]["room-b"]["install"]["classes_gained"] == ["chime"]
