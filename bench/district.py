@@ -13,6 +13,8 @@ authentication on). Reported, on ``test.csv`` (fused answers, every class):
     per room     accuracy before and after the round; bytes sent and received; the install's outcome
     central      a learner taught every room's training pairs at once (the head the rooms should equal),
                  and the largest relative difference between its scores and each room's, per path
+    unknown      the share of test pairs (every class known after the round) each room and the central
+                 learner answer ``unknown``: a merged class keeps the thresholds its rooms computed
     round        its time for all rooms on loopback, and the SuperLink's peak memory (VmHWM)
 """
 
@@ -89,6 +91,13 @@ def fused_accuracy(learner: Learner, features: dict[str, torch.Tensor], truth: l
     return 100.0 * right / len(truth)
 
 
+def unknown_share(learner: Learner, features: dict[str, torch.Tensor]) -> float:
+    """Percent of the test pairs answered ``unknown`` (judged on the ``av`` path, as the daemon does);
+    after a round every test class is known, so each is a known class called unknown."""
+    assert learner.head is not None
+    return 100.0 * float(learner.head.unknown(learner.head.scores(features["av"], "av"), "av").double().mean())
+
+
 def score_difference(room: Learner, central: Learner, features: dict[str, torch.Tensor]) -> dict[str, float]:
     """Per path, max |room - central| / max |central| over the test pairs' scores (columns by name)."""
     assert room.head is not None and central.head is not None
@@ -161,11 +170,13 @@ def run(data: Path, preset: str, share: float, seed: int, workdir: Path, gate: b
         superlink_peak = peak_memory_mib(district.superlink.pid) if district.superlink else 0.0
         central = central_learner(preset, backbone, all_uploads)
         central_accuracy = fused_accuracy(central, features, truth)
+        central_unknown = unknown_share(central, features)
         for room in plan:
             learner = servers[room].daemon.served.learner
             entry = result["rooms"].get(room, {})
             report[room].update({
                 "after": fused_accuracy(learner, features, truth), "bytes_sent": entry.get("bytes_sent"),
+                "unknown_after": unknown_share(learner, features),
                 "bytes_received": entry.get("bytes_received"), "install": entry.get("install", {}).get("state"),
                 "share_seconds": entry.get("share_seconds"), "install_seconds": entry.get("install", {}).get("seconds"),
                 "install_job_seconds": entry.get("install", {}).get("job_seconds"),
@@ -180,7 +191,7 @@ def run(data: Path, preset: str, share: float, seed: int, workdir: Path, gate: b
             clients[room].close()
             servers[room].stop(2.0)
     return {"data": str(data), "preset": preset, "seed": seed, "share": share, "rooms": report,
-            "central_accuracy": central_accuracy, "round_seconds": result["seconds"], "round_wall_seconds": round_wall,
+            "central_accuracy": central_accuracy, "central_unknown": central_unknown, "round_seconds": result["seconds"], "round_wall_seconds": round_wall,
             "share_seconds": result["share_seconds"], "install_seconds": result["install_seconds"],
             "superlink_peak_mib": superlink_peak, "refused": result["refused"], "errors": result["errors"],
             "test_pairs": len(truth), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
