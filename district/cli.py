@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,12 @@ def flwr_round(app: str | Path, connection: str, values: dict[str, Any], env: di
 
 
 def cmd_round(args: argparse.Namespace) -> int:
+    if shutil.which("flwr") is None:
+        print("mcil: Flower's `flwr` command is not installed: pip install 'mcil-daemon[district]'", file=sys.stderr)
+        return 2
+    if not (Path(args.app) / "pyproject.toml").is_file():
+        print(f"mcil: --app {args.app}: not a Flower App folder (no pyproject.toml)", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="mcil-district-") as tmp:
         values: dict[str, Any] = {
             "identity": args.identity, "state-dir": str(Path(args.state_dir).resolve()),

@@ -109,3 +109,18 @@ def test_bad_statistics_are_refused_by_name(start_daemon: Callable[..., Running]
         a.client.install_district_merge(header, b"12345")
     assert "data" in short.value.details()  # type: ignore[attr-defined]
     assert a.client.list_versions().current_version == 1
+
+
+def test_mcil_district_identity_prints_what_every_room_must_share(start_daemon: Callable[..., Running],
+                                                                  tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    a = start_daemon(make_config(tmp_path / "a"))
+    _teach(a.client, ["clap", "drum"], 0)
+    assert main(["--target", a.target, "district", "identity"]) == 0
+    printed = capsys.readouterr().out
+    assert f"identity  {_statistics(a.client, 'a').identity}" in printed and "clap, drum" in printed
+    assert main(["district", "round", "--superlink", "district", "--identity", "x", "--state-dir",
+                 str(tmp_path / "ledger"), "--app", str(tmp_path)]) == 2
+    assert "not a Flower App folder" in capsys.readouterr().err
