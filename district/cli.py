@@ -107,8 +107,9 @@ def print_round(result: dict[str, Any]) -> None:
         install = r.get("install", {})
         sent = "unchanged" if r.get("unchanged") else f"{r.get('bytes_sent', 0):,} B"
         gained = ", ".join(install.get("classes_gained", [])) or "-"
+        state = str(install.get("state", "?")).removeprefix("JOB_STATE_").lower()
         print(f"  {room:<16} taught {', '.join(r['classes']) or '-'}; sent {sent}, "
-              f"received {r.get('bytes_received', 0):,} B; {install.get('state', '?')}"
+              f"received {r.get('bytes_received', 0):,} B; {state}"
               f"{' v' + str(install['version']) if install.get('version') else ''}; gained {gained}"
               f"{'  (' + install['message'] + ')' if install.get('message') else ''}")
     for room, why in sorted(result.get("refused", {}).items()):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from district.cli import print_round
 from district.local import LocalDistrict, make_node_key
 from district.room import RoomLink
 from model.backbone import TriModalBackbone
@@ -133,7 +134,7 @@ def _answers(room: Room, patterns: dict[str, int]) -> dict[str, str]:
 
 
 def test_three_rooms_share_exactly_through_flower(district: LocalDistrict, tiny_backbone: TriModalBackbone,
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rooms = {n: Room(n, tmp_path / n, tiny_backbone) for n in ("room-a", "room-b", "room-c")}
     other = Room("room-x", tmp_path / "room-x", tiny_backbone, strategy="simplecil")  # another head: not mergeable
     try:
@@ -153,6 +154,10 @@ def test_three_rooms_share_exactly_through_flower(district: LocalDistrict, tiny_
             assert first["rooms"][r.name]["install"]["state"] == SUCCEEDED, first["rooms"][r.name]
             assert first["rooms"][r.name]["bytes_sent"] > 0
         assert other.version() == 1 and other.client.list_classes().class_names == ["chalk", "door"]
+        print_round(first)  # what `mcil district round` prints
+        printed = capsys.readouterr().out
+        assert "round 1: 3 room(s) answered" in printed and "room-x" in printed and "REFUSED" in printed
+        assert "gained bell, whistle, siren" in printed  # room-a's new classes, in room-name order
         central = _central(rooms, tiny_backbone)
         patterns = {"clap": 0, "drum": 1, "bell": 2, "whistle": 3, "siren": 4}
         for r in rooms.values():

@@ -124,3 +124,20 @@ def test_mcil_district_identity_prints_what_every_room_must_share(start_daemon: 
     assert main(["district", "round", "--superlink", "district", "--identity", "x", "--state-dir",
                  str(tmp_path / "ledger"), "--app", str(tmp_path)]) == 2
     assert "not a Flower App folder" in capsys.readouterr().err
+
+
+def test_a_room_that_taught_nothing_joins_and_then_learns_on_top(start_daemon: Callable[..., Running],
+                                                                   tmp_path: Path) -> None:
+    fresh = start_daemon(make_config(tmp_path / "fresh"))
+    b = start_daemon(make_config(tmp_path / "b"))
+    _teach(b.client, ["bell", "whistle"], 2, seed=1)
+    empty = _statistics(fresh.client, "fresh")
+    assert empty.classes == [] and empty.examples == {"av": 0, "visual": 0, "audio": 0}
+
+    job = _install(fresh.client, _statistics(b.client, "b"))
+    assert job.state == SUCCEEDED and job.committed_version == 1, job.message
+    assert fresh.client.list_classes().class_names == ["bell", "whistle"]
+    assert _statistics(fresh.client, "fresh").classes == []  # received sums are never shared on
+    _teach(fresh.client, ["clap", "drum"], 0)  # the evaluation counts only the task taught here
+    assert fresh.client.list_classes().class_names == ["bell", "whistle", "clap", "drum"]
+    assert _statistics(fresh.client, "fresh").classes == ["clap", "drum"]
