@@ -120,6 +120,14 @@ def run_round(grid: Grid, config: RoundConfig) -> dict[str, Any]:
     """One round (module docstring); returns what it writes to ``config.result_path``."""
     started = time.monotonic()
     ledger = Ledger(config.state_dir)
+    ledger.lock()
+    try:
+        return _run_round(grid, config, ledger, started)
+    finally:
+        ledger.unlock()
+
+
+def _run_round(grid: Grid, config: RoundConfig, ledger: Ledger, started: float) -> dict[str, Any]:
     number = ledger.start_round(config.identity)
     nodes = _wait_for_rooms(grid, config)
     rooms: dict[str, dict[str, Any]] = {}
@@ -144,17 +152,18 @@ def run_round(grid: Grid, config: RoundConfig) -> dict[str, Any]:
         if room in rooms:
             errors[room] = "two SuperNodes answered as this room; the second was ignored"
             continue
-        if not header.get("unchanged"):
-            try:
+        try:
+            if header.get("unchanged"):
+                ledger.bind(room, node)
+            else:
                 statistics = RoomStatistics.from_bytes(data)
-            except StatisticsError as exc:
-                errors[room] = str(exc)
-                continue
-            statistics.room = room
-            if statistics.digest() != header.get("digest") or statistics.identity != config.identity:
-                errors[room] = "statistics do not match their header (digest or identity)"
-                continue
-            ledger.record(statistics, number)
+                statistics.room = room
+                if statistics.digest() != header.get("digest") or statistics.identity != config.identity:
+                    raise StatisticsError("statistics", "they do not match their header (digest or identity)")
+                ledger.record(statistics, number, node)
+        except (StatisticsError, OSError) as exc:  # this room's answer is left out; the round goes on
+            errors[room] = str(exc)
+            continue
         by_node[node] = room
         rooms[room] = {"classes": list(header.get("classes", [])), "unchanged": bool(header.get("unchanged")),
                        "bytes_sent": len(data), "share_seconds": header.get("seconds")}
@@ -162,7 +171,11 @@ def run_round(grid: Grid, config: RoundConfig) -> dict[str, Any]:
 
     messages, installing = [], {}  # room of each install message's destination node
     for node, room in sorted(by_node.items(), key=lambda item: item[1]):
-        others, merged = ledger.others(room)
+        try:
+            others, merged = ledger.others(room)
+        except (StatisticsError, OSError) as exc:
+            rooms[room]["install"] = {"state": "SKIPPED", "message": f"cannot sum the others' statistics: {exc}"}
+            continue
         if merged is None:
             rooms[room]["install"] = {"state": "SKIPPED", "message": "no other room has contributed yet"}
             continue

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,9 @@ import numpy as np
 
 PATHS = ("av", "visual", "audio")
 FORMAT = 1
+MAX_NAME_LENGTH = 128  # as the daemon's class names (service/uploads.py)
+MAX_CLASSES = 10_000
+MAX_COUNT = 2**40  # examples of one class: far beyond any room, far below int64's overflow when summed
 
 
 class StatisticsError(ValueError):
@@ -78,12 +82,22 @@ class RoomStatistics:
     paths: dict[str, PathSums] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if len(self.classes) > MAX_CLASSES:
+            raise StatisticsError("classes", f"{len(self.classes)} classes, at most {MAX_CLASSES}")
+        for name in self.classes:
+            if not name or name != name.strip() or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+                raise StatisticsError("classes", f"{name[:40]!r}: a class name is 1-{MAX_NAME_LENGTH} printable "
+                                      "characters without surrounding spaces")
         keys = [c.casefold() for c in self.classes]
         if len(set(keys)) != len(keys):
             raise StatisticsError("classes", f"names repeat (case-insensitively): {self.classes}")
         for p, s in self.paths.items():
             if p not in PATHS:
                 raise StatisticsError("paths", f"unknown path {p!r}")
+            arrays = (s.gram_upper, s.targets, s.counts, s.thresholds)
+            if [a.ndim for a in arrays] != [1, 2, 1, 1] or any(a.dtype.kind not in "fiu" for a in arrays):
+                raise StatisticsError(f"paths.{p}", "gram_upper, targets, counts and thresholds must be numeric "
+                                      "arrays of 1, 2, 1 and 1 dimensions")
             k, m = len(self.classes), s.width
             if (s.targets.shape != (m, k) or s.counts.shape != (k,) or s.thresholds.shape != (k,)
                     or s.gram_upper.shape != (m * (m + 1) // 2,)):
@@ -92,8 +106,13 @@ class RoomStatistics:
                                       f"do not fit {k} classes of width {m}")
             if not (np.isfinite(s.gram_upper).all() and np.isfinite(s.targets).all()):
                 raise StatisticsError(f"paths.{p}", "non-finite sums")
-            if (s.counts < 0).any():
-                raise StatisticsError(f"paths.{p}.counts", "negative counts")
+            if (s.counts < 0).any() or (s.counts > MAX_COUNT).any():
+                raise StatisticsError(f"paths.{p}.counts", f"counts must lie in [0, {MAX_COUNT}]")
+            if np.isnan(s.thresholds).any() or np.isposinf(s.thresholds).any():
+                raise StatisticsError(f"paths.{p}.thresholds", "NaN or +inf (-inf marks a class the path never saw)")
+            rows, cols = np.triu_indices(m)
+            if (s.gram_upper[rows == cols] < 0).any():
+                raise StatisticsError(f"paths.{p}.gram_upper", "a negative diagonal: not a sum of h h^T")
 
     @property
     def examples(self) -> dict[str, int]:
@@ -134,11 +153,14 @@ class RoomStatistics:
             raise StatisticsError("paths", "must be a list of path names")
         sums = {}
         for p in paths:
+            if p not in PATHS:
+                raise StatisticsError("paths", f"unknown path {p!r}")
             try:
-                sums[str(p)] = PathSums(np.asarray(arrays[f"{p}.gram_upper"], np.float64),
-                                        np.asarray(arrays[f"{p}.targets"], np.float64),
-                                        np.asarray(arrays[f"{p}.counts"], np.int64),
-                                        np.asarray(arrays[f"{p}.thresholds"], np.float32))
+                parts = [arrays[f"{p}.{name}"] for name in ("gram_upper", "targets", "counts", "thresholds")]
+                if any(a.dtype.kind not in "fiu" for a in parts):
+                    raise StatisticsError(f"paths.{p}", "arrays must be numeric")
+                sums[str(p)] = PathSums(parts[0].astype(np.float64), parts[1].astype(np.float64),
+                                        parts[2].astype(np.int64), parts[3].astype(np.float32))
             except KeyError as exc:
                 raise StatisticsError(f"paths.{p}", f"array {exc} missing") from None
         return cls(str(header.get("room", "")), str(header.get("identity", "")), list(classes), sums)
@@ -153,14 +175,21 @@ class RoomStatistics:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "RoomStatistics":
+        """Reads what :meth:`to_bytes` wrote; nothing else: no pickles, no compressed members (their
+        unpacked size is not known in advance), only the arrays the header names."""
         try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                if any(i.compress_type != zipfile.ZIP_STORED for i in archive.infolist()):
+                    raise StatisticsError("statistics", "compressed members are not read")
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            header = json.loads(arrays.pop("header").tobytes().decode())
-        except (ValueError, OSError, KeyError, UnicodeDecodeError) as exc:
+                header = json.loads(npz["header"].tobytes().decode())
+                if not isinstance(header, dict):
+                    raise StatisticsError("header", "must be an object")
+                wanted = [f"{p}.{n}" for p in header.get("paths") or [] if isinstance(p, str)
+                          for n in ("gram_upper", "targets", "counts", "thresholds")]
+                arrays = {k: npz[k] for k in wanted if k in npz.files}
+        except (ValueError, OSError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
             raise StatisticsError("statistics", f"not a statistics file: {exc}") from None
-        if not isinstance(header, dict):
-            raise StatisticsError("header", "must be an object")
         return cls.from_parts(header, arrays)
 
 

@@ -118,6 +118,7 @@ class StatisticsHead:
         # ``own + received`` path by path. None: ``stats`` holds only this head's own examples.
         self.own: dict[str, PathStatistics] | None = None
         self.received: dict[str, PathStatistics] | None = None
+        self.own_thresholds: dict[str, torch.Tensor] | None = None  # those computed here (-inf: not taught here)
         self._factors: dict[str, torch.Tensor] = {}  # path -> Cholesky factor of the last solve (not saved)
 
     # -- features ---------------------------------------------------------------------------------
@@ -183,6 +184,8 @@ class StatisticsHead:
             thresholds = self._thresholds(stats, weights, expanded, first)
         finally:
             self._factors = {}  # only the thresholds need them; they would double a learner copy's size
+        if self.own_thresholds is not None:
+            self.own_thresholds = {p: torch.cat([t, thresholds[p][len(t):]]) for p, t in self.own_thresholds.items()}
         self.stats, self.weights, self.ridge, self.shares, self.thresholds = stats, weights, ridge, shares, thresholds
         if self.received is not None:
             self.own = own
@@ -190,6 +193,10 @@ class StatisticsHead:
     def own_statistics(self) -> dict[str, PathStatistics]:
         """The sums of the examples taught to this head itself (not those received from elsewhere)."""
         return self.stats if self.own is None else self.own
+
+    def own_unknown_thresholds(self) -> dict[str, torch.Tensor]:
+        """The thresholds computed from this head's own examples (``-inf`` for classes only received)."""
+        return self.thresholds if self.own_thresholds is None else self.own_thresholds
 
     def receive(self, received: Mapping[str, PathStatistics], thresholds: Mapping[str, torch.Tensor]) -> None:
         """Solves from this head's own statistics plus ``received`` (sums of other learners over the
@@ -211,6 +218,8 @@ class StatisticsHead:
         stats = {p: summed(kept[p], others[p]) for p in kept}
         weights, ridge, shares = self._solve_all(stats)
         self._factors = {}
+        self.own_thresholds = {p: torch.cat([t, torch.full((classes - len(t),), float("-inf"))])
+                               for p, t in self.own_unknown_thresholds().items()}
         self.own, self.received, self.stats = kept, {p: copy_statistics(s) for p, s in others.items()}, stats
         self.weights, self.ridge, self.shares = weights, ridge, shares
         self.thresholds = {p: thresholds[p].to(torch.float32).clone() for p in stats}
@@ -343,6 +352,7 @@ class StatisticsHead:
             else:  # ``stats`` is their sum, computed again on load (the same bits)
                 out.update(statistics_tensors(self.own[p], f"{p}.own"))
                 out.update(statistics_tensors(self.received[p], f"{p}.received"))
+                out[f"{p}.own.thresholds"] = self.own_unknown_thresholds()[p].contiguous()
             out[f"{p}.thresholds"] = self.thresholds[p].contiguous()
         return out
 
@@ -356,19 +366,20 @@ class StatisticsHead:
         if metadata.get("expansion_digest", {}) != expected:
             raise CheckpointError(source, "head.expansion_digest", "the random expansion regenerated from "
                                   "its seed differs from the saved one (NumPy's stream changed?)")
-        stats, own, received = {}, {}, {}
+        stats, own, received, own_thresholds = {}, {}, {}, {}
         for p in self.input_dims:
             try:
                 if f"{p}.own.counts" in state:
                     own[p] = read_statistics(state, f"{p}.own", self.width(p))
                     received[p] = read_statistics(state, f"{p}.received", self.width(p))
+                    own_thresholds[p] = state[f"{p}.own.thresholds"].to(torch.float32).clone()
                     stats[p] = summed(own[p], received[p])
                 else:
                     stats[p] = read_statistics(state, p, self.width(p))
                 self.thresholds[p] = state[f"{p}.thresholds"].to(torch.float32).clone()
             except (KeyError, RuntimeError) as exc:
                 raise CheckpointError(source, f"head.{p}", f"missing or malformed statistics: {exc}") from None
-        self.own, self.received = (own, received) if own else (None, None)
+        self.own, self.received, self.own_thresholds = (own, received, own_thresholds) if own else (None, None, None)
         recorded = metadata.get("ridge")
         ridge = ({p: float(v) for p, v in recorded.items()} if isinstance(recorded, dict) and self.kind == "analytic"
                  and set(recorded) == {p for p, s in stats.items() if s.n} else None)

@@ -103,7 +103,7 @@ def room_statistics(learner: "Learner") -> RoomStatistics:
         targets = np.zeros((s.gram.shape[0], len(classes)))
         targets[:, :s.classes] = s.targets.numpy()
         thresholds = np.full(len(classes), -np.inf, np.float32)
-        known = learner.head.thresholds[p].numpy()
+        known = learner.head.own_unknown_thresholds()[p].numpy()  # never what it received
         thresholds[:len(known)] = known
         paths[p] = PathSums(upper_triangle(s.gram.numpy()), targets[:, rows], counts[rows], thresholds[rows])
     return RoomStatistics("", identity, [classes[i] for i in rows], paths)
@@ -128,7 +128,7 @@ def received_learner(learner: "Learner", install: DistrictInstall) -> "Learner":
     thresholds: dict[str, torch.Tensor] = {}
     for p in out.head.input_dims:
         mine = torch.full((len(names),), float("-inf"))
-        known = out.head.thresholds[p]
+        known = out.head.own_unknown_thresholds()[p]  # its own, then the lowest of what others computed
         mine[:len(known)] = known
         s = others.paths.get(p)
         width = out.head.width(p)

@@ -143,7 +143,8 @@ class LearningPipeline:
                 and f["new_task_accuracy"] < gate.min_new_task_accuracy):
             problems.append(f"new-task accuracy {f.get('new_task_accuracy', 0.0):.2f}% < "
                             f"min_new_task_accuracy {gate.min_new_task_accuracy:g}%")
-        if gate.min_last_accuracy is not None and f.get("last_accuracy", 0.0) < gate.min_last_accuracy:
+        if (gate.min_last_accuracy is not None and "last_accuracy" in f  # a room with nothing of its own: none
+                and f["last_accuracy"] < gate.min_last_accuracy):
             problems.append(f"last accuracy {f.get('last_accuracy', 0.0):.2f}% < "
                             f"min_last_accuracy {gate.min_last_accuracy:g}%")
         return ("commit gate (" + gate.path + " path): " + "; ".join(problems)) if problems else ""

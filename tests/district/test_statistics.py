@@ -93,3 +93,55 @@ def test_round_and_node_configs_are_checked_by_field() -> None:
         RoomLink.from_node_config({"room": "room 1", "daemon": "127.0.0.1:50051"})
     link = RoomLink.from_node_config({"room": "room-1", "daemon": "127.0.0.1:50051", "token-file": "/etc/t"})
     assert link.token_file == Path("/etc/t") and link.install_timeout == 600.0
+
+
+def test_the_ledger_binds_each_room_to_its_node_and_keeps_one_width(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger")
+    ledger.start_round(IDENTITY)
+    ledger.record(_room("room-a", ["clap"], 0), 1, node=11)
+    ledger.record(_room("room-b", ["bell"], 1), 1, node=22)
+    with pytest.raises(StatisticsError, match="another node's name"):
+        ledger.record(_room("room-a", ["bell"], 2), 2, node=22)  # room-b's node claiming room-a
+    with pytest.raises(StatisticsError, match="node 11 is 'room-a'"):
+        ledger.record(_room("room-z", ["drum"], 3), 2, node=11)  # room-a's node under a new name
+    with pytest.raises(StatisticsError, match="paths.av"):
+        ledger.record(_room("room-c", ["drum"], 3, width=6), 2, node=33)
+    assert ledger.contribution("room-a").classes == ["clap"] and ledger.rooms == ["room-a", "room-b"]
+    # A room taken out (its file removed) no longer counts, and its name is free again after forget.
+    (tmp_path / "ledger" / "rooms" / "room-b.npz").unlink()
+    again = Ledger(tmp_path / "ledger")
+    assert again.rooms == ["room-a"] and again.others("room-a") == ([], None)
+    again.forget("room-b")
+    again.record(_room("room-b", ["bell"], 4), 3, node=44)
+    # One round at a time on a state directory.
+    again.lock()
+    try:
+        with pytest.raises(StatisticsError, match="another round is running"):
+            Ledger(tmp_path / "ledger").lock()
+    finally:
+        again.unlock()
+
+
+def test_untrusted_statistics_files_are_refused_by_field(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    room = _room("a", ["clap", "drum"], 0)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with zipfile.ZipFile(io.BytesIO(room.to_bytes())) as plain:
+            for info in plain.infolist():
+                archive.writestr(info.filename, plain.read(info))
+    with pytest.raises(StatisticsError, match="compressed"):
+        RoomStatistics.from_bytes(buffer.getvalue())
+    for change, field in ((lambda s: setattr(s.paths["av"], "thresholds", np.full(2, np.nan, np.float32)),
+                           "thresholds"),
+                          (lambda s: setattr(s.paths["av"], "targets", np.zeros(())), "paths.av"),
+                          (lambda s: s.paths["av"].gram_upper.__setitem__(0, -1.0), "gram_upper")):
+        bad = _room("a", ["clap", "drum"], 0)
+        change(bad)
+        with pytest.raises(StatisticsError, match=field):
+            RoomStatistics.from_bytes(bad.to_bytes())
+    for names in (["", "x"], [" Clap", "x"], ["a" * 129, "x"], ["a\nb", "x"]):
+        with pytest.raises(StatisticsError, match="classes"):
+            RoomStatistics("a", IDENTITY, names)
