@@ -193,19 +193,26 @@ class LocalDistrict:
         each ``flwr`` call takes about a second to start)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        self.start_superlink()
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            keys = dict(zip(rooms, pool.map(self.register, rooms)))
-        for room, link in rooms.items():
-            self.start_supernode(link, keys[room])
-        for room in rooms:
-            self.wait_active(room)
+        try:
+            self.start_superlink()
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                keys = dict(zip(rooms, pool.map(self.register, rooms)))
+            for room, link in rooms.items():
+                self.start_supernode(link, keys[room])
+            for room in rooms:
+                self.wait_active(room)
+        except BaseException:
+            self.stop()  # nothing is left running when a district cannot start
+            raise
 
     def kill(self, room: str) -> None:
         """SIGKILL a room's SuperNode and what it started (a room lost mid-round)."""
         process = self.supernodes.pop(room)
         port = self.node_ports.pop(room)
-        os.killpg(process.pid, signal.SIGKILL)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it had exited already
         process.wait()
         self._sweep({port}, signal.SIGKILL)
 
@@ -245,7 +252,7 @@ class LocalDistrict:
             if ("flower-" in command or "flwr-" in command) and any(m in command for m in marks):
                 try:
                     os.kill(int(entry.name), sig)
-                except ProcessLookupError:
+                except (ProcessLookupError, PermissionError):
                     pass
 
     def log(self, name: str) -> str:
