@@ -225,6 +225,13 @@ def panels(exported: set[str]) -> list[dict[str, Any]]:
                             "refused {{code}}")), "Bps", width=12),
         stat("Held-out samples", "Held-out samples the continual-learning figures were measured on.",
              targets((f"mcil_continual_held_out_samples{{{INST}}}", "{{instance}}")), width=12, height=8),
+        row("District (docs/district.md)"),
+        stat("District round", "The district round whose merge the served version holds (0: none).",
+             targets((f"mcil_district_round{{{INST}}}", "{{instance}}")), width=8),
+        stat("Rooms merged", "Rooms whose statistics the served version holds, this one included (0: none).",
+             targets((f"mcil_district_rooms_merged{{{INST}}}", "{{instance}}")), width=8),
+        stat("Classes gained from the district", "Classes this room gained from district merges since the "
+             "daemon started.", targets((f"mcil_district_classes_gained_total{{{INST}}}", "{{instance}}")), width=8),
         row("Continual learning (per modality path, after the latest task)"),
     ]
     if TASK_ACCURACY in exported:
