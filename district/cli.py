@@ -20,7 +20,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from district.round import RoundConfig
 
 APP = Path(__file__).resolve().parent / "app"
 """The district's Flower App: a folder holding only its pyproject.toml, which names this package's
@@ -62,21 +65,19 @@ class RoundFailed(RuntimeError):
     """``flwr run`` ended without the round's result (the ServerApp failed or never ran)."""
 
 
-def flwr_round(app: str | Path, connection: str, values: dict[str, Any], env: dict[str, str] | None = None,
+def flwr_round(app: str | Path, connection: str, config: "RoundConfig", env: dict[str, str] | None = None,
                timeout: float | None = None) -> dict[str, Any]:
-    """Runs the district's app once with ``flwr run`` (``values``: its run config, ``result-path``
-    included) and returns the round's result. ``flwr run --stream`` exits 0 even when the ServerApp
-    fails, so the result file is what tells."""
-    result = Path(str(values["result-path"]))
-    if result.exists():
-        result.unlink()
-    config = " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
-    done = subprocess.run(["flwr", "run", str(app), connection, "--stream", "--run-config", config],
+    """Runs the district's app once with ``flwr run`` and returns the round's result. ``flwr run
+    --stream`` exits 0 even when the ServerApp fails, so the result file is what tells."""
+    if config.result_path.exists():
+        config.result_path.unlink()
+    run_config = " ".join(f"{k}={json.dumps(v)}" for k, v in config.run_config().items())
+    done = subprocess.run(["flwr", "run", str(app), connection, "--stream", "--run-config", run_config],
                           env={**(env or os.environ), **OFFLINE}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, check=False, timeout=timeout)
-    if not result.exists():
+    if not config.result_path.exists():
         raise RoundFailed(f"the round wrote no result (flwr run exited {done.returncode}):\n{done.stdout[-4000:]}")
-    out: dict[str, Any] = json.loads(result.read_text())
+    out: dict[str, Any] = json.loads(config.result_path.read_text())
     return out
 
 
@@ -88,12 +89,13 @@ def cmd_round(args: argparse.Namespace) -> int:
         print(f"mcil: --app {args.app}: not a Flower App folder (no pyproject.toml)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="mcil-district-") as tmp:
-        values: dict[str, Any] = {
-            "identity": args.identity, "state-dir": str(Path(args.state_dir).resolve()),
-            "result-path": str(Path(args.result).resolve() if args.result else Path(tmp) / "round.json"),
-            "rooms": args.rooms, "wait": float(args.wait), "timeout": float(args.timeout)}
+        from district.round import RoundConfig
+
+        config = RoundConfig(args.identity, Path(args.state_dir).resolve(),
+                             Path(args.result).resolve() if args.result else Path(tmp) / "round.json",
+                             args.rooms, args.wait, args.timeout)
         try:
-            print_round(flwr_round(args.app, args.superlink, values))
+            print_round(flwr_round(args.app, args.superlink, config))
         except RoundFailed as exc:
             print(f"mcil: {exc}", file=sys.stderr)
             return 1

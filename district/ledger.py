@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from district.statistics import RoomStatistics, StatisticsError, merge
+from service.store import write_atomic
 
 ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -37,15 +38,6 @@ def check_room_name(room: str) -> str:
         raise StatisticsError("room", f"{room!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter "
                               "or digit")
     return room
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Ledger:
@@ -119,7 +111,7 @@ class Ledger:
         if node is not None:
             self.check_node(room, node)
         self.check_widths(statistics)
-        _write_atomic(self.directory / "rooms" / f"{room}.npz", statistics.to_bytes())
+        write_atomic(self.directory / "rooms" / f"{room}.npz", statistics.to_bytes())
         self._loaded[room] = statistics
         widths = self.state.setdefault("widths", {})
         widths.update({p: s.width for p, s in statistics.paths.items() if p not in widths})
@@ -161,7 +153,7 @@ class Ledger:
         return names, merge([self.contribution(r) for r in names], room="district")
 
     def _save(self) -> None:
-        _write_atomic(self.directory / "district.json", json.dumps(self.state, indent=2, sort_keys=True).encode())
+        write_atomic(self.directory / "district.json", json.dumps(self.state, indent=2, sort_keys=True).encode())
 
 
 __all__ = ["Ledger", "check_room_name"]

@@ -263,10 +263,11 @@ class LocalDistrict:
     def round(self, identity: str, *, rooms: int = 1, timeout: float = 120.0, wait: float = 30.0,
               state_dir: Path | None = None) -> dict[str, Any]:
         """One round (``flwr run`` of the district's app, as ``mcil district round`` runs it): its result."""
-        values = {"identity": identity, "state-dir": str(state_dir or self.directory / "ledger"),
-                  "result-path": str(self.directory / "results" / f"round-{time.time_ns()}.json"),
-                  "rooms": rooms, "wait": float(wait), "timeout": float(timeout)}
-        return flwr_round(APP, self.CONNECTION, values, self.env, timeout=wait + 3 * timeout + 120)
+        from district.round import RoundConfig
+
+        config = RoundConfig(identity, state_dir or self.directory / "ledger",
+                             self.directory / "results" / f"round-{time.time_ns()}.json", rooms, wait, timeout)
+        return flwr_round(APP, self.CONNECTION, config, self.env, timeout=wait + 3 * timeout + 120)
 
 
 __all__ = ["LocalDistrict", "free_port", "make_certificates", "make_node_key", "node_config"]

@@ -28,6 +28,7 @@ import numpy as np
 
 from district.ledger import Ledger
 from district.statistics import RoomStatistics, StatisticsError
+from service.store import write_atomic
 
 POLL_SECONDS = 0.25
 """How often a phase looks for the rooms' answers (Flower's own ``send_and_receive`` waits 3 s)."""
@@ -86,6 +87,11 @@ class RoundConfig:
                 raise StatisticsError(f"run_config.{key}", "a path is needed")
         return cls(identity, Path(str(config["state-dir"])), Path(str(config["result-path"])),
                    int(config.get("rooms", 1)), float(config.get("wait", 30.0)), float(config.get("timeout", 120.0)))
+
+    def run_config(self) -> dict[str, Any]:
+        """The run config that :meth:`from_run_config` reads back (``flwr run --run-config``)."""
+        return {"identity": self.identity, "state-dir": str(self.state_dir), "result-path": str(self.result_path),
+                "rooms": self.rooms, "wait": float(self.wait), "timeout": float(self.timeout)}
 
 
 def _message(node: int, config: Mapping[str, Any], data: bytes | None = None) -> Any:
@@ -205,9 +211,7 @@ def _run_round(grid: Grid, config: RoundConfig, ledger: Ledger, started: float) 
         "contributors": ledger.rooms,
     }
     config.result_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = config.result_path.with_name(f".{config.result_path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True))
-    tmp.replace(config.result_path)
+    write_atomic(config.result_path, json.dumps(result, indent=2, sort_keys=True).encode())
     return result
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from district.ledger import check_room_name
 from district.statistics import PathSums, RoomStatistics, StatisticsError, upper_triangle
 from service.errors import FailedPrecondition, InvalidRequest
 
@@ -183,8 +184,13 @@ def parse_install(header: Mapping[str, Any], data: bytes) -> DistrictInstall:
     except StatisticsError as exc:
         raise InvalidRequest(f"statistics.{exc.field}", exc.problem) from None
     rooms = tuple(str(r) for r in header.get("rooms", ()))
-    if len(rooms) > MAX_ROOMS or any(not r or len(r) > 128 or not r.isprintable() for r in rooms):
-        raise InvalidRequest("header.rooms", "room names must be 1..128 printable characters")
+    try:
+        if len(rooms) > MAX_ROOMS:
+            raise StatisticsError("rooms", f"{len(rooms)} rooms, at most {MAX_ROOMS}")
+        for room in rooms:
+            check_room_name(room)  # as the district's ledger names them
+    except StatisticsError as exc:
+        raise InvalidRequest("header.rooms", exc.problem) from None
     round_number = int(header.get("round", 0))
     if round_number < 1:
         raise InvalidRequest("header.round", f"must be >= 1, got {round_number}")

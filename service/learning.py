@@ -84,14 +84,8 @@ class LearningPipeline:
         figures = figures_of(evaluation)
         held_counts = tuple(len(h) for h in held_by_task)
         ctx.phase("evaluating", figures=figures, held_out_per_task=held_counts)
-        verdict = self.gate(figures)
-        if verdict:
-            return TrainingOutcome("rejected", figures, held_counts, message=verdict)
-        if ctx.should_stop():
-            raise TrainingCancelled("stopped before commit")
-        ctx.phase("committing")
-        number = self._commit(job, upload, learner, evaluation.to_dict(), figures, base, held_counts)
-        return TrainingOutcome("succeeded", figures, held_counts, committed_version=number)
+        return self._gate_and_commit(job, upload, ctx, learner, evaluation.to_dict(), figures, figures, base,
+                                     held_counts)
 
     def _install(self, job: Job, upload: Upload, ctx: JobContext, base: ServedVersion) -> TrainingOutcome:
         """A district round's merge (service/district.py): the same gate and commit as learning, on
@@ -112,18 +106,26 @@ class LearningPipeline:
         figures = own_task_figures(before, now)
         held_counts = tuple(len(h) for h in held_old)
         ctx.phase("evaluating", figures=figures, held_out_per_task=held_counts)
+        # The version keeps the figures of its last taught task (M1, BWT, ...), with its own tasks'
+        # accuracy and forgetting as they are now.
+        kept = {p: {**(base.meta.figures.get(p, {}) if base.meta else {}), **f} for p, f in figures.items()}
+        return self._gate_and_commit(job, upload, ctx, learner, dict(base.evaluation or {}), figures, kept, base,
+                                     held_counts)
+
+    def _gate_and_commit(self, job: Job, upload: Upload, ctx: JobContext, learner: "Learner",
+                         evaluation: dict[str, Any], figures: Mapping[str, Mapping[str, float]],
+                         stored: Mapping[str, Mapping[str, float]], base: ServedVersion,
+                         held_counts: tuple[int, ...]) -> TrainingOutcome:
+        """The commit gate on ``figures``, then the commit (``stored``: the figures the version records)."""
+        from model.training import TrainingCancelled
+
         verdict = self.gate(figures)
         if verdict:
             return TrainingOutcome("rejected", figures, held_counts, message=verdict)
         if ctx.should_stop():
-            from model.training import TrainingCancelled
-
             raise TrainingCancelled("stopped before commit")
         ctx.phase("committing")
-        # The version keeps the figures of its last taught task (M1, BWT, ...), with its own tasks'
-        # accuracy and forgetting as they are now.
-        kept = {p: {**(base.meta.figures.get(p, {}) if base.meta else {}), **f} for p, f in figures.items()}
-        number = self._commit(job, upload, learner, dict(base.evaluation or {}), kept, base, held_counts)
+        number = self._commit(job, upload, learner, evaluation, stored, base, held_counts)
         return TrainingOutcome("succeeded", figures, held_counts, committed_version=number)
 
     def _baseline(self) -> "Learner":
