@@ -107,7 +107,15 @@ class BaseGraphs:
             from serving.sounds import SoundEvents
             from serving.speech import SpeechWindows
 
-            base.speech = SpeechWindows(*(_session(files, name, threads) for name in SPEECH_FILES))
+            for name in SPEECH_FILES:
+                if name not in files:
+                    raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {name}")
+            try:
+                base.speech = SpeechWindows.from_bytes(files[SPEECH_FILES[0]], files[SPEECH_FILES[1]],
+                                                       session=lambda model: cpu_session(model, threads))
+            except Exception as exc:  # ONNX's and ONNX Runtime's own types for a damaged or other file
+                raise BaseGraphsError(f"{SPEECH_FILES[0]}, {SPEECH_FILES[1]}",
+                                      f"cannot load: {type(exc).__name__}: {exc}") from None
             try:
                 with np.load(io.BytesIO(files[SOUNDS_FRONT_END]), allow_pickle=False) as front:
                     window, mel = front["window"], front["mel_weights"]

@@ -21,8 +21,10 @@ at the end, and windows starting inside it are neither computed nor pooled (the 
 kept). Each clip's spectrogram is run only over the samples its kept windows cover (at least
 ``MIN_SAMPLES``; the whole clip when signal reaches past its last window's samples); as padding zeros
 never raise the spectrogram's -80 dB floor, the kept windows' frames are those of the whole clip. The
-kept windows of all clips of a call go through the embedding model together, ``WINDOWS_PER_RUN`` at a
-time. A 0.4 s spoken digit therefore costs about 5 windows instead of the 22 of a 2.5 s clip, and gets
+embedding model runs over each clip's whole spectrogram at once (``serving/speech_graph.py``: the
+network is a valid convolution along time with stride 8, so this gives every window's embedding,
+computing shared frames once), clips of a call together, ``FRAMES_PER_RUN`` frames at a time. A 0.4 s
+spoken digit therefore costs about 5 windows instead of the 22 of a 2.5 s clip, and gets
 the same feature from any clip long enough to hold its windows (its length + 0.78 s), instead of one
 diluted by silence windows.
 
@@ -41,6 +43,7 @@ from torch import nn
 from serving.speech import (  # the constants and helpers are this module's public names too (__all__)
     EMBEDDING_DIM,
     FFT_WINDOW,
+    FRAMES_PER_RUN,
     HOP,
     MEL_BINS,
     MIN_SAMPLES,
@@ -49,7 +52,6 @@ from serving.speech import (  # the constants and helpers are this module's publ
     SAMPLE_RATE,
     WINDOW_FRAMES,
     WINDOW_STEP,
-    WINDOWS_PER_RUN,
     SpeechWindows,
     n_frames,
     n_windows,
@@ -59,8 +61,8 @@ from serving.speech import (  # the constants and helpers are this module's publ
     windows_with_signal,
 )
 
-__all__ = ["EMBEDDING_DIM", "FFT_WINDOW", "HOP", "MEL_BINS", "MIN_SAMPLES", "PCM_SCALE", "POOLED_DIM", "SAMPLE_RATE",
-           "WINDOW_FRAMES", "WINDOW_STEP", "WINDOWS_PER_RUN", "SpeechEmbedding", "n_frames", "n_windows",
+__all__ = ["EMBEDDING_DIM", "FFT_WINDOW", "FRAMES_PER_RUN", "HOP", "MEL_BINS", "MIN_SAMPLES", "PCM_SCALE", "POOLED_DIM", "SAMPLE_RATE",
+           "WINDOW_FRAMES", "WINDOW_STEP", "SpeechEmbedding", "n_frames", "n_windows",
            "package_model_dir", "samples_needed", "signal_ends", "windows_with_signal"]
 
 

@@ -133,3 +133,17 @@ def test_a_lite_version_answers_raw_inputs_without_pytorch_as_its_learner_does(t
         assert tuple(classes) == w.classes and unknown == w.unknown
         assert max(abs(a - b) for a, b in zip(scores, w.scores)) <= 1e-4
     assert [p.classes for p in version.predict(probe, top_k=3)] == [w.classes for w in want]
+    # A base whose speech embedding is another graph (its checksum updated) is refused by name.
+    import hashlib
+
+    from serving.base import SPEECH_FILES
+
+    base_json = tmp_path / "base" / META_FILE
+    meta = json.loads(base_json.read_text())
+    other = (tmp_path / "base" / SPEECH_FILES[0]).read_bytes()
+    (tmp_path / "base" / SPEECH_FILES[1]).write_bytes(other)
+    meta["sha256"][SPEECH_FILES[1]] = hashlib.sha256(other).hexdigest()
+    base_json.write_text(json.dumps(meta))
+    with pytest.raises(BaseGraphsError, match="expected Pad, Reshape") as refused:
+        BaseGraphs.load(tmp_path / "base", threads=1)
+    assert SPEECH_FILES[1] in refused.value.field

@@ -156,8 +156,10 @@ def speech() -> torch.nn.Module:
 
 
 @needs_audio
-def test_audio_features_are_finite_deterministic_and_batch_independent(speech: torch.nn.Module) -> None:
-    from model.encoders.speech_embedding import WINDOWS_PER_RUN, n_windows
+def test_audio_features_are_finite_deterministic_and_batch_independent(speech: torch.nn.Module,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.encoders.speech_embedding import n_frames
+    from serving import speech as serving_speech
 
     one = sine(1.0)[None]  # (1, 16000)
     a, b = speech(one), speech(one)
@@ -165,9 +167,10 @@ def test_audio_features_are_finite_deterministic_and_batch_independent(speech: t
     assert torch.equal(a, b)
     assert len(list(speech.parameters())) == 0
     # Clips in a batch do not affect each other (the spectrogram floor is per clip), also when the
-    # batch's windows span several ONNX Runtime calls.
+    # batch's spectrograms span several ONNX Runtime calls.
     clips = torch.cat([sine(2.5, freq=f)[None] for f in (220.0, 440.0, 880.0)] + [0.3 * torch.randn(1, 40000)])
-    assert len(clips) * n_windows(40000) > WINDOWS_PER_RUN
+    monkeypatch.setattr(serving_speech, "FRAMES_PER_RUN", 2 * n_frames(40000))
+    assert len(clips) * n_frames(40000) > serving_speech.FRAMES_PER_RUN
     batch = speech(clips)  # (4, 192)
     for i in range(len(clips)):
         assert torch.allclose(batch[i], speech(clips[i : i + 1])[0], atol=1e-5)

@@ -35,6 +35,19 @@ def speech() -> Any:
     return SpeechEmbedding(threads=1)
 
 
+@pytest.fixture(scope="module")
+def window_graph() -> Any:
+    """openWakeWord's embedding model as shipped: one 76-frame window in, one embedding out."""
+    import onnxruntime as ort
+
+    from model.encoders.speech_embedding import package_model_dir
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(package_model_dir() / "embedding_model.onnx"), options,
+                                providers=["CPUExecutionProvider"])
+
+
 def speech_like(samples: int, seed: int) -> np.ndarray:
     """A voiced sound: a 120-200 Hz harmonic series under a syllable-rate envelope, plus breath noise;
     its last sample is not zero, so the signal ends exactly at ``samples``."""
@@ -92,9 +105,10 @@ def cases(length: int) -> dict[str, np.ndarray]:
     return named
 
 
-def reference(speech: Any, waves: np.ndarray) -> torch.Tensor:
-    """The plain algorithm: spectrogram of the whole padded clip, every window, then pool the windows
-    that start before the trailing zeros (and always the first)."""
+def reference(speech: Any, window_graph: Any, waves: np.ndarray) -> torch.Tensor:
+    """The plain algorithm: spectrogram of the whole padded clip, every window through the shipped
+    window graph one at a time, then pool the windows that start before the trailing zeros (and
+    always the first)."""
     from model.encoders.speech_embedding import EMBEDDING_DIM, WINDOW_FRAMES, n_windows
 
     windows = n_windows(waves.shape[1])
@@ -102,7 +116,7 @@ def reference(speech: Any, waves: np.ndarray) -> torch.Tensor:
     for wave in waves:
         mel = speech.log_mel(wave)  # (frames, 32), the whole clip
         batch = np.stack([mel[w * 8 : w * 8 + WINDOW_FRAMES] for w in range(windows)])[..., None]
-        emb = np.concatenate([speech.windows._embedding.run(None, {"input_1": batch[i : i + 1]})[0] for i in range(windows)])
+        emb = np.concatenate([window_graph.run(None, {"input_1": batch[i : i + 1]})[0] for i in range(windows)])
         emb_t = torch.from_numpy(emb.reshape(windows, EMBEDDING_DIM))  # (W, 96)
         nonzero = np.flatnonzero(wave)
         end = nonzero[-1] + 1 if len(nonzero) else 0
@@ -115,18 +129,18 @@ def reference(speech: Any, waves: np.ndarray) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("length", [CLIP, 24000, 12512])
-def test_forward_equals_the_whole_clip_reference(speech: Any, length: int) -> None:
+def test_forward_equals_the_whole_clip_reference(speech: Any, window_graph: Any, length: int) -> None:
     named = cases(length)
     waves = np.stack(list(named.values()))
     batch = speech(torch.from_numpy(waves))  # (B, 192), one call: windows of all clips batched together
-    expected = reference(speech, waves)
+    expected = reference(speech, window_graph, waves)
     assert batch.shape == (len(waves), 192) and batch.dtype == torch.float32
     for i, name in enumerate(named):
         assert torch.allclose(batch[i], expected[i], atol=1e-5, rtol=0), name
         assert torch.allclose(speech(torch.from_numpy(waves[i : i + 1]))[0], expected[i], atol=1e-5, rtol=0), name
 
 
-def test_a_loud_end_past_the_last_window_sets_the_floor(speech: Any) -> None:
+def test_a_loud_end_past_the_last_window_sets_the_floor(speech: Any, window_graph: Any) -> None:
     """Samples after the last window's end still count for the spectrogram floor: trimming them away
     would change the features (so the clip is not trimmed)."""
     from model.encoders.speech_embedding import MIN_SAMPLES, n_windows
@@ -137,11 +151,12 @@ def test_a_loud_end_past_the_last_window_sets_the_floor(speech: Any) -> None:
     trimmed = speech.log_mel(wave[:cut])
     whole = speech.log_mel(wave)[: len(trimmed)]
     assert not np.allclose(trimmed, whole, atol=1e-3)
-    assert torch.allclose(speech(torch.from_numpy(wave[None]))[0], reference(speech, wave[None])[0], atol=1e-5)
+    assert torch.allclose(speech(torch.from_numpy(wave[None]))[0], reference(speech, window_graph, wave[None])[0], atol=1e-5)
 
 
 def test_embedding_runs_on_exactly_the_kept_windows(speech: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from model.encoders.speech_embedding import MIN_SAMPLES, WINDOWS_PER_RUN, n_windows
+    from model.encoders.speech_embedding import MIN_SAMPLES, n_frames, n_windows
+    from serving import speech as serving_speech
 
     signal = [0, 1, 6400, 9600, 10 * STEP, 10 * STEP + 1, 16000, CLIP] * 4  # 32 clips
     waves = np.stack([clip(n, seed=i) for i, n in enumerate(signal)])
@@ -149,12 +164,12 @@ def test_embedding_runs_on_exactly_the_kept_windows(speech: Any, monkeypatch: py
     kept = [min(k, n_windows(CLIP)) for k in kept]
     assert kept[:8] == [1, 1, 5, 8, 10, 11, 13, 22]
 
-    rows: list[int] = []
+    calls: list[tuple[int, int]] = []  # (clips, frames) of each embedding call
     mel_samples: list[int] = []
     embedding_run, mel_run = speech.windows._embedding.run, speech.windows._melspectrogram.run
 
     def count_rows(outputs: Any, feeds: dict[str, np.ndarray]) -> Any:
-        rows.append(len(feeds["input_1"]))
+        calls.append(feeds["input_1"].shape[:2])
         return embedding_run(outputs, feeds)
 
     def count_samples(outputs: Any, feeds: dict[str, np.ndarray]) -> Any:
@@ -163,11 +178,17 @@ def test_embedding_runs_on_exactly_the_kept_windows(speech: Any, monkeypatch: py
 
     monkeypatch.setattr(speech.windows._embedding, "run", count_rows)
     monkeypatch.setattr(speech.windows._melspectrogram, "run", count_samples)
+    monkeypatch.setattr(serving_speech, "FRAMES_PER_RUN", 1000)  # several calls for these 32 clips
     out = speech(torch.from_numpy(waves))
     assert out.shape == (32, 192) and torch.isfinite(out).all()
-    # All clips' windows go through the embedding model together, WINDOWS_PER_RUN at a time.
-    total = sum(kept)
-    assert sum(rows) == total
-    assert rows == [WINDOWS_PER_RUN] * (total // WINDOWS_PER_RUN) + [total % WINDOWS_PER_RUN] * (total % WINDOWS_PER_RUN > 0)
+    # Every clip's spectrogram goes through the embedding graph once, clips together, padded to the
+    # longest of their call, within FRAMES_PER_RUN frames a call (a longer clip alone).
+    assert sum(n for n, _ in calls) == 32 and len(calls) > 1
+    assert all(n * frames <= 1000 or n == 1 for n, frames in calls)
+    frames = [n_frames(CLIP if n == CLIP else (k - 1) * STEP + MIN_SAMPLES) for n, k in zip(signal, kept)]
+    assert [f for _, f in calls] == [max(frames[sum(n for n, _ in calls[:i]):][:c]) for i, (c, _) in enumerate(calls)]
     # Each clip's spectrogram covers its kept windows only; the full clip when it holds signal to the end.
     assert mel_samples == [CLIP if n == CLIP else (k - 1) * STEP + MIN_SAMPLES for n, k in zip(signal, kept)]
+    # The batched answer is each clip's own.
+    for i in (0, 2, 7):
+        assert torch.equal(out[i], speech(torch.from_numpy(waves[i : i + 1]))[0])
