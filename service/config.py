@@ -63,6 +63,9 @@ class ServerConfig:
     # serve Classify from a process that never imports PyTorch, the daemon itself running as its
     # learner child (service/light.py; lite only); off: one process does both
     light: bool = False
+    # with light: the learner child ends after this many seconds in which nothing needed it (no forwarded
+    # call, no job; service/learner_idle.py) and starts again on the next call; None: it stays up
+    learner_idle_seconds: float | None = None
     max_workers: int = 32  # gRPC threads; each open WatchJob stream or upload holds one
     max_open_streams: int = 24  # uploads + watches open at once; the other threads stay for Classify, health
     grace_seconds: float = 10.0
@@ -88,6 +91,12 @@ class ServerConfig:
             raise ConfigError("server.max_open_streams", f"must be below server.max_workers ({self.max_workers}) "
                               f"so that Classify and health keep a thread, got {self.max_open_streams}")
         _at_least("server.grace_seconds", self.grace_seconds, 0)
+        if self.learner_idle_seconds is not None:
+            if not self.light:
+                raise ConfigError("server.learner_idle_seconds", "only with server.light (the learner is a child "
+                                  "process only then)")
+            if not (isinstance(self.learner_idle_seconds, (int, float)) and self.learner_idle_seconds > 0):
+                raise ConfigError("server.learner_idle_seconds", f"must be > 0 seconds, got {self.learner_idle_seconds!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("server.log_level", f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
 

@@ -2,6 +2,7 @@
 
     child = LearnerChild(config, metrics_port)      # the daemon's config, for 127.0.0.1 without TLS
     child.start(); child.stub().GetModelInfo(...)   # Unavailable while it (re)starts
+    child.sleep()                                   # ends it until the next stub(): service/learner_idle.py
     child.close(grace)                              # SIGTERM, then wait
 
 The child is ``python -m service serve`` with the serving process's configuration but for its
@@ -15,6 +16,11 @@ answers only calls that carry this run's own token, which the serving process ad
 forwards after checking the caller's. A learner that ends with the daemon's refused-start statuses
 (1: e.g. the state directory in use; 2: a configuration error) before it ever listened is not
 started again: the serving process stops with that status.
+
+A learner put to sleep (:meth:`LearnerChild.sleep`, by ``service/learner_idle.py`` when nothing has
+asked for it for ``server.learner_idle_seconds``) ends gracefully and is not started again until a
+call needs it: :meth:`LearnerChild.stub` then starts it and waits for it to listen (up to
+``WAKE_SECONDS`` or the call's deadline) instead of answering UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ ENV_PREFIX = "MCIL_"
 TOKEN_ENV = "MCIL_LEARNER_TOKEN"  # this run's token for calls to the learner (the child's security.token_env)
 PARENT_ENV = "MCIL_LEARNER_PARENT"  # the serving process's pid, watched by the learner (end_with_parent)
 START_ERRORS = (1, 2)  # the daemon's exit statuses for a refused start (service/__main__.py)
+WAKE_SECONDS = 120.0  # how long a call waits for a sleeping learner to start and listen
 LEARNER_NICE = 10
 """The learner child's lower CPU priority: Classify keeps the cores it needs while a job learns."""
 
@@ -56,7 +63,7 @@ class LearnerChild:
         ``on_failure``: called (from the supervising thread) when the learner cannot start at all."""
         metrics = f"127.0.0.1:{metrics_port}" if metrics_port is not None else None
         server = dataclasses.replace(config.server, listen="127.0.0.1:0", light=False, metrics_listen=metrics,
-                                     device="cpu")  # a version is served as its head only from a CPU learner
+                                     device="cpu", learner_idle_seconds=None)  # a version is served as its head only from a CPU learner
         # Only the serving process may call the learner: every call needs this run's own token, which
         # the serving process puts on what it forwards once it has checked the caller's.
         self.token = secrets.token_urlsafe(32)
@@ -76,6 +83,10 @@ class LearnerChild:
         self._channel: "grpc.Channel | None" = None
         self._stub: Any = None
         self._closing = threading.Event()
+        self._listening = threading.Event()  # the stub is there
+        self._asleep = threading.Event()  # put to sleep: not started again until woken
+        self._wake = threading.Event()
+        self.wakes = 0  # times a call started a sleeping learner
         self._thread = threading.Thread(target=self._supervise, name="mcil-learner", daemon=True)
         self.failed = ""  # why the learner cannot start, once it is known
         self.exit_status = 0  # the status it ended with then
@@ -85,12 +96,50 @@ class LearnerChild:
     def start(self) -> None:
         self._thread.start()
 
-    def stub(self) -> Any:
-        """The child's ContinualLearner stub; Unavailable while it (re)starts."""
+    def stub(self, wait: float | None = None, wake: bool = True) -> Any:
+        """The child's ContinualLearner stub; Unavailable while it (re)starts. A sleeping learner is
+        started (unless ``wake`` is false), and the call waits for it to listen: up to ``wait`` seconds
+        (default ``WAKE_SECONDS``)."""
         with self._lock:
-            if self._stub is None:
-                raise Unavailable("the learner is starting; retry in a few seconds")
-            return self._stub
+            if self._stub is not None:
+                return self._stub
+            sleeping = self._asleep.is_set() and wake
+            if sleeping and not self._wake.is_set():
+                self._wake.set()
+                self.wakes += 1
+                log.info("a call needs the learner: starting it")
+        if sleeping and self._listening.wait(WAKE_SECONDS if wait is None else wait):
+            with self._lock:
+                if self._stub is not None:
+                    return self._stub
+        raise Unavailable("the learner is starting; retry in a few seconds")
+
+    @property
+    def awake(self) -> bool:
+        """Whether the learner listens now."""
+        return self._listening.is_set()
+
+    @property
+    def asleep(self) -> bool:
+        """Whether the learner was put to sleep and does not listen yet (it may be waking up)."""
+        return self._asleep.is_set() and not self._listening.is_set()
+
+    def sleep(self) -> bool:
+        """Ends a listening learner gracefully (SIGTERM) and starts it again only when :meth:`stub` is
+        next called. ``False``: it was not listening (starting, already asleep or closing)."""
+        with self._lock:
+            process = self._process
+            if self._closing.is_set() or self._stub is None or process is None or process.poll() is not None:
+                return False
+            self._wake.clear()
+            self._asleep.set()
+            self._listening.clear()
+            self._channel, channel, self._stub = None, self._channel, None  # new calls wait for the next one
+        log.info("the learner (pid %d) goes to sleep: nothing asked for it", process.pid)
+        process.terminate()
+        if channel is not None:
+            channel.close()
+        return True
 
     def stop_restarting(self) -> None:
         """From now on a learner that ends stays ended (the serving process is stopping)."""
@@ -98,6 +147,7 @@ class LearnerChild:
 
     def close(self, grace: float) -> None:
         self._closing.set()
+        self._wake.set()  # a sleeping supervisor ends
         with self._lock:
             process = self._process
         if process is not None and process.poll() is None:
@@ -123,6 +173,9 @@ class LearnerChild:
                 if self._on_failure is not None:
                     self._on_failure()
                 return
+            if self._asleep.is_set() and not self._wake.is_set():
+                self._wake.wait()  # until a call needs it (or the serving process closes)
+                continue
             if not self._closing.wait(RESTART_SECONDS):
                 log.warning("the learner stopped; starting it again")
 
@@ -154,13 +207,18 @@ class LearnerChild:
                                                          ("grpc.max_send_message_length", size)])
                 with self._lock:
                     self._channel, self._stub = channel, mcil_pb2_grpc.ContinualLearnerStub(channel)  # type: ignore[no-untyped-call]
+                    self._listening.set()
+                    self._asleep.clear()
                 log.info("the learner (pid %d) listens on %s", process.pid, line.rsplit(" ", 1)[1])
         code = process.wait()
         with self._lock:
             channel, self._channel, self._stub = self._channel, None, None
+            self._listening.clear()
         if channel is not None:
             channel.close()
-        if not self._closing.is_set():
+        if self._asleep.is_set() and not self._wake.is_set():
+            log.info("the learner (pid %d) sleeps (exit %s)", process.pid, code)
+        elif not self._closing.is_set():
             log.error("the learner (pid %d) ended with %s", process.pid, code)
         return listened, code
 

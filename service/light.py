@@ -16,13 +16,17 @@ with it: Classify goes on answering from the last head; forwarded calls get UNAV
 child, started again at once, is back. The learner runs at a lower CPU priority (nice 10), so that
 Classify keeps the cores while a job learns. Only versions served as their head over a base answer here
 (``lite``, whose base holds its audio encoder); for any other the child's own path is the only one,
-so ``--light`` refuses to start with another preset. Stopping (SIGTERM) stops the child too.
+so ``--light`` refuses to start with another preset. Stopping (SIGTERM) stops the child too. With
+``server.learner_idle_seconds``, a learner nothing has needed for that long sleeps (it ends) and the
+next call that needs it starts it again (``service/learner_idle.py``): the daemon's idle memory is
+then this process's alone.
 ``/metrics`` (``server.metrics_listen``) is served here: this process's request and Classify series
 and the learner's others, read from the learner's private endpoint (``service/light_metrics.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -30,7 +34,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Sequence
 
 from service.codec import PATH_TO_PROTO
 from service.config import ServiceConfig
@@ -41,6 +45,7 @@ from service.store import read_current
 if TYPE_CHECKING:
     import grpc
 
+    from service.learner_idle import IdleLearner
     from serving.base import BaseGraphs
     from serving.features import BaseFeatures
     from serving.head import Answer, ServedHead
@@ -153,9 +158,10 @@ def _timeout(context: "grpc.ServicerContext") -> float | None:
     return left if left is not None and math.isfinite(left) and left < 1e6 else None
 
 
-def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any]) -> Any:
+def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any],
+                        around: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> Any:
     """A ContinualLearner servicer: ``classify(request) -> response`` answers Classify, the child every
-    other rpc."""
+    other rpc, each inside ``around()`` (service/learner_idle.py counts them)."""
     import grpc
 
     from service._proto import mcil_pb2_grpc
@@ -164,24 +170,34 @@ def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any]) -> 
     def unary(name: str) -> Callable[..., Any]:
         @boundary
         def call(self: Any, request: Any, context: "grpc.ServicerContext") -> Any:
-            try:
-                return getattr(child.stub(), name)(request, metadata=_metadata(child), timeout=_timeout(context))
-            except ValueError:  # the channel closed under the call: the learner is restarting
-                raise Unavailable("the learner is restarting; retry in a few seconds") from None
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.CANCELLED and context.is_active():
-                    raise Unavailable("the learner is restarting; retry in a few seconds") from None
-                context.abort(exc.code(), exc.details() or "")
+            with around():
+                return forward(name, request, context)
 
         return call
 
+    def forward(name: str, request: Any, context: "grpc.ServicerContext") -> Any:
+        try:
+            stub = child.stub(wait=_timeout(context))
+            return getattr(stub, name)(request, metadata=_metadata(child), timeout=_timeout(context))
+        except ValueError:  # the channel closed under the call: the learner is restarting
+            raise Unavailable("the learner is restarting; retry in a few seconds") from None
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED and context.is_active():
+                raise Unavailable("the learner is restarting; retry in a few seconds") from None
+            context.abort(exc.code(), exc.details() or "")
+
     def streaming(name: str) -> Callable[..., Any]:
-        return lambda self, request, context: stream(name, request, context)
+        def call(self: Any, request: Any, context: "grpc.ServicerContext") -> Iterator[Any]:
+            with around():
+                yield from stream(name, request, context)
+
+        return call
 
     def stream(name: str, request: Any, context: "grpc.ServicerContext") -> Iterator[Any]:
         restarting = "the learner is restarting; retry in a few seconds"
         try:
-            call = getattr(child.stub(), name)(request, metadata=_metadata(child), timeout=_timeout(context))
+            stub = child.stub(wait=_timeout(context))
+            call = getattr(stub, name)(request, metadata=_metadata(child), timeout=_timeout(context))
         except (Unavailable, ValueError):
             context.abort(grpc.StatusCode.UNAVAILABLE, restarting)
         context.add_callback(call.cancel)
@@ -224,6 +240,8 @@ class LightServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.learner_metrics_port = free_port() if config.server.metrics_listen is not None else None
         self.child = LearnerChild(config, self.learner_metrics_port, on_failure=self._learner_failed)
+        self.idle: "IdleLearner | None" = None  # puts the learner to sleep (server.learner_idle_seconds)
+        self.metrics_page: Any = None
         self.metrics_endpoint: Any = None
         self._stopped = threading.Event()
         self._done = threading.Event()
@@ -261,6 +279,13 @@ class LightServer:
                                         max_delay_ms=b.max_delay_ms, max_queue=b.max_queue, workers=b.workers)
                         if b.enabled else None)
         self.child.start()
+        if config.server.learner_idle_seconds is not None:
+            from service.learner_idle import IdleLearner
+
+            self.idle = IdleLearner(self.child, config.server.learner_idle_seconds,
+                                    served_is_current=lambda: self.slot.current.number == read_current(self.state_dir),
+                                    before_sleep=lambda: self.metrics_page and self.metrics_page.hold(),
+                                    metadata=lambda: _metadata(self.child))
         tokens = Tokens.from_config(config.security)
         size = config.limits.max_message_bytes
         self.grpc_server = grpc.server(
@@ -270,7 +295,8 @@ class LightServer:
             options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=config.server.max_workers * 8)
-        servicer = forwarding_servicer(self.child, self._classify)
+        servicer = forwarding_servicer(self.child, self._classify,
+                                       self.idle.call if self.idle is not None else contextlib.nullcontext)
         mcil_pb2_grpc.add_ContinualLearnerServicer_to_server(servicer, self.grpc_server)  # type: ignore[no-untyped-call]
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
@@ -294,6 +320,8 @@ class LightServer:
         if config.server.metrics_listen is not None:
             self._serve_metrics(config.server.metrics_listen)
         self.grpc_server.start()
+        if self.idle is not None:
+            self.idle.start()
         for name in ("", "mcil.v1.ContinualLearner"):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving process on %s:%d (version %d); PyTorch %s", host, bound, self.slot.current.number,
@@ -314,7 +342,9 @@ class LightServer:
         from service.light_metrics import MetricsPage
         from service.metrics import MetricsEndpoint
 
-        page = MetricsPage(self.metrics, f"http://127.0.0.1:{self.learner_metrics_port}/metrics")
+        page = MetricsPage(self.metrics, f"http://127.0.0.1:{self.learner_metrics_port}/metrics",
+                           asleep=lambda: self.child.asleep)
+        self.metrics_page = page
         host, port = parse_address("server.metrics_listen", address)
         try:
             self.metrics_endpoint = MetricsEndpoint(page, host, port)  # type: ignore[arg-type]
@@ -360,6 +390,8 @@ class LightServer:
             batcher.close()
         if hasattr(self, "watcher"):
             self.watcher.close()
+        if self.idle is not None:
+            self.idle.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         self.child.close(grace)

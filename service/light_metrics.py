@@ -7,14 +7,16 @@ continual-learning figures) is the learner's, read from the learner's own endpoi
 loopback port at each scrape and served beside them; each family comes from one process only (the
 ``process_*`` and ``python_*`` series are the learner's). A learner that does not answer within
 ``TIMEOUT_SECONDS`` (it is restarting) leaves its series out of that scrape, and Prometheus sees
-them as gaps, not as zeros.
+them as gaps, not as zeros; a learner put to sleep (``server.learner_idle_seconds``) is different:
+its page, read just before (:meth:`MetricsPage.hold`), is served while it sleeps (nothing changes its
+state then), but for its ``process_*`` and ``python_*`` series (there is no such process then).
 """
 
 from __future__ import annotations
 
 import logging
 import urllib.request
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     from service.metrics import ServiceMetrics
@@ -23,18 +25,26 @@ log = logging.getLogger(__name__)
 
 OWN = ("mcil_requests", "mcil_request_duration_seconds", "mcil_auth_failures", "mcil_classify_")
 """Families (as prometheus_client's parser names them: counters without ``_total``) the serving process owns."""
+PROCESS = ("process_", "python_")
+"""Families about the learner's process: not served while it sleeps."""
 TIMEOUT_SECONDS = 2.0
 
 
 class MetricsPage:
     """What ``/metrics`` renders (``MetricsEndpoint`` calls :meth:`render`): each family once."""
 
-    def __init__(self, own: "ServiceMetrics", learner_url: str) -> None:
+    def __init__(self, own: "ServiceMetrics", learner_url: str, asleep: Callable[[], bool] = lambda: False) -> None:
+        """``asleep``: whether the learner sleeps now (then the page :meth:`hold` read is served)."""
         from prometheus_client import CollectorRegistry
 
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Families(own.registry, keep=True))  # this process's own series only
-        self.registry.register(_LearnerSeries(learner_url))
+        self.learner = _LearnerSeries(learner_url, asleep)
+        self.registry.register(self.learner)
+
+    def hold(self) -> None:
+        """Reads the learner's page now, to serve while it sleeps."""
+        self.learner.held = self.learner.read() or self.learner.held
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -57,11 +67,14 @@ class _Families:
 class _LearnerSeries:
     """The learner's series but this process's own (module docstring)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, asleep: Callable[[], bool]) -> None:
         self.url = url
+        self.asleep = asleep
+        self.held: list[Any] = []  # the page read before the learner went to sleep
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 
-    def collect(self) -> Iterator[Any]:
+    def read(self) -> list[Any] | None:
+        """The learner's families but this process's own; None when it does not answer."""
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
@@ -69,7 +82,11 @@ class _LearnerSeries:
                 families = list(text_string_to_metric_families(reply.read().decode("utf-8")))
         except Exception as exc:  # noqa: BLE001 - a learner restarting: its series are left out this scrape
             log.debug("the learner's metrics are not there this scrape: %s", exc)
+            return None
+        return [family for family in families if not family.name.startswith(OWN)]
+
+    def collect(self) -> Iterator[Any]:
+        if self.asleep():
+            yield from (family for family in self.held if not family.name.startswith(PROCESS))
             return
-        for family in families:
-            if not family.name.startswith(OWN):
-                yield family
+        yield from self.read() or []

@@ -3,8 +3,10 @@
 One run, a real ``lite`` serving process and its learner child on loopback, AV-MNIST pairs from
 ``train.csv`` (``--data``): after one task is learned and served, the resident memory of both
 processes when idle; Classify over gRPC from 1 client (p50, p99) when idle and while the learner
-learns a second task, and pairs/s from 8 clients. Not a test: the figures depend on the machine,
-which is written with them.
+learns a second task, and pairs/s from 8 clients; then, with the learner put to sleep
+(``server.learner_idle_seconds``, ``--learner-idle``), the daemon's idle memory and how long the next
+call that needs the learner takes to answer. Not a test: the figures depend on the machine, which is
+written with them.
 
     python -m service.light_speed --json docs/reports/speed/light.json
 """
@@ -37,7 +39,19 @@ def _learner(pid: int) -> int:
     return children[0]
 
 
-def measure(data: Path, requests: int) -> dict[str, Any]:
+def _asleep(pid: int) -> bool:
+    return not any((task / "children").read_text().split() for task in Path(f"/proc/{pid}/task").iterdir())
+
+
+def _until(what: str, check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout:g} s")
+        time.sleep(0.2)
+
+
+def measure(data: Path, requests: int, learner_idle: float) -> dict[str, Any]:
     from export.bench import percentile
     from service._proto import mcil_pb2
     from service.chaos.process import DaemonProcess
@@ -50,7 +64,8 @@ def measure(data: Path, requests: int) -> dict[str, Any]:
     pairs = [sample_from_arrays(s.image, s.audio, s.sample_rate) for s in probe]
     out: dict[str, Any] = {"inputs": source}
     with tempfile.TemporaryDirectory(prefix="mcil-light-") as tmp:
-        daemon = DaemonProcess(Path(tmp) / "state", preset="lite", settings={"server.light": "true"},
+        daemon = DaemonProcess(Path(tmp) / "state", preset="lite",
+                               settings={"server.light": "true", "server.learner_idle_seconds": str(learner_idle)},
                                log_path=Path(tmp) / "light.log", start_timeout=600)
         try:
             client = daemon.client
@@ -73,6 +88,7 @@ def measure(data: Path, requests: int) -> dict[str, Any]:
                 except Exception:  # noqa: BLE001 - nothing served yet
                     pass
                 time.sleep(0.2)
+            client.model_info()  # the learner up (a call that needs it wakes it) and its idle time from now
             time.sleep(2)
             out["idle_rss_mib"] = {"serving": _rss_mib(daemon.pid), "learner": _rss_mib(_learner(daemon.pid))}
             out["idle_1_client"] = drive(daemon.target, pairs, 1, 2 * requests)
@@ -87,6 +103,7 @@ def measure(data: Path, requests: int) -> dict[str, Any]:
                         c.classify([pairs[len(latencies) % len(pairs)]])
                         latencies.append(time.perf_counter() - started)
 
+            client.model_info()  # the learner up, as before the first figures
             thread = threading.Thread(target=during)
             started = time.perf_counter()
             thread.start()
@@ -98,6 +115,17 @@ def measure(data: Path, requests: int) -> dict[str, Any]:
                                               "p99_ms": 1000 * percentile(latencies, 99)}
             out["second_task"] = job.state == mcil_pb2.JOB_STATE_SUCCEEDED
             out["learner_peak_rss_mib"] = _rss_mib(_learner(daemon.pid), "VmHWM")
+            asleep_from = time.monotonic()
+            _until("the learner sleeps", lambda: _asleep(daemon.pid), learner_idle + 120)
+            out["learner_idle_seconds"] = learner_idle
+            out["asleep_after_seconds"] = time.monotonic() - asleep_from
+            time.sleep(2)
+            out["asleep_rss_mib"] = _rss_mib(daemon.pid)
+            out["asleep_classify"] = drive(daemon.target, pairs, 1, requests)
+            started = time.perf_counter()
+            client.model_info()  # wakes the learner: answered once it listens
+            out["wake_seconds"] = time.perf_counter() - started
+            out["woken_rss_mib"] = _rss_mib(_learner(daemon.pid))
         finally:
             daemon.terminate()
             daemon.close()
@@ -116,7 +144,13 @@ def render(r: dict[str, Any]) -> str:
         f"| 1 client, while the learner learns a task ({busy['seconds']:.0f} s, {busy['requests']} requests) | "
         f"{busy['p50_ms']:.1f} ms | {busy['p99_ms']:.1f} ms | |",
         f"| 8 clients, idle | {eight['p50_ms']:.1f} ms | {eight['p99_ms']:.1f} ms | {eight['pairs_per_second']:.0f} |",
-        "", f"p99 while learning / p99 idle: {busy['p99_ms'] / idle['p99_ms']:.2f} (target <= 2).", ""])
+        "", f"p99 while learning / p99 idle: {busy['p99_ms'] / idle['p99_ms']:.2f} (target <= 2).", "",
+        f"With `server.learner_idle_seconds: {r['learner_idle_seconds']:g}`, the learner slept "
+        f"{r['asleep_after_seconds']:.1f} s after the second task's last call; then the daemon held "
+        f"{r['asleep_rss_mib']:.0f} MiB (the serving process alone), one client's Classify p50 / p99 "
+        f"{r['asleep_classify']['p50_ms']:.1f} / {r['asleep_classify']['p99_ms']:.1f} ms, and the next call that "
+        f"needs the learner (GetModelInfo) answered after {r['wake_seconds']:.1f} s (the learner's start; it "
+        f"then held {r['woken_rss_mib']:.0f} MiB).", ""])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,9 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.light_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="AV-MNIST folder (synthetic pairs if absent)")
     parser.add_argument("--requests", type=int, default=20, help="requests per client (twice that for one)")
+    parser.add_argument("--learner-idle", type=float, default=10.0,
+                        help="server.learner_idle_seconds for the run (default 10)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    results = measure(args.data, args.requests)
+    results = measure(args.data, args.requests, args.learner_idle)
     results["machine"] = f"{os.cpu_count()} CPU cores ({cpu_name()}), no GPU used"
     print(render(results))
     if args.json:

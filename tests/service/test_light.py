@@ -3,8 +3,9 @@
 A real serving process (``lite``) on loopback: it learns through its child, answers Classify from the
 committed version's head as the learner that committed it answers, never loads PyTorch (its memory
 maps no libtorch; the learner's does; its log says so from its ``sys.modules`` at each swap), serves
-its own Classify series and its learner's on one ``/metrics`` page, keeps answering while its learner
-is killed, starts the learner again, and serves the next commit.
+its own Classify series and its learner's on one ``/metrics`` page, puts its learner to sleep when
+nothing needs it and wakes it for the next call that does, keeps answering while its learner is
+killed, starts the learner again, and serves the next commit.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
     state = tmp_path / "state"
     metrics_port = free_port()
     d = DaemonProcess(state, preset="lite", settings={"server.light": "true",
-                                                      "server.metrics_listen": f"127.0.0.1:{metrics_port}"},
+                                                      "server.metrics_listen": f"127.0.0.1:{metrics_port}",
+                                                      "server.learner_idle_seconds": "3"},
                       start_timeout=300, log_path=tmp_path / "light.log")
     try:
         client = d.client
@@ -65,13 +67,18 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
         learner_pid = _children(d.pid)[0]
         reply = client.learn(["red", "green"], examples(task_data(["red", "green"], per_class=6)))
         assert client.wait(reply.job_id, timeout=600).state == mcil_pb2.JOB_STATE_SUCCEEDED
+        assert not _maps_torch(d.pid) and _maps_torch(learner_pid)  # PyTorch lives in the learner only
         data = task_data(["red", "green"], per_class=2, seed=9)
         probe = [Sample(image=s.image, audio=s.audio, sample_rate=s.sample_rate) for s in data]
         probe += [Sample(image=data[0].image), Sample(audio=data[1].audio, sample_rate=16000)]
         msgs = [sample_from_arrays(s.image, s.audio, s.sample_rate) for s in probe]
         _until("version 1 is served", lambda: client.classify(msgs, top_k=2).model_version == 1, 300)
 
-        assert not _maps_torch(d.pid) and _maps_torch(learner_pid)  # PyTorch lives in the learner only
+        # Nothing needs the learner for 3 s (Classify never does): it sleeps, Classify answers, and
+        # /metrics still shows its series as they were (but for its process's).
+        _until("the learner sleeps", lambda: not _children(d.pid), 60)
+        assert not Path(f"/proc/{learner_pid}").exists()
+        assert client.classify(msgs, top_k=2).model_version == 1
         page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         families = [f.name for f in text_string_to_metric_families(page)]
         assert len(families) == len(set(families))  # each family from one process only
@@ -79,12 +86,15 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
         assert series["mcil_model_version"].samples[0].value == 1  # the learner's series ...
         served = {s.labels["path"]: s.value for s in series["mcil_classify_samples"].samples if s.name.endswith("_total")}
         assert served.get("av", 0) >= 1  # ... and the serving process's, on one page
+        assert "process_resident_memory_bytes" not in series  # the learner's process: there is none now
         want = Learner.load(state / "versions" / "000001").predict(probe, top_k=2)
         got = client.classify(msgs, top_k=2).results
         for result, expected in zip(got, want):
             assert [c.name for c in result.classes] == list(expected.classes) and result.unknown == expected.unknown
             assert max(abs(c.score - s) for c, s in zip(result.classes, expected.scores)) <= 1e-4
 
+        assert client.model_info().version == 1  # a call that needs the learner starts it and waits for it
+        learner_pid = _children(d.pid)[0]
         os.kill(learner_pid, signal.SIGKILL)  # the learner dies: Classify goes on
         assert client.classify(msgs, top_k=2).model_version == 1
         _until("the learner is started again", lambda: _children(d.pid) and _children(d.pid)[0] != learner_pid
@@ -95,9 +105,9 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
         assert not _maps_torch(d.pid)
         swaps = [line for line in d.log_tail(400).splitlines() if "service.light: serving version" in line]
         assert len(swaps) == 2 and all(line.endswith("PyTorch not loaded") for line in swaps)  # its sys.modules
-        second = _children(d.pid)[0]
+        second = _children(d.pid)  # [] if it sleeps already
         assert d.terminate() == 0  # a graceful stop stops the learner too
-        _until("the learner has stopped", lambda: not Path(f"/proc/{second}").exists(), 60)
+        _until("the learner has stopped", lambda: not any(Path(f"/proc/{pid}").exists() for pid in second), 60)
     finally:
         d.close()
 
