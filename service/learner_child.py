@@ -86,6 +86,7 @@ class LearnerChild:
         self._listening = threading.Event()  # the stub is there
         self._asleep = threading.Event()  # put to sleep: not started again until woken
         self._wake = threading.Event()
+        self._slept_pid: int | None = None  # the learner put to sleep, until the supervisor has seen it end
         self.wakes = 0  # times a call started a sleeping learner
         self._thread = threading.Thread(target=self._supervise, name="mcil-learner", daemon=True)
         self.failed = ""  # why the learner cannot start, once it is known
@@ -135,6 +136,7 @@ class LearnerChild:
             self._asleep.set()
             self._listening.clear()
             self._channel, channel, self._stub = None, self._channel, None  # new calls wait for the next one
+            self._slept_pid = process.pid
         log.info("the learner (pid %d) goes to sleep: nothing asked for it", process.pid)
         process.terminate()
         if channel is not None:
@@ -173,8 +175,9 @@ class LearnerChild:
                 if self._on_failure is not None:
                     self._on_failure()
                 return
-            if self._asleep.is_set() and not self._wake.is_set():
-                self._wake.wait()  # until a call needs it (or the serving process closes)
+            if self._slept_pid is not None:  # it ended because it was put to sleep
+                self._slept_pid = None
+                self._wake.wait()  # until a call needs it (or the serving process closes); then at once
                 continue
             if not self._closing.wait(RESTART_SECONDS):
                 log.warning("the learner stopped; starting it again")
@@ -216,7 +219,7 @@ class LearnerChild:
             self._listening.clear()
         if channel is not None:
             channel.close()
-        if self._asleep.is_set() and not self._wake.is_set():
+        if self._slept_pid == process.pid:
             log.info("the learner (pid %d) sleeps (exit %s)", process.pid, code)
         elif not self._closing.is_set():
             log.error("the learner (pid %d) ended with %s", process.pid, code)
