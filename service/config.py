@@ -95,7 +95,8 @@ class ServerConfig:
             if not self.light:
                 raise ConfigError("server.learner_idle_seconds", "only with server.light (the learner is a child "
                                   "process only then)")
-            if not (isinstance(self.learner_idle_seconds, (int, float)) and self.learner_idle_seconds > 0):
+            if isinstance(self.learner_idle_seconds, bool) or not (
+                    isinstance(self.learner_idle_seconds, (int, float)) and self.learner_idle_seconds > 0):
                 raise ConfigError("server.learner_idle_seconds", f"must be > 0 seconds, got {self.learner_idle_seconds!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("server.log_level", f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")

@@ -33,6 +33,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -50,6 +51,7 @@ TOKEN_ENV = "MCIL_LEARNER_TOKEN"  # this run's token for calls to the learner (t
 PARENT_ENV = "MCIL_LEARNER_PARENT"  # the serving process's pid, watched by the learner (end_with_parent)
 START_ERRORS = (1, 2)  # the daemon's exit statuses for a refused start (service/__main__.py)
 WAKE_SECONDS = 120.0  # how long a call waits for a sleeping learner to start and listen
+WAIT_STEP_SECONDS = 0.25  # how often a waiting call looks whether to stop waiting
 LEARNER_NICE = 10
 """The learner child's lower CPU priority: Classify keeps the cores it needs while a job learns."""
 
@@ -87,6 +89,8 @@ class LearnerChild:
         self._asleep = threading.Event()  # put to sleep: not started again until woken
         self._wake = threading.Event()
         self._slept_pid: int | None = None  # the learner put to sleep, until the supervisor has seen it end
+        self._waiters = threading.BoundedSemaphore(config.server.max_open_streams)  # calls waiting for a wake
+        self.grace = config.server.grace_seconds
         self.wakes = 0  # times a call started a sleeping learner
         self._thread = threading.Thread(target=self._supervise, name="mcil-learner", daemon=True)
         self.failed = ""  # why the learner cannot start, once it is known
@@ -97,10 +101,14 @@ class LearnerChild:
     def start(self) -> None:
         self._thread.start()
 
-    def stub(self, wait: float | None = None, wake: bool = True) -> Any:
+    def stub(self, wait: float | None = None, wake: bool = True,
+             is_active: Callable[[], bool] = lambda: True) -> Any:
         """The child's ContinualLearner stub; Unavailable while it (re)starts. A sleeping learner is
         started (unless ``wake`` is false), and the call waits for it to listen: up to ``wait`` seconds
-        (default ``WAKE_SECONDS``)."""
+        (at most ``WAKE_SECONDS``), while ``is_active()`` (the caller is still there), and unless the
+        learner ends before it listens or the serving process closes. At most
+        ``server.max_open_streams`` calls wait at once (the other threads stay for Classify); more get
+        Unavailable at once."""
         with self._lock:
             if self._stub is not None:
                 return self._stub
@@ -109,7 +117,15 @@ class LearnerChild:
                 self._wake.set()
                 self.wakes += 1
                 log.info("a call needs the learner: starting it")
-        if sleeping and self._listening.wait(WAKE_SECONDS if wait is None else wait):
+        if sleeping and self._waiters.acquire(blocking=False):
+            try:
+                deadline = time.monotonic() + min(WAKE_SECONDS, WAKE_SECONDS if wait is None else wait)
+                while not self._listening.wait(WAIT_STEP_SECONDS):
+                    if (self._closing.is_set() or not self._asleep.is_set() or time.monotonic() > deadline
+                            or not is_active()):
+                        break
+            finally:
+                self._waiters.release()
             with self._lock:
                 if self._stub is not None:
                     return self._stub
@@ -139,9 +155,18 @@ class LearnerChild:
             self._slept_pid = process.pid
         log.info("the learner (pid %d) goes to sleep: nothing asked for it", process.pid)
         process.terminate()
+        threading.Thread(target=self._kill_if_stuck, args=(process,), name="mcil-learner-sleep", daemon=True).start()
         if channel is not None:
             channel.close()
         return True
+
+    def _kill_if_stuck(self, process: "subprocess.Popen[bytes]") -> None:
+        """A learner that does not end within its grace (and 30 s) of being put to sleep is killed."""
+        try:
+            process.wait(timeout=self.grace + 30)
+        except subprocess.TimeoutExpired:
+            log.warning("the learner (pid %d) did not end when put to sleep: killing it", process.pid)
+            process.kill()
 
     def stop_restarting(self) -> None:
         """From now on a learner that ends stays ended (the serving process is stopping)."""
@@ -219,6 +244,8 @@ class LearnerChild:
             self._listening.clear()
         if channel is not None:
             channel.close()
+        if not listened and self._asleep.is_set() and self._wake.is_set():
+            self._asleep.clear()  # woken, it ended before it listened: calls stop waiting; restarted as after a crash
         if self._slept_pid == process.pid:
             log.info("the learner (pid %d) sleeps (exit %s)", process.pid, code)
         elif not self._closing.is_set():

@@ -13,7 +13,8 @@ here as its head (the learner has written it), the learner is ended gracefully
 (:meth:`service.learner_child.LearnerChild.sleep`): the daemon's idle memory is then the serving
 process's alone. The next forwarded call starts it again and waits for it (its start-up time is
 measured by ``python -m service.light_speed``). ``before_sleep`` runs first (the serving process keeps
-the learner's last metrics page, which stays true while it sleeps: nothing changes its state then).
+the learner's last metrics page, which stays true while it sleeps: nothing changes its state then);
+when it raises, the learner stays up until the next check.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ class IdleLearner:
             return False
         try:
             self._before_sleep()
-        except Exception:  # noqa: BLE001 - the metrics page is not worth keeping the learner awake
-            log.exception("before putting the learner to sleep")
+        except Exception as exc:  # noqa: BLE001 - not now: the next check tries again
+            log.info("the learner stays up for now: %s", exc)
+            return False
         with self._lock:  # a call that started meanwhile keeps it awake; one that starts now waits for it
             if self._in_flight or time.monotonic() - self._last_call < self.seconds:
                 return False

@@ -177,7 +177,7 @@ def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any],
 
     def forward(name: str, request: Any, context: "grpc.ServicerContext") -> Any:
         try:
-            stub = child.stub(wait=_timeout(context))
+            stub = child.stub(wait=_timeout(context), is_active=context.is_active)
             return getattr(stub, name)(request, metadata=_metadata(child), timeout=_timeout(context))
         except ValueError:  # the channel closed under the call: the learner is restarting
             raise Unavailable("the learner is restarting; retry in a few seconds") from None
@@ -196,7 +196,7 @@ def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any],
     def stream(name: str, request: Any, context: "grpc.ServicerContext") -> Iterator[Any]:
         restarting = "the learner is restarting; retry in a few seconds"
         try:
-            stub = child.stub(wait=_timeout(context))
+            stub = child.stub(wait=_timeout(context), is_active=context.is_active)
             call = getattr(stub, name)(request, metadata=_metadata(child), timeout=_timeout(context))
         except (Unavailable, ValueError):
             context.abort(grpc.StatusCode.UNAVAILABLE, restarting)

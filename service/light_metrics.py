@@ -43,8 +43,12 @@ class MetricsPage:
         self.registry.register(self.learner)
 
     def hold(self) -> None:
-        """Reads the learner's page now, to serve while it sleeps."""
-        self.learner.held = self.learner.read() or self.learner.held
+        """Reads the learner's page now, to serve while it sleeps; raises RuntimeError when it cannot
+        (then the learner is not put to sleep: an older page would show an older state)."""
+        page = self.learner.read()
+        if page is None:
+            raise RuntimeError("the learner's metrics page cannot be read now")
+        self.learner.held = page
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

@@ -49,7 +49,7 @@ def n_frames(samples: int) -> int:
 
 def n_windows_of_frames(frames: int) -> int:
     """Whole windows in ``frames`` spectrogram frames."""
-    return (frames - WINDOW_FRAMES) // WINDOW_STEP + 1
+    return max(0, (frames - WINDOW_FRAMES) // WINDOW_STEP + 1)
 
 
 def n_windows(samples: int) -> int:

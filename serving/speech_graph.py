@@ -24,10 +24,13 @@ clip's spectrogram and give every window's embedding, computing shared frames on
 :func:`whole_clip_graph` checks the graph is the one this reasoning holds for (no padding or
 stride along time except those pools; the two shape constants as expected) and raises
 :class:`SpeechGraphError` naming what differs otherwise. ``tests/serving/test_speech_graph.py``
-checks the answers against the window-at-a-time graph (equal to the bit on this machine).
+checks the answers against the window-at-a-time graph (equal to the bit on this machine), and
+:func:`whole_clip_graph` itself checks a padded batch of random spectrograms before it returns.
 """
 
 from __future__ import annotations
+
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,12 +46,13 @@ class SpeechGraphError(ValueError):
     """The embedding graph is not the one :func:`whole_clip_graph` knows how to run over a whole clip."""
 
 
-def _attribute(node: object, name: str, default: list[int]) -> list[int]:
+def _attribute(node: object, name: str, default: Any) -> Any:
     import onnx
 
     for a in node.attribute:  # type: ignore[attr-defined]
         if a.name == name:
-            return list(onnx.helper.get_attribute_value(a))
+            value = onnx.helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else list(value) if isinstance(value, Sequence) else value
     return default
 
 
@@ -60,13 +64,16 @@ def _check_time_axis(graph: object) -> None:
         if op == "Conv":
             pads = _attribute(node, "pads", [0, 0, 0, 0])
             if _attribute(node, "strides", [1, 1])[0] != 1 or pads[0] or pads[2] or \
-                    _attribute(node, "auto_pad", []) not in ([], b"NOTSET", "NOTSET"):
+                    _attribute(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
                 raise SpeechGraphError(f"{node.name}: a convolution pads or strides along time")
         elif op == "MaxPool":
             kernel, strides = _attribute(node, "kernel_shape", []), _attribute(node, "strides", [1, 1])
-            if _attribute(node, "pads", [0, 0, 0, 0])[0::2] != [0, 0] or kernel[0] != strides[0]:
-                raise SpeechGraphError(f"{node.name}: a pool pads or overlaps along time")
+            if _attribute(node, "pads", [0, 0, 0, 0])[0::2] != [0, 0] or kernel[0] != strides[0] or \
+                    _attribute(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID") or _attribute(node, "ceil_mode", 0):
+                raise SpeechGraphError(f"{node.name}: a pool pads, rounds up or overlaps along time")
             stride *= strides[0]
+        elif op in ("Pad", "Reshape") and node not in (graph.node[0], graph.node[1], graph.node[-1]):  # type: ignore[attr-defined]
+            raise SpeechGraphError(f"{node.name}: an unexpected {op} inside the network")
         elif op not in ELEMENTWISE | {"Pad", "Reshape"}:
             raise SpeechGraphError(f"{node.name}: unexpected operator {op}")
     if stride != WINDOW_STEP:
@@ -74,7 +81,44 @@ def _check_time_axis(graph: object) -> None:
 
 
 def whole_clip_graph(model: bytes) -> bytes:
-    """openWakeWord's window embedding model -> the same model over a whole clip (module docstring)."""
+    """openWakeWord's window embedding model -> the same model over a whole clip (module docstring).
+    The edited graph is checked against the shipped one on a padded batch of random spectrograms
+    before it is returned."""
+    try:
+        edited = _edited(model)
+    except (KeyError, IndexError, ValueError) as exc:
+        if isinstance(exc, SpeechGraphError):
+            raise
+        raise SpeechGraphError(f"not the graph expected ({type(exc).__name__}: {exc})") from None
+    _check_answers(model, edited)
+    return edited
+
+
+def _check_answers(window_graph: bytes, whole_graph: bytes) -> None:
+    """Raises unless every window of a padded batch of clips (1, 2 and 3 windows and some frames
+    more) gets, from ``whole_graph``, the shipped graph's answer for that window alone (to 1e-5)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    window, whole = (ort.InferenceSession(g, options, providers=["CPUExecutionProvider"])
+                     for g in (window_graph, whole_graph))
+    name = window.get_inputs()[0].name
+    lengths = [WINDOW_FRAMES, WINDOW_FRAMES + WINDOW_STEP + 3, WINDOW_FRAMES + 2 * WINDOW_STEP + 7]
+    mels = 2 + np.random.default_rng(0).standard_normal((len(lengths), max(lengths), MEL_BINS, 1)).astype(np.float32)
+    together = whole.run(None, {name: mels})[0]  # (clips, W, 1, 96)
+    for row, frames in enumerate(lengths):
+        for w in range((frames - WINDOW_FRAMES) // WINDOW_STEP + 1):
+            alone = window.run(None, {name: mels[row : row + 1, w * WINDOW_STEP : w * WINDOW_STEP + WINDOW_FRAMES]})[0]
+            windows = (max(lengths) - WINDOW_FRAMES) // WINDOW_STEP + 1
+            scale = max(1.0, float(np.abs(alone).max()))
+            if together.shape[1:] != (windows, 1, alone.shape[-1]) or \
+                    np.abs(together[row, w, 0] - alone.reshape(-1)).max() > 1e-5 * scale:
+                raise SpeechGraphError(f"over a whole clip, window {w} of a {frames}-frame clip does not get the "
+                                       "answer the window alone gets")
+
+
+def _edited(model: bytes) -> bytes:
     import onnx
     from onnx import helper, numpy_helper
 

@@ -77,8 +77,12 @@ def test_a_graph_that_pads_or_strides_along_time_is_refused_by_name() -> None:
             if a.name in ("strides", "kernel_shape"):
                 a.CopyFrom(helper.make_attribute(a.name, [2, 2]))
 
+    def round_up(graph: Any) -> None:
+        pool = next(n for n in graph.node if n.op_type == "MaxPool")
+        pool.attribute.append(helper.make_attribute("ceil_mode", 1))
+
     for change, words in ((pad_time, "padded by"), (stride_time, "conv2d_2/Conv2D: a convolution pads or strides"),
-                          (extra_pool, "stride time by 16")):
+                          (extra_pool, "stride time by 16"), (round_up, "rounds up")):
         with pytest.raises(SpeechGraphError, match=words):
             whole_clip_graph(edited(change))
 
