@@ -35,7 +35,16 @@ from export.child import add_child_arguments, apply_child_arguments, write_synce
 from export.errors import CompileError
 from export.served_graphs import to_onnx
 from model.backbone import TriModalBackbone
-from serving.base import FORMAT, IMAGE_GRAPH, META_FILE, SOUNDS_FRONT_END, SOUNDS_GRAPH, SPEECH_FILES
+from serving.base import (
+    FORMAT,
+    IMAGE_GRAPH,
+    META_FILE,
+    SOUNDS_FRONT_END,
+    SOUNDS_GRAPH,
+    SPEECH_FILES,
+    SPEECH_WHOLE_CLIP,
+)
+from serving.speech_graph import whole_clip_graph
 
 if TYPE_CHECKING:
     from model.encoders.lite_audio import SpeechAndSounds
@@ -136,6 +145,7 @@ def export_base(backbone: TriModalBackbone, out: Path) -> dict[str, object]:
         files[SOUNDS_GRAPH] = sounds
         for path, name in zip(audio.onnx_files, SPEECH_FILES):
             files[name] = path.read_bytes()
+        files[SPEECH_WHOLE_CLIP] = whole_clip_graph(files[SPEECH_FILES[1]])  # so serving needs no onnx package
         front_end = io.BytesIO()
         np.savez(front_end, window=audio.sounds.window.numpy(), mel_weights=audio.sounds.mel_weights.numpy())
         files[SOUNDS_FRONT_END] = front_end.getvalue()

@@ -1,6 +1,7 @@
 """A base's frozen encoders as ONNX graphs: compiled once, shared by every version over it.
 
-    <state_dir>/bases/<digest>/   base.json, image.onnx [, sounds.onnx, sounds.npz, speech files]
+    <state_dir>/bases/<digest>/   base.json, image.onnx [, sounds.onnx, sounds.npz, speech files,
+                                  embedding_whole_clip.onnx]
                                   (written by ``python -m export.base``)
 
     base = BaseGraphs.load(folder, threads=2)
@@ -44,6 +45,7 @@ IMAGE_GRAPH = "image.onnx"
 SOUNDS_GRAPH = "sounds.onnx"
 SOUNDS_FRONT_END = "sounds.npz"
 SPEECH_FILES = ("melspectrogram.onnx", "embedding_model.onnx")
+SPEECH_WHOLE_CLIP = "embedding_whole_clip.onnx"  # embedding_model.onnx over whole clips (serving/speech_graph.py)
 CHUNK = 16
 """Images per graph call: the activations of 16 pictures at 160 px stay under 150 MB (``lite``)."""
 
@@ -112,9 +114,10 @@ class BaseGraphs:
                     raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {name}")
             try:
                 base.speech = SpeechWindows.from_bytes(files[SPEECH_FILES[0]], files[SPEECH_FILES[1]],
-                                                       session=lambda model: cpu_session(model, threads))
+                                                       session=lambda model: cpu_session(model, threads),
+                                                       whole_clip=files.get(SPEECH_WHOLE_CLIP))
             except Exception as exc:  # ONNX's and ONNX Runtime's own types for a damaged or other file
-                raise BaseGraphsError(f"{SPEECH_FILES[0]}, {SPEECH_FILES[1]}",
+                raise BaseGraphsError(", ".join([*SPEECH_FILES, *[SPEECH_WHOLE_CLIP] * (SPEECH_WHOLE_CLIP in files)]),
                                       f"cannot load: {type(exc).__name__}: {exc}") from None
             try:
                 with np.load(io.BytesIO(files[SOUNDS_FRONT_END]), allow_pickle=False) as front:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from serving.speech_graph import whole_clip_graph
+from serving.speech_graph import check_whole_clip_graph, whole_clip_graph
 
 SAMPLE_RATE = 16000
 MEL_BINS = 32
@@ -108,11 +108,18 @@ class SpeechWindows:
         self._embedding_input = embedding.get_inputs()[0].name  # "input_1"
 
     @classmethod
-    def from_bytes(cls, melspectrogram: bytes, embedding: bytes, session: Callable[[bytes], Any]) -> "SpeechWindows":
+    def from_bytes(cls, melspectrogram: bytes, embedding: bytes, session: Callable[[bytes], Any],
+                   whole_clip: bytes | None = None) -> "SpeechWindows":
         """From the two files' bytes (openWakeWord's, or a base's copies); ``session`` makes an ONNX
-        Runtime session of a model's bytes. Raises :class:`serving.speech_graph.SpeechGraphError` for
-        an embedding model that cannot run over whole clips."""
-        return cls(session(melspectrogram), session(whole_clip_graph(embedding)))
+        Runtime session of a model's bytes; ``whole_clip``: the embedding graph already edited to run
+        over whole clips (a base stores it), checked against ``embedding`` here. Raises
+        :class:`serving.speech_graph.SpeechGraphError` for an embedding model that cannot run over
+        whole clips, or an edited graph that does not answer as it does."""
+        if whole_clip is None:
+            whole_clip = whole_clip_graph(embedding)
+        else:
+            check_whole_clip_graph(embedding, whole_clip)
+        return cls(session(melspectrogram), session(whole_clip))
 
     @classmethod
     def from_files(cls, folder: Path, threads: int) -> "SpeechWindows":

@@ -133,17 +133,40 @@ def test_a_lite_version_answers_raw_inputs_without_pytorch_as_its_learner_does(t
         assert tuple(classes) == w.classes and unknown == w.unknown
         assert max(abs(a - b) for a, b in zip(scores, w.scores)) <= 1e-4
     assert [p.classes for p in version.predict(probe, top_k=3)] == [w.classes for w in want]
-    # A base whose speech embedding is another graph (its checksum updated) is refused by name.
+    # The base holds the speech embedding's graph edited to run over whole clips: a serving process
+    # does not import the onnx package. One written without it is edited at load; a whole-clip graph
+    # that does not answer as the shipped one, or a speech embedding of another graph, is refused by name.
     import hashlib
+    import subprocess
+    import sys
 
-    from serving.base import SPEECH_FILES
+    from serving.base import SPEECH_FILES, SPEECH_WHOLE_CLIP
 
+    assert SPEECH_WHOLE_CLIP in meta["sha256"]
+    check = ("import sys; from pathlib import Path; from serving.base import BaseGraphs; "
+             f"BaseGraphs.load(Path({str(tmp_path / 'base')!r}), threads=1); print('onnx' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          timeout=120).stdout.split() == ["False"]
     base_json = tmp_path / "base" / META_FILE
-    meta = json.loads(base_json.read_text())
-    other = (tmp_path / "base" / SPEECH_FILES[0]).read_bytes()
-    (tmp_path / "base" / SPEECH_FILES[1]).write_bytes(other)
-    meta["sha256"][SPEECH_FILES[1]] = hashlib.sha256(other).hexdigest()
-    base_json.write_text(json.dumps(meta))
+
+    def rewritten(name: str, data: bytes | None) -> None:
+        meta = json.loads(base_json.read_text())
+        if data is None:
+            del meta["sha256"][name]
+        else:
+            (tmp_path / "base" / name).write_bytes(data)
+            meta["sha256"][name] = hashlib.sha256(data).hexdigest()
+        base_json.write_text(json.dumps(meta))
+
+    shipped = (tmp_path / "base" / SPEECH_FILES[1]).read_bytes()
+    rewritten(SPEECH_WHOLE_CLIP, None)  # a base from before: edited at load
+    assert BaseGraphs.load(tmp_path / "base", threads=1).speech is not None
+    rewritten(SPEECH_WHOLE_CLIP, shipped)  # not edited: cannot take a whole clip
+    with pytest.raises(BaseGraphsError, match="does not run over a batch of clips") as refused:
+        BaseGraphs.load(tmp_path / "base", threads=1)
+    assert SPEECH_WHOLE_CLIP in refused.value.field
+    rewritten(SPEECH_WHOLE_CLIP, None)
+    rewritten(SPEECH_FILES[1], (tmp_path / "base" / SPEECH_FILES[0]).read_bytes())  # another graph
     with pytest.raises(BaseGraphsError, match="expected Pad, Reshape") as refused:
         BaseGraphs.load(tmp_path / "base", threads=1)
     assert SPEECH_FILES[1] in refused.value.field
