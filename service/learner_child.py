@@ -91,7 +91,6 @@ class LearnerChild:
         self._slept_pid: int | None = None  # the learner put to sleep, until the supervisor has seen it end
         self._waiters = threading.BoundedSemaphore(config.server.max_open_streams)  # calls waiting for a wake
         self.grace = config.server.grace_seconds
-        self.wakes = 0  # times a call started a sleeping learner
         self._thread = threading.Thread(target=self._supervise, name="mcil-learner", daemon=True)
         self.failed = ""  # why the learner cannot start, once it is known
         self.exit_status = 0  # the status it ended with then
@@ -115,11 +114,10 @@ class LearnerChild:
             sleeping = self._asleep.is_set() and wake
             if sleeping and not self._wake.is_set():
                 self._wake.set()
-                self.wakes += 1
                 log.info("a call needs the learner: starting it")
         if sleeping and self._waiters.acquire(blocking=False):
             try:
-                deadline = time.monotonic() + min(WAKE_SECONDS, WAKE_SECONDS if wait is None else wait)
+                deadline = time.monotonic() + (WAKE_SECONDS if wait is None else min(WAKE_SECONDS, wait))
                 while not self._listening.wait(WAIT_STEP_SECONDS):
                     if (self._closing.is_set() or not self._asleep.is_set() or time.monotonic() > deadline
                             or not is_active()):

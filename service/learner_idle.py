@@ -50,7 +50,6 @@ class IdleLearner:
         self._last_call = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mcil-learner-idle", daemon=True)
-        self.sleeps = 0  # times the learner was put to sleep
 
     def start(self) -> None:
         self._thread.start()
@@ -100,9 +99,7 @@ class IdleLearner:
         with self._lock:  # a call that started meanwhile keeps it awake; one that starts now waits for it
             if self._in_flight or time.monotonic() - self._last_call < self.seconds:
                 return False
-            asleep = self.child.sleep()
-        self.sleeps += asleep
-        return asleep
+            return self.child.sleep()
 
     def _run(self) -> None:
         while not self._stop.wait(CHECK_SECONDS):

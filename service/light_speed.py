@@ -33,14 +33,14 @@ def _rss_mib(pid: int, field: str = "VmRSS") -> float:
     return float("nan")
 
 
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (started by any of its threads): its learner, or none while it sleeps."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
 def _learner(pid: int) -> int:
-    """The learner child of serving process ``pid`` (started by one of its threads)."""
-    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
-    return children[0]
-
-
-def _asleep(pid: int) -> bool:
-    return not any((task / "children").read_text().split() for task in Path(f"/proc/{pid}/task").iterdir())
+    """The learner child of serving process ``pid``."""
+    return _children(pid)[0]
 
 
 def _until(what: str, check: Any, timeout: float) -> None:
@@ -116,7 +116,7 @@ def measure(data: Path, requests: int, learner_idle: float) -> dict[str, Any]:
             out["second_task"] = job.state == mcil_pb2.JOB_STATE_SUCCEEDED
             out["learner_peak_rss_mib"] = _rss_mib(_learner(daemon.pid), "VmHWM")
             asleep_from = time.monotonic()
-            _until("the learner sleeps", lambda: _asleep(daemon.pid), learner_idle + 120)
+            _until("the learner sleeps", lambda: not _children(daemon.pid), learner_idle + 120)
             out["learner_idle_seconds"] = learner_idle
             out["asleep_after_seconds"] = time.monotonic() - asleep_from
             time.sleep(2)

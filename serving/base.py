@@ -117,7 +117,7 @@ class BaseGraphs:
                                                        session=lambda model: cpu_session(model, threads),
                                                        whole_clip=files.get(SPEECH_WHOLE_CLIP))
             except Exception as exc:  # ONNX's and ONNX Runtime's own types for a damaged or other file
-                raise BaseGraphsError(", ".join([*SPEECH_FILES, *[SPEECH_WHOLE_CLIP] * (SPEECH_WHOLE_CLIP in files)]),
+                raise BaseGraphsError(", ".join(name for name in (*SPEECH_FILES, SPEECH_WHOLE_CLIP) if name in files),
                                       f"cannot load: {type(exc).__name__}: {exc}") from None
             try:
                 with np.load(io.BytesIO(files[SOUNDS_FRONT_END]), allow_pickle=False) as front:

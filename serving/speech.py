@@ -17,12 +17,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from serving.speech_graph import check_whole_clip_graph, whole_clip_graph
+from serving.speech_graph import (  # the embedding graph's window geometry
+    MEL_BINS,
+    WINDOW_FRAMES,
+    WINDOW_STEP,
+    check_whole_clip_graph,
+    n_windows_of_frames,
+    whole_clip_graph,
+)
 
 SAMPLE_RATE = 16000
-MEL_BINS = 32
-WINDOW_FRAMES = 76
-WINDOW_STEP = 8
 FFT_WINDOW = 512
 HOP = 160
 EMBEDDING_DIM = 96
@@ -45,11 +49,6 @@ def package_model_dir() -> Path:
 
 def n_frames(samples: int) -> int:
     return (samples - FFT_WINDOW) // HOP + 1
-
-
-def n_windows_of_frames(frames: int) -> int:
-    """Whole windows in ``frames`` spectrogram frames."""
-    return max(0, (frames - WINDOW_FRAMES) // WINDOW_STEP + 1)
 
 
 def n_windows(samples: int) -> int:

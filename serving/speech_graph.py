@@ -45,6 +45,11 @@ OUTPUT_RESHAPE = (-1, 1, 1, 96)
 ELEMENTWISE = {"Relu", "LeakyRelu", "BatchNormalization", "Max"}
 
 
+def n_windows_of_frames(frames: int) -> int:
+    """Whole windows in ``frames`` spectrogram frames: the outputs the whole-clip graph gives."""
+    return max(0, (frames - WINDOW_FRAMES) // WINDOW_STEP + 1)
+
+
 class SpeechGraphError(ValueError):
     """The embedding graph is not the one :func:`whole_clip_graph` knows how to run over a whole clip."""
 
@@ -89,9 +94,9 @@ def whole_clip_graph(model: bytes) -> bytes:
     before it is returned."""
     try:
         edited = _edited(model)
+    except SpeechGraphError:
+        raise
     except (KeyError, IndexError, ValueError) as exc:
-        if isinstance(exc, SpeechGraphError):
-            raise
         raise SpeechGraphError(f"not the graph expected ({type(exc).__name__}: {exc})") from None
     check_whole_clip_graph(model, edited)
     return edited
@@ -114,11 +119,10 @@ def check_whole_clip_graph(window_graph: bytes, whole_graph: bytes) -> None:
     except Exception as exc:  # ONNX Runtime's own types
         raise SpeechGraphError(f"the whole-clip graph does not run over a batch of clips: {exc}") from None
     for row, frames in enumerate(lengths):
-        for w in range((frames - WINDOW_FRAMES) // WINDOW_STEP + 1):
+        for w in range(n_windows_of_frames(frames)):
             alone = window.run(None, {name: mels[row : row + 1, w * WINDOW_STEP : w * WINDOW_STEP + WINDOW_FRAMES]})[0]
-            windows = (max(lengths) - WINDOW_FRAMES) // WINDOW_STEP + 1
             scale = max(1.0, float(np.abs(alone).max()))
-            if together.shape[1:] != (windows, 1, alone.shape[-1]) or \
+            if together.shape[1:] != (n_windows_of_frames(max(lengths)), 1, alone.shape[-1]) or \
                     np.abs(together[row, w, 0] - alone.reshape(-1)).max() > 1e-5 * scale:
                 raise SpeechGraphError(f"over a whole clip, window {w} of a {frames}-frame clip does not get the "
                                        "answer the window alone gets")

@@ -45,13 +45,10 @@ from serving.speech import (  # the constants and helpers are this module's publ
     FFT_WINDOW,
     FRAMES_PER_RUN,
     HOP,
-    MEL_BINS,
     MIN_SAMPLES,
     PCM_SCALE,
     POOLED_DIM,
     SAMPLE_RATE,
-    WINDOW_FRAMES,
-    WINDOW_STEP,
     SpeechWindows,
     n_frames,
     n_windows,
@@ -60,6 +57,7 @@ from serving.speech import (  # the constants and helpers are this module's publ
     signal_ends,
     windows_with_signal,
 )
+from serving.speech_graph import MEL_BINS, WINDOW_FRAMES, WINDOW_STEP  # the embedding graph's window geometry
 
 __all__ = ["EMBEDDING_DIM", "FFT_WINDOW", "FRAMES_PER_RUN", "HOP", "MEL_BINS", "MIN_SAMPLES", "PCM_SCALE", "POOLED_DIM", "SAMPLE_RATE",
            "WINDOW_FRAMES", "WINDOW_STEP", "SpeechEmbedding", "n_frames", "n_windows",
