@@ -30,6 +30,7 @@ import torch
 
 from bench.run import held_out_domain
 from export.bench import cpu_name
+from export.int8 import quantize
 from model.data import read_split, read_split_domains
 from model.heads import unit_features
 from model.learner import create_learner
@@ -37,27 +38,6 @@ from model.samples import LabeledSample
 from serving.sessions import cpu_session
 
 CHUNK = 16
-
-
-def quantize(fp32: Path, out: Path, calibration: np.ndarray) -> None:
-    """Writes the int8 (QDQ) form of the graph ``fp32`` to ``out``, calibrated on ``calibration``."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Pictures(CalibrationDataReader):  # type: ignore[misc]  # ONNX Runtime ships no types
-        def __init__(self) -> None:
-            self.start = 0
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            if self.start >= len(calibration):
-                return None
-            self.start += 8
-            return {"images": calibration[self.start - 8:self.start]}
-
-    prepared = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(prepared))
-    quantize_static(str(prepared), str(out), Pictures(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 def features(learner: Any, sessions: dict[str, Any], samples: list[LabeledSample]) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""What the daemon's build children share (``python -m export.compiled``, ``python -m export.base``).
+"""What the daemon's build children share (``python -m export.compiled``, ``python -m export.base``,
+``python -m export.int8``).
 
 The daemon runs each build in a child process (``service/compiling.py``): niced, so that Classify
 keeps the cores it needs, and tied to the daemon, so that a daemon killed with -9 leaves no orphan
@@ -22,10 +23,9 @@ def add_child_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit as soon as this process is gone (a daemon killed while building)")
 
 
-def apply_child_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Applies what :func:`add_child_arguments` parsed (a bad ``--threads`` is a usage error)."""
-    import torch
-
+def apply_child_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser, pytorch: bool = True) -> None:
+    """Applies what :func:`add_child_arguments` parsed (a bad ``--threads`` is a usage error);
+    ``pytorch=False``: a child that never imports PyTorch reads ``args.threads`` itself."""
     if args.nice:
         os.nice(args.nice)
     if args.parent_pid is not None:
@@ -33,7 +33,10 @@ def apply_child_arguments(args: argparse.Namespace, parser: argparse.ArgumentPar
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads: must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+        if pytorch:
+            import torch
+
+            torch.set_num_threads(args.threads)
 
 
 def exit_with_parent(pid: int) -> None:

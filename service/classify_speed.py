@@ -98,16 +98,20 @@ def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> di
     with tempfile.TemporaryDirectory(prefix="mcil-base-") as folder:
         base_meta = export_base(learner.backbone, Path(folder))
         base = BaseGraphs.load(Path(folder), torch.get_num_threads())
+        int8 = _int8_base(base, Path(folder), [s for s in train if s.label in names])
     started = time.perf_counter()
     head = HeadVersion.build(learner, base)
     head_ms = 1000 * (time.perf_counter() - started)
+    head_int8 = HeadVersion.build(learner, int8[0])
     monolith = Monolith(learner, torch.get_num_threads())
     hybrid = learner.predict(probe)
     out: dict[str, Any] = {
         "compile_seconds": compiled.compile_seconds, "base_seconds": base_meta["seconds"],
         "head_build_ms": head_ms, "parity": {}, "batches": {}, "stages": {}, "image_gflop": image_gflop(learner),
+        "int8": int8[1],
     }
-    for name, fast in (("compiled", compiled.predict(probe)), ("head", head.predict(probe))):
+    for name, fast in (("compiled", compiled.predict(probe)), ("head", head.predict(probe)),
+                       ("head_int8", head_int8.predict(probe))):
         out["parity"][name] = {"pairs": len(probe),
                                "top1_same": sum(h.classes[0] == c.classes[0] for h, c in zip(hybrid, fast)),
                                "max_score_difference": max(abs(x - y) for h, c in zip(hybrid, fast)
@@ -115,7 +119,8 @@ def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> di
     for n in BATCHES:
         batch = _first(probe, n)
         actions = {"monolith": lambda b=batch: monolith.forward(b), "hybrid": lambda b=batch: learner.predict(b),
-                   "compiled": lambda b=batch: compiled.predict(b), "head": lambda b=batch: head.predict(b)}
+                   "compiled": lambda b=batch: compiled.predict(b), "head": lambda b=batch: head.predict(b),
+                   "head_int8": lambda b=batch: head_int8.predict(b)}
         times = side_by_side(actions, max(3, runs if n == 1 else runs // 4))
         out["batches"][str(n)] = {name: {"p50_ms": 1000 * statistics.median(t), "p99_ms": 1000 * percentile(t, 99),
                                          "per_second": n * len(t) / sum(t), "runs": len(t)}
@@ -133,6 +138,18 @@ def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> di
     feeds = {"images": encoded.images.numpy(), "audio": encoded.audio.numpy()}
     out["av_graph_ops_batch_32"] = graph_op_profile(compiled.graphs["av"], feeds, 3, torch.get_num_threads())
     return out
+
+
+def _int8_base(base: Any, folder: Path, seen: list[Any]) -> tuple[Any, dict[str, Any]]:
+    """``base`` over its int8 image graph, calibrated as a daemon calibrates it (``export/int8.py``) on
+    held-out pictures of the classes learned: here the first task's training pictures."""
+    from export.int8 import MAX_PICTURES, build_int8
+    from service.store import save_examples
+
+    (folder / "held_out").mkdir()
+    save_examples(folder / "held_out" / "task.safetensors", seen[:MAX_PICTURES])
+    info = build_int8(folder, folder / "held_out", folder / "int8", threads=torch.get_num_threads())
+    return base.with_int8(folder / "int8", torch.get_num_threads()), info
 
 
 def drive(target: str, samples: Sequence[Any], clients: int, requests: int) -> dict[str, float]:
@@ -191,7 +208,7 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
     from service._proto import mcil_pb2
     from service.chaos.process import DaemonProcess
     from service.client import sample_from_arrays
-    from service.serving import HEAD_RUNNER
+    from service.serving import HEAD_INT8_RUNNER, HEAD_RUNNER
 
     names = sorted({s.label for s in train})
     msgs = {task: [mcil_pb2.LabeledExample(label=s.label, sample=sample_from_arrays(s.image, s.audio, s.sample_rate))
@@ -223,14 +240,17 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
             out["idle_rss_mib_after_learning"] = daemon.resident_kib() / 1024
         finally:
             daemon.close()
-        modes = (("head", {"server.compiled": "true"}), ("hybrid", {"server.compiled": "false"}),
-                 ("head_wait_5ms", {"server.compiled": "true", "batching.max_delay_ms": "5"}))
-        for mode, overrides in modes:
+        modes = (("head", {"server.compiled": "true"}, HEAD_RUNNER), ("hybrid", {"server.compiled": "false"}, "pytorch"),
+                 ("head_wait_5ms", {"server.compiled": "true", "batching.max_delay_ms": "5"}, HEAD_RUNNER),
+                 ("head_int8", {"server.compiled": "true", "server.image_precision": "int8"}, HEAD_INT8_RUNNER))
+        for mode, overrides, expected in modes:
             daemon = DaemonProcess(state, preset=preset, settings={**settings, **overrides},
                                    log_path=Path(tmp) / f"{mode}.log", start_timeout=600)
             try:
-                runner = daemon.client.model_info().runner
-                if (runner == HEAD_RUNNER) != (overrides["server.compiled"] == "true"):
+                started = time.perf_counter()  # int8: the daemon builds its int8 image graph after start
+                while (runner := daemon.client.model_info().runner) != expected and time.perf_counter() - started < 120:
+                    time.sleep(0.2)
+                if runner != expected:
                     raise RuntimeError(f"the {mode} daemon serves with {runner!r}:\n{daemon.log_tail()}")
                 time.sleep(2)
                 rss_start = daemon.resident_kib() / 1024

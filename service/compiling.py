@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
+from serving.base import INT8_SUFFIX
+
 if TYPE_CHECKING:
     from export.compiled import CompiledVersion
     from export.head_version import HeadVersion
@@ -103,11 +105,14 @@ class Compiler:
     preset a base is built from."""
 
     def __init__(self, root: Path, on_ready: Ready, command_args: Sequence[str] = (), *,
-                 bases: Path | None = None, preset: str = "") -> None:
+                 bases: Path | None = None, preset: str = "", image_precision: str = "fp32") -> None:
         self.root = root
         self.bases = bases if bases is not None else root.parent / "bases"
         self.heads = root.parent / "heads"
+        self.held_out = root.parent / "held_out"
         self.preset = preset
+        self.image_precision = image_precision
+        self._int8_tried_with = -1  # held-out pictures there were when an int8 build last failed
         self._on_ready = on_ready
         self._command_args = list(command_args)
         self._queue: "queue.Queue[tuple[int, Path, Learner] | None]" = queue.Queue()
@@ -129,6 +134,13 @@ class Compiler:
             base = self._base_on_disk(learner)
             return self._head_version(number, learner, base) if base is not None else None
         return load_compiled(self.directory(number), learner)
+
+    def wants_int8(self, served: "Served") -> bool:
+        """Whether ``served`` is a head over a base's fp32 image graph that ``server.image_precision:
+        int8`` would serve over int8 (submitting its version builds that graph, when it can be built)."""
+        from export.head_version import HeadVersion
+
+        return self.image_precision == "int8" and isinstance(served, HeadVersion) and served.base.image_precision != "int8"
 
     def submit(self, number: int, version_dir: Path, learner: "Learner") -> None:
         """Compile version ``number`` (saved in ``version_dir``, served by ``learner``) when the thread
@@ -175,6 +187,44 @@ class Compiler:
         self._thread.join(timeout)
 
     # -- heads over a base ------------------------------------------------------------------------
+    def _int8(self, base: "BaseGraphs", folder: Path) -> "BaseGraphs":
+        """``base`` with its int8 image graph when one is wanted and on disk (a damaged one is removed)."""
+        import torch
+
+        from serving.base import BaseGraphsError, int8_folder
+
+        graph = int8_folder(folder)
+        if self.image_precision != "int8" or not graph.is_dir():
+            return base
+        try:
+            return base.with_int8(graph, max(1, torch.get_num_threads()))
+        except BaseGraphsError as exc:
+            log.warning("the int8 image graph in %s does not load (%s); it is built again", graph, exc)
+            shutil.rmtree(graph, ignore_errors=True)
+            return base
+
+    def _build_int8(self, base: "BaseGraphs", number: int) -> "BaseGraphs":
+        """Builds the base's int8 image graph once enough held-out pictures are kept (a child process,
+        ``python -m export.int8``) and returns the base with it; ``base`` as it was otherwise."""
+        from export.int8 import MIN_PICTURES, count_pictures
+
+        pictures = count_pictures(self.held_out)
+        if pictures < MIN_PICTURES or pictures <= self._int8_tried_with:
+            if pictures < MIN_PICTURES:
+                log.info("version %d serves fp32 image features: int8 is calibrated on at least %d held-out "
+                         "pictures, %d kept so far", number, MIN_PICTURES, pictures)
+            return base
+        folder = self.bases / base.digest
+        command = [sys.executable, "-m", "export.int8", "--base", os.fspath(folder), "--held-out",
+                   os.fspath(self.held_out)]
+        if not self._in_child(command, self.bases, folder.name + INT8_SUFFIX, f"version {number}", weights=False,
+                              instead="keeps fp32 image features: building the int8 image graph"):
+            self._int8_tried_with = pictures
+            return base
+        self._base = self._int8(base, folder)
+        log.info("base %s computes image features in %s from now on", base.digest[:12], self._base.image_precision)
+        return self._base
+
     def _digest(self, learner: "Learner") -> str:
         from export.base import base_digest
 
@@ -196,11 +246,12 @@ class Compiler:
         if not BaseGraphs.present(folder):
             return None
         try:
-            self._base = BaseGraphs.load(folder, max(1, torch.get_num_threads()), digest)
+            base = BaseGraphs.load(folder, max(1, torch.get_num_threads()), digest)
         except BaseGraphsError as exc:
             log.warning("the base in %s does not load (%s); it is built again", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
             return None
+        self._base = self._int8(base, folder)
         return self._base
 
     def _head_version(self, number: int, learner: "Learner", base: "BaseGraphs") -> "HeadVersion | None":
@@ -263,6 +314,14 @@ class Compiler:
                 return None
         return self._head_version(number, learner, base)
 
+    def _serve_int8(self, number: int, served: "HeadVersion") -> "HeadVersion | None":
+        """Version ``number`` over its base's int8 image graph, once that is built; None when it is
+        not wanted, already served or cannot be built yet."""
+        if self.image_precision != "int8" or served.base.image_precision == "int8" or self._closed.is_set():
+            return None
+        base = self._build_int8(served.base, number)
+        return self._head_version(number, served.learner, base) if base.image_precision == "int8" else None
+
     # -- the thread --------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
@@ -278,6 +337,12 @@ class Compiler:
                     ready = self._compile(number, version_dir, learner)
                 if ready is not None and not self._closed.is_set():
                     self._on_ready(number, ready)
+                from export.head_version import HeadVersion
+
+                if isinstance(ready, HeadVersion):  # served at once in fp32; int8 follows when wanted
+                    faster = self._serve_int8(number, ready)
+                    if faster is not None and not self._closed.is_set():
+                        self._on_ready(number, faster)
             except Exception:  # noqa: BLE001 - a compile must never take the daemon down
                 log.exception("compiling version %d failed; it serves the hybrid path", number)
 
@@ -292,9 +357,11 @@ class Compiler:
                      time.perf_counter() - started)
         return compiled
 
-    def _in_child(self, command: list[str], parent: Path, name: str, what: str) -> bool:
+    def _in_child(self, command: list[str], parent: Path, name: str, what: str, weights: bool = True,
+                  instead: str = "serves the hybrid path: compiling") -> bool:
         """Runs ``command --out <tmp>`` niced, tied to this process, and renames ``tmp`` to
-        ``parent/name``; False (logged) when it fails, times out or the compiler closes."""
+        ``parent/name``; False (logged: "<what> <instead> failed ...") when it fails, times out or the
+        compiler closes. ``weights``: pass the weight files a preset needs (children that build a backbone)."""
         import torch
 
         parent.mkdir(parents=True, exist_ok=True)
@@ -303,7 +370,7 @@ class Compiler:
         # Niced, so that Classify keeps the cores it needs while the graphs are built; tied to this
         # process, so that a daemon killed mid-compile leaves no orphan behind.
         command = [*command, "--out", os.fspath(tmp), "--threads", str(max(1, torch.get_num_threads())),
-                   "--nice", "10", "--parent-pid", str(os.getpid()), *self._command_args]
+                   "--nice", "10", "--parent-pid", str(os.getpid()), *(self._command_args if weights else [])]
         try:
             with self._child_lock:
                 if self._closed.is_set():
@@ -314,15 +381,13 @@ class Compiler:
             except subprocess.TimeoutExpired:
                 self._child.kill()
                 self._child.communicate()
-                log.warning("%s serves the hybrid path: compiling took over %d s and was stopped", what,
-                            COMPILE_TIMEOUT_SECONDS)
+                log.warning("%s %s took over %d s and was stopped", what, instead, COMPILE_TIMEOUT_SECONDS)
                 return False
             if self._closed.is_set():
                 return False
             if self._child.returncode != 0:
                 tail = output.decode(errors="replace").strip().splitlines()[-3:]
-                log.warning("%s serves the hybrid path: compiling failed (exit %s): %s", what,
-                            self._child.returncode, " | ".join(tail))
+                log.warning("%s %s failed (exit %s): %s", what, instead, self._child.returncode, " | ".join(tail))
                 return False
             if final.exists():
                 shutil.rmtree(final)

@@ -28,7 +28,7 @@ from service.learning import LearningPipeline
 from service.memory import release_freed_memory
 from service.metrics import ServiceMetrics
 from service.recovery import discard_uncommitted_versions, enforce_retention
-from service.serving import HEAD_RUNNER, ModelSlot, ServedVersion
+from service.serving import COMPILED_RUNNER, ModelSlot, ServedVersion
 from service.store import CorruptVersion, StateStore, VersionMeta
 from service.streams import StreamSlots
 from service.uploads import UploadRules
@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATHS = ("av", "visual", "audio")
+
+
+def _int8_for_fp32(served: "CompiledVersion | HeadVersion", ready: "CompiledVersion | HeadVersion") -> bool:
+    """Whether ``ready`` is the version ``served`` is, over its base's int8 image graph instead of fp32
+    (``server.image_precision: int8``: the compiler serves a version over fp32 at once, int8 once built)."""
+    from export.head_version import HeadVersion
+
+    return isinstance(served, HeadVersion) and isinstance(ready, HeadVersion) and \
+        served.base.image_precision != "int8" and ready.base.image_precision == "int8"
 
 
 def attach_runner(learner: "Learner", server: ServerConfig) -> str:
@@ -176,7 +185,8 @@ class Daemon:
                                                                      ("audio_projection", w.audio_projection))
                        if path is not None]
             self.compiler = Compiler(self.store.root / "compiled", self._compiled_ready, weights,
-                                     bases=self.store.root / "bases", preset=self.preset)
+                                     bases=self.store.root / "bases", preset=self.preset,
+                                     image_precision=self.config.server.image_precision)
             self.compiler.sweep(self.store.version_numbers(), leftovers=True)
         try:
             served = self._load_served()
@@ -354,12 +364,13 @@ class Daemon:
         assert self.slot is not None
         with self._commit_lock:
             current = self.slot.current
-            if current.number != number or current.compiled is not None or current.learner is not compiled.learner:
+            if current.number != number or current.learner is not compiled.learner or \
+                    (current.compiled is not None and not _int8_for_fp32(current.compiled, compiled)):
                 return  # a commit or rollback came first; the folder stays for a later load
             served = dc_replace(current, compiled=compiled)
             self.slot.swap(served)
-            log.info("version %d now answers %s", number, "as its head over its base"
-                     if served.runner == HEAD_RUNNER else "from its compiled graphs")
+            log.info("version %d now answers %s (%s)", number, "from its compiled graphs" if served.runner ==
+                     COMPILED_RUNNER else "as its head over its base", served.runner)
             self._publish(served)  # under the lock, so that a commit or rollback publishes after it
 
     def _publish(self, served: ServedVersion) -> None:
@@ -367,7 +378,7 @@ class Daemon:
         if self.compiler is not None:
             try:
                 self.compiler.sweep(self.store.version_numbers())
-                if served.compiled is None and served.number > 0:
+                if served.number > 0 and (served.compiled is None or self.compiler.wants_int8(served.compiled)):
                     self.compiler.submit(served.number, self.store.version_dir(served.number), served.learner)
             except Exception:  # noqa: BLE001 - compiling never fails a commit, a rollback or a start
                 log.exception("cannot schedule compiling version %d; it serves the hybrid path", served.number)

@@ -33,6 +33,7 @@ import math
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Sequence
 
@@ -83,11 +84,13 @@ class LightVersion:
 class HeadWatcher:
     """Keeps ``slot`` on the version ``<state_dir>/current`` names, once its head is on disk."""
 
-    def __init__(self, state_dir: Path, slot: Any, threads: int) -> None:
+    def __init__(self, state_dir: Path, slot: Any, threads: int, image_precision: str = "fp32") -> None:
         self.state_dir = state_dir
         self.slot = slot
         self.threads = threads
+        self.image_precision = image_precision  # int8: the base's int8 image graph once the learner built it
         self._bases: dict[str, tuple["BaseGraphs", "BaseFeatures"]] = {}
+        self._int8_checked = 0.0  # when the int8 graph's folder was last looked for
         self._failed: tuple[int, int] | None = None  # (version, its head.json's mtime) that did not load
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mcil-heads", daemon=True)
@@ -108,6 +111,7 @@ class HeadWatcher:
 
         number = read_current(self.state_dir)
         if number == self.slot.current.number:
+            self._take_int8()
             return
         if number == 0:
             self.slot.swap(LightVersion(0, None, None))
@@ -123,7 +127,7 @@ class HeadWatcher:
         try:
             head = ServedHead.load(folder)
             if head.base not in self._bases:
-                base = BaseGraphs.load(self.state_dir / "bases" / head.base, self.threads, head.base)
+                base = self._int8(BaseGraphs.load(self.state_dir / "bases" / head.base, self.threads, head.base))
                 self._bases = {head.base: (base, BaseFeatures(base))}  # one base at a time
         except (HeadDataError, BaseGraphsError, OSError) as exc:
             self._failed = stamp
@@ -131,8 +135,36 @@ class HeadWatcher:
                       self.slot.current.number)
             return
         self.slot.swap(LightVersion(number, head, self._bases[head.base][1]))
-        log.info("serving version %d (%d classes) as its head over base %s; PyTorch %s", number,
-                 len(head.classes), head.base[:12], pytorch_state())
+        log.info("serving version %d (%d classes) as its head over base %s (%s image graph); PyTorch %s", number,
+                 len(head.classes), head.base[:12], self._bases[head.base][0].image_precision, pytorch_state())
+
+    def _int8(self, base: "BaseGraphs") -> "BaseGraphs":
+        """``base`` over its int8 image graph when that is wanted and the learner has built it."""
+        from serving.base import BaseGraphsError, int8_folder
+
+        folder = int8_folder(self.state_dir / "bases" / base.digest)
+        if self.image_precision != "int8" or not folder.is_dir():
+            return base
+        try:
+            return base.with_int8(folder, self.threads)
+        except BaseGraphsError as exc:
+            log.warning("serving fp32 image features: %s", exc)  # the learner removes it and builds it again
+            return base
+
+    def _take_int8(self) -> None:
+        """Serves the current version over its base's int8 image graph once it appears (about a second)."""
+        from serving.features import BaseFeatures
+
+        served = self.slot.current
+        if self.image_precision != "int8" or served.head is None or served.features is None or \
+                served.features.base.image_precision == "int8" or time.monotonic() - self._int8_checked < 1.0:
+            return
+        self._int8_checked = time.monotonic()
+        base = self._int8(served.features.base)
+        if base.image_precision == "int8":
+            self._bases = {base.digest: (base, BaseFeatures(base))}
+            self.slot.swap(LightVersion(served.number, served.head, self._bases[base.digest][1]))
+            log.info("serving version %d over base %s's int8 image graph", served.number, base.digest[:12])
 
     def _run(self) -> None:
         while not self._stop.wait(WATCH_SECONDS):
@@ -272,7 +304,8 @@ class LightServer:
         self.metrics = ServiceMetrics()
         self.metrics["mcil_classify_latency_objective_seconds"].set(config.monitoring.classify_p99_seconds)
         self.slot = ModelSlot(LightVersion(0, None, None))  # type: ignore[arg-type]
-        self.watcher = HeadWatcher(self.state_dir, self.slot, threads=max(1, os.cpu_count() or 1))
+        self.watcher = HeadWatcher(self.state_dir, self.slot, threads=max(1, os.cpu_count() or 1),
+                                   image_precision=config.server.image_precision)
         self.watcher.start()
         b = config.batching
         self.batcher = (ClassifyBatcher(self.slot, self.metrics, max_batch_size=b.max_batch_size,

@@ -35,6 +35,8 @@ COMPILED_RUNNER = "compiled-onnxruntime"
 """What ``runner`` reports (GetModelInfo, ``mcil_model_info``) while a compiled version serves."""
 HEAD_RUNNER = "base-onnxruntime"
 """What ``runner`` reports while a version is served as its head over its base's compiled encoder."""
+HEAD_INT8_RUNNER = "base-onnxruntime-int8"
+"""The same, the base's image graph in int8 (``server.image_precision: int8``, ``export/int8.py``)."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,15 @@ class ServedVersion:
 
     @property
     def runner(self) -> str | None:
-        """``HEAD_RUNNER`` or ``COMPILED_RUNNER`` while served that way, else None (the learner answers)."""
+        """``HEAD_RUNNER``, ``HEAD_INT8_RUNNER`` or ``COMPILED_RUNNER`` while served that way, else None
+        (the learner answers)."""
         if self.compiled is None or self.compiled.broken:
             return None
         from export.head_version import HeadVersion
 
-        return HEAD_RUNNER if isinstance(self.compiled, HeadVersion) else COMPILED_RUNNER
+        if isinstance(self.compiled, HeadVersion):
+            return HEAD_INT8_RUNNER if self.compiled.base.image_precision == "int8" else HEAD_RUNNER
+        return COMPILED_RUNNER
 
     @property
     def classes(self) -> list[str]:

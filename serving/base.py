@@ -7,6 +7,7 @@
     base = BaseGraphs.load(folder, threads=2)
     base.image_features(images)          # (B, 3, S, S) model-ready pictures -> (B, D) float32
     base.audio_features(waves)           # (B, clip_samples) 16 kHz sound -> (B, audio_dim), lite only
+    fast = base.with_int8(int8_folder(folder), threads=2)   # the image graph in int8 (export/int8.py)
 
 A *base* is what a version's features are computed by: the preset's frozen encoders. The default
 learner never changes them, so every version over a base reads the same features, and only its head
@@ -22,6 +23,7 @@ not match is refused by name (:class:`BaseGraphsError`) and built again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -46,6 +48,9 @@ SOUNDS_GRAPH = "sounds.onnx"
 SOUNDS_FRONT_END = "sounds.npz"
 SPEECH_FILES = ("melspectrogram.onnx", "embedding_model.onnx")
 SPEECH_WHOLE_CLIP = "embedding_whole_clip.onnx"  # embedding_model.onnx over whole clips (serving/speech_graph.py)
+INT8_SUFFIX = ".int8"  # <digest>.int8/: the image graph in int8, calibrated here (export/int8.py)
+INT8_META = "int8.json"
+INT8_FORMAT = 1
 CHUNK = 16
 """Images per graph call: the activations of 16 pictures at 160 px stay under 150 MB (``lite``)."""
 
@@ -70,6 +75,7 @@ class BaseGraphs:
     meta: dict[str, Any]
     speech: "SpeechWindows | None" = None
     sounds: "SoundEvents | None" = None
+    image_precision: str = "fp32"  # "int8": the image graph of with_int8()
 
     @staticmethod
     def present(folder: Path) -> bool:
@@ -127,6 +133,27 @@ class BaseGraphs:
             base.sounds = SoundEvents(_session(files, SOUNDS_GRAPH, threads), window, mel)
         return base
 
+    def with_int8(self, folder: Path, threads: int) -> "BaseGraphs":
+        """This base with its image graph in int8, from ``folder`` (``<digest>.int8/``, written by
+        ``python -m export.int8``); the audio encoder is shared. Raises :class:`BaseGraphsError`
+        naming what is missing, damaged or of another base."""
+        try:
+            info: dict[str, Any] = json.loads((folder / INT8_META).read_text())
+        except (OSError, ValueError) as exc:
+            raise BaseGraphsError(str(folder / INT8_META), f"missing or unreadable: {exc}") from None
+        if info.get("format") != INT8_FORMAT:
+            raise BaseGraphsError(f"{INT8_META}.format", f"format {info.get('format')!r}, this build reads {INT8_FORMAT}")
+        if info.get("base") != self.digest:
+            raise BaseGraphsError(f"{INT8_META}.base", f"the graph is of base {info.get('base')}, not {self.digest}")
+        try:
+            graph = (folder / IMAGE_GRAPH).read_bytes()
+        except OSError as exc:
+            raise BaseGraphsError(str(folder / IMAGE_GRAPH), f"cannot read: {exc}") from None
+        if hashlib.sha256(graph).hexdigest() != dict(info.get("sha256") or {}).get(IMAGE_GRAPH):
+            raise BaseGraphsError(str(folder / IMAGE_GRAPH), f"does not match its checksum in {INT8_META}")
+        session = _session({IMAGE_GRAPH: graph}, IMAGE_GRAPH, threads)
+        return dataclasses.replace(self, session=session, image_precision="int8")
+
     def image_features(self, images: np.ndarray) -> np.ndarray:
         """``(B, 3, S, S)`` model-ready images -> ``(B, D)`` float32 frozen features, ``CHUNK`` at a time."""
         images = np.ascontiguousarray(images, dtype=np.float32)
@@ -146,6 +173,12 @@ class BaseGraphs:
         speech = self.speech.embed(waves)
         speech = speech / np.maximum(np.sqrt((speech * speech).sum(axis=1, keepdims=True)), np.float32(1e-12))
         return np.concatenate([speech, self.sounds.embed(waves)], axis=1).astype(np.float32)
+
+
+def int8_folder(base_folder: Path) -> Path:
+    """Where the int8 image graph of the base in ``base_folder`` is kept: beside it, not in it (it is
+    calibrated on this daemon's pictures, so not part of what a base's digest names)."""
+    return base_folder.with_name(base_folder.name + INT8_SUFFIX)
 
 
 def _session(files: dict[str, bytes], name: str, threads: int) -> "onnxruntime.InferenceSession":

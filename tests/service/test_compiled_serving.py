@@ -22,7 +22,7 @@ import pytest
 from model.synthetic import make_dataset
 from service._proto import mcil_pb2
 from service.client import sample_from_arrays
-from service.serving import HEAD_RUNNER
+from service.serving import HEAD_INT8_RUNNER, HEAD_RUNNER
 from tests.service.conftest import Running, examples, make_config, task_data
 
 if TYPE_CHECKING:
@@ -62,14 +62,14 @@ def _bases(root: Path) -> dict[str, set[str]]:
     return {b.name: {p.name for p in b.iterdir()} for b in folder.iterdir()} if folder.is_dir() else {}
 
 
-def _wait_served_fast(d: Running, version: int, timeout: float = 300.0) -> None:
+def _wait_served_fast(d: Running, version: int, timeout: float = 300.0, runner: str = HEAD_RUNNER) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         served = d.server.daemon.served
-        if served.number == version and served.runner == HEAD_RUNNER:
+        if served.number == version and served.runner == runner:
             return
         time.sleep(0.05)
-    raise AssertionError(f"version {version} was not served as its head over its base within {timeout:g} s")
+    raise AssertionError(f"version {version} was not served by {runner} within {timeout:g} s")
 
 
 def _answers_match(d: Running, msgs: list[mcil_pb2.Sample], samples: list) -> mcil_pb2.ClassifyResponse:
@@ -118,6 +118,56 @@ def test_versions_are_served_as_their_head_over_a_base_compiled_once(
     third = start_daemon(config)
     _wait_served_fast(third, 1)
     assert _bases(tmp_path) == bases and third.client.model_info().runner == HEAD_RUNNER
+
+
+def test_int8_serves_once_enough_pictures_are_kept_and_again_at_start(
+        start_daemon: Callable[..., Running], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``server.image_precision: int8``: a version is served over fp32 at once, then over the base's int8
+    image graph once the held-out pictures kept reach ``MIN_PICTURES`` (built once, in a child)."""
+    from export.int8 import MIN_PICTURES
+
+    config = make_config(tmp_path, server__compiled="true", server__image_precision="int8")
+    d = start_daemon(config)
+    msgs, samples = _probe()
+
+    def learn(names: list[str], per_class: int, held: int, first_index: int) -> int:
+        data = task_data(names, per_class=per_class, first_index=first_index)
+        flags = [i % per_class < held for i in range(len(data))]  # make_dataset: class by class
+        job = d.client.wait(d.client.learn(names, examples(data, flags)).job_id, timeout=300)
+        assert job.state == mcil_pb2.JOB_STATE_SUCCEEDED, job.message
+        return int(job.committed_version)
+
+    assert learn(["red", "green"], 6, 2, 0) == 1  # 4 pictures kept: too few to calibrate on
+    _wait_served_fast(d, 1)
+    time.sleep(0.5)
+    assert d.client.model_info().runner == HEAD_RUNNER and set(_bases(tmp_path)) == {d.server.daemon.served.compiled.base.digest}  # type: ignore[union-attr]
+    assert learn(["blue", "white"], 12, 7, 2) == 2 and 4 + 14 >= MIN_PICTURES
+    _wait_served_fast(d, 2, runner=HEAD_INT8_RUNNER)
+    digest = d.server.daemon.served.compiled.base.digest  # type: ignore[union-attr]
+    assert _bases(tmp_path) == {digest: BASE_FILES, f"{digest}.int8": {"int8.json", "image.onnx"}}
+    got = d.client.classify(msgs, top_k=4)
+    want = d.server.daemon.served.learner.predict(samples, top_k=4)
+    assert len(got.results) == len(want)  # close to the learner's answers, not equal: docs/benchmarks.md
+    d.stop()
+    with caplog.at_level(logging.INFO, logger="service.compiling"):
+        again = start_daemon(config)
+    assert again.client.model_info().runner == HEAD_INT8_RUNNER  # at start, from the graph on disk
+    assert not any("export.int8" in r.getMessage() or "int8 image graph of" in r.getMessage() for r in caplog.records)
+    again.stop()
+    fp32 = start_daemon(make_config(tmp_path, server__compiled="true"))
+    assert fp32.client.model_info().runner == HEAD_RUNNER  # the setting, not the files, decides
+    fp32.stop()
+
+    # a serving process without PyTorch (--light) takes the same graph (tiny's base has no audio
+    # encoder, so only the choice of graph is checked here)
+    from service.light import HeadWatcher
+    from serving.base import BaseGraphs
+
+    base = BaseGraphs.load(tmp_path / "bases" / digest, threads=1)
+    assert HeadWatcher(tmp_path, None, threads=1, image_precision="int8")._int8(base).image_precision == "int8"
+    assert HeadWatcher(tmp_path, None, threads=1)._int8(base).image_precision == "fp32"
+    (tmp_path / "bases" / f"{digest}.int8" / "image.onnx").write_bytes(b"damaged")
+    assert HeadWatcher(tmp_path, None, threads=1, image_precision="int8")._int8(base).image_precision == "fp32"
 
 
 @pytest.mark.parametrize("setting, strategy", [("false", "mcil"), ("true", "mcil-paper"), ("true", "cign"),

@@ -1,0 +1,175 @@
+"""An int8 form of a base's image graph, calibrated on the pictures this daemon has kept, and
+``python -m export.int8``.
+
+    python -m export.int8 --base <state_dir>/bases/<digest> --held-out <state_dir>/held_out --out DIR
+
+writes ``DIR/image.onnx`` (the base's ``image.onnx`` quantized by ONNX Runtime's static quantization:
+QDQ, int8 weights per output channel, uint8 activations) and ``DIR/int8.json`` (the base it belongs
+to, how many pictures calibrated it, how close its features came to fp32 on them, its checksum).
+The daemon runs it once per base when ``server.image_precision`` is ``int8`` (``service/compiling.py``)
+and keeps the result beside the base, in ``<state_dir>/bases/<digest>.int8/``.
+
+The calibration pictures are the held-out pictures of the tasks taught so far (``held_out/``: what
+the daemon keeps to measure accuracy and forgetting), taken class by class in turn, at most
+``MAX_PICTURES``; with fewer than ``MIN_PICTURES`` nothing is built (exit 2) and the base serves
+fp32 until a later task brings more. Static quantization fixes each activation's range from these
+pictures, so the graph answers the same picture the same way whatever batch it comes in.
+
+What changes: the image features, not the head. A version's head is still the one its learner fitted
+on fp32 features (the learner, its statistics and a district's merge never see int8), so answers
+served through this graph are close to the learner's, not equal: docs/benchmarks.md measures how
+close (fused accuracy within 0.3 points on both data sets). Before anything is written, the graph's
+features are compared with fp32 on the calibration pictures; below ``MIN_COSINE`` it is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from export.child import add_child_arguments, apply_child_arguments, write_synced
+from serving.base import IMAGE_GRAPH, INT8_FORMAT, INT8_META, META_FILE
+from serving.inputs import prepare_images
+from serving.sessions import cpu_session
+
+MIN_PICTURES = 16
+MAX_PICTURES = 64
+MIN_COSINE = 0.9
+"""The least cosine similarity between a calibration picture's int8 and fp32 features (the `lite`
+base on AV-MNIST and ESC-CIFAR pictures: 0.97 to 1.0)."""
+
+
+class CalibrationError(ValueError):
+    """The int8 graph cannot be built: too few pictures, or features too far from fp32."""
+
+
+def count_pictures(held_out: Path) -> int:
+    """Pictures in the held-out files of ``held_out`` (reads their headers only)."""
+    from safetensors import safe_open
+
+    count = 0
+    for path in sorted(held_out.glob("*.safetensors")) if held_out.is_dir() else []:
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                count += sum(1 for key in f.keys() if key.endswith(".image"))
+        except (OSError, ValueError):
+            continue  # a file being replaced; counted next time
+    return count
+
+
+def calibration_pictures(held_out: Path, base_meta: dict[str, object], limit: int = MAX_PICTURES) -> np.ndarray:
+    """``(N, 3, S, S)`` model-ready pictures from the held-out files, classes in turn, ``N <= limit``.
+    A held-out file (``service/store.py``) holds sample ``i``'s picture as tensor ``"{i}.image"`` and
+    the labels, in order, as JSON in its metadata."""
+    from safetensors import safe_open
+
+    by_class: dict[str, list[np.ndarray]] = {}
+    for path in sorted(held_out.glob("*.safetensors")) if held_out.is_dir() else []:
+        with safe_open(str(path), framework="numpy") as f:
+            labels = json.loads((f.metadata() or {}).get("labels", "[]"))
+            keys = set(f.keys())
+            for i, label in enumerate(labels):
+                if f"{i}.image" in keys:
+                    by_class.setdefault(str(label), []).append(f.get_tensor(f"{i}.image"))
+    chosen: list[np.ndarray] = []
+    for row in range(max((len(v) for v in by_class.values()), default=0)):
+        chosen += [pictures[row] for pictures in by_class.values() if row < len(pictures)]
+    chosen = chosen[:limit]
+    if len(chosen) < MIN_PICTURES:
+        raise CalibrationError(f"{len(chosen)} held-out pictures in {held_out}; int8 needs at least {MIN_PICTURES}")
+    size = int(base_meta["image_size"])  # type: ignore[call-overload]
+    mean = tuple(float(v) for v in base_meta["image_mean"])  # type: ignore[attr-defined]
+    std = tuple(float(v) for v in base_meta["image_std"])  # type: ignore[attr-defined]
+    return prepare_images(chosen, size, mean, std)
+
+
+def quantize(fp32: Path, out: Path, pictures: np.ndarray, batch: int = 8) -> None:
+    """Writes the int8 (QDQ) form of the image graph ``fp32`` to ``out``, calibrated on ``pictures``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Pictures(CalibrationDataReader):  # type: ignore[misc]  # ONNX Runtime ships no types
+        def __init__(self) -> None:
+            self.start = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.start >= len(pictures):
+                return None
+            self.start += batch
+            return {"images": pictures[self.start - batch:self.start]}
+
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(str(prepared), str(out), Pictures(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def cosines(fp32: Path, int8: Path, pictures: np.ndarray, threads: int) -> np.ndarray:
+    """Each picture's cosine similarity between its features from the two graphs."""
+    a = cpu_session(fp32, threads).run(None, {"images": pictures})[0].astype(np.float64)
+    b = cpu_session(int8, threads).run(None, {"images": pictures})[0].astype(np.float64)
+    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    return np.asarray((a * b).sum(axis=1) / norms)
+
+
+def build_int8(base: Path, held_out: Path, out: Path, threads: int = 1) -> dict[str, object]:
+    """Writes ``out/image.onnx`` and ``out/int8.json`` for the base in ``base`` (module docstring);
+    raises :class:`CalibrationError`. Returns what ``int8.json`` holds."""
+    started = time.perf_counter()
+    meta = json.loads((base / META_FILE).read_text())
+    pictures = calibration_pictures(held_out, meta)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        graph = Path(scratch) / IMAGE_GRAPH
+        quantize(base / IMAGE_GRAPH, graph, pictures)
+        similar = cosines(base / IMAGE_GRAPH, graph, pictures, threads)
+        if not np.isfinite(similar).all() or similar.min() < MIN_COSINE:
+            raise CalibrationError(f"the int8 graph's features are too far from fp32 on its calibration pictures "
+                                   f"(least cosine {float(np.nan_to_num(similar.min())):.3f}, needs {MIN_COSINE})")
+        data = graph.read_bytes()
+    write_synced(out / IMAGE_GRAPH, data)
+    info: dict[str, object] = {
+        "format": INT8_FORMAT, "base": meta["digest"], "pictures": int(len(pictures)),
+        "cosine": {"least": round(float(similar.min()), 6), "mean": round(float(similar.mean()), 6)},
+        "sha256": {IMAGE_GRAPH: hashlib.sha256(data).hexdigest()},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_synced(out / INT8_META, json.dumps(info, indent=2, sort_keys=True).encode())  # last: the folder is whole
+    return info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Builds the int8 image graph of the base in ``--base`` into ``--out``; exit 2 when there are too
+    few pictures, 1 when it cannot be built (reason on stderr)."""
+    parser = argparse.ArgumentParser(prog="python -m export.int8", description=main.__doc__)
+    parser.add_argument("--base", required=True, type=Path, help="the base's folder (base.json, image.onnx)")
+    parser.add_argument("--held-out", required=True, type=Path, help="the daemon's held_out/ folder")
+    parser.add_argument("--out", required=True, type=Path, help="folder for int8.json and image.onnx")
+    add_child_arguments(parser)
+    args = parser.parse_args(argv)
+    apply_child_arguments(args, parser, pytorch=False)
+    try:
+        info = build_int8(args.base, args.held_out, args.out, threads=args.threads or 1)
+    except CalibrationError as exc:
+        print(f"no int8 image graph: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"cannot build the int8 image graph of {args.base}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    cosine = info["cosine"]
+    print(f"int8 image graph of base {str(info['base'])[:12]} calibrated on {info['pictures']} pictures "
+          f"(cosine to fp32: least {cosine['least']}, mean {cosine['mean']}) in {info['seconds']} s")  # type: ignore[index]
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
