@@ -143,11 +143,11 @@ def in_process(preset: str, train: list[Any], probe: list[Any], runs: int) -> di
 def _int8_base(base: Any, folder: Path, seen: list[Any]) -> tuple[Any, dict[str, Any]]:
     """``base`` over its int8 image graph, calibrated as a daemon calibrates it (``export/int8.py``) on
     held-out pictures of the classes learned: here the first task's training pictures."""
-    from export.int8 import MAX_PICTURES, build_int8
+    from export.int8 import MAX_EXAMPLES, build_int8
     from service.store import save_examples
 
     (folder / "held_out").mkdir()
-    save_examples(folder / "held_out" / "task.safetensors", seen[:MAX_PICTURES])
+    save_examples(folder / "held_out" / "task.safetensors", seen[:MAX_EXAMPLES])
     info = build_int8(folder, folder / "held_out", folder / "int8", threads=torch.get_num_threads())
     return base.with_int8(folder / "int8", torch.get_num_threads()), info
 
@@ -242,7 +242,7 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
             daemon.close()
         modes = (("head", {"server.compiled": "true"}, HEAD_RUNNER), ("hybrid", {"server.compiled": "false"}, "pytorch"),
                  ("head_wait_5ms", {"server.compiled": "true", "batching.max_delay_ms": "5"}, HEAD_RUNNER),
-                 ("head_int8", {"server.compiled": "true", "server.image_precision": "int8"}, HEAD_INT8_RUNNER))
+                 ("head_int8", {"server.compiled": "true", "server.base_precision": "int8"}, HEAD_INT8_RUNNER))
         for mode, overrides, expected in modes:
             daemon = DaemonProcess(state, preset=preset, settings={**settings, **overrides},
                                    log_path=Path(tmp) / f"{mode}.log", start_timeout=600)

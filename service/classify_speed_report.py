@@ -40,10 +40,10 @@ def render(r: dict[str, Any], command: str) -> str:
     agree = "; ".join(f"{name}: top-1 identical for {v['top1_same']} of {v['pairs']}, largest score difference "
                       f"{v['max_score_difference']:.1e}" for name, v in p["parity"].items())
     q = p["int8"]
-    lines += ["", f"*head_int8* is the same head over the base's image graph in int8 (`server.image_precision: int8`, "
-              f"`export/int8.py`), calibrated on {q['pictures']} pictures of the classes learned in {q['seconds']:.1f} s "
-              f"(cosine of int8 to fp32 features on them: least {q['cosine']['least']:.3f}, mean "
-              f"{q['cosine']['mean']:.3f})."]
+    least = ", ".join(f"{name} {c['least']:.3f}" for name, c in q["cosine"].items())
+    lines += ["", f"*head_int8* is the same head over the base's image encoder in int8 (`server.base_precision: int8`, "
+              f"`export/int8.py`), calibrated on {q['pictures']} pictures of the classes learned, in {q['seconds']:.1f} s "
+              f"(least cosine of int8 to fp32 outputs on them: {least})."]
     lines += ["", f"Against the hybrid path on the probe pairs: {agree}. The image tower's arithmetic "
               f"(PyTorch's FlopCounterMode, one image): {flop['frozen']:.3f} GFLOP frozen, "
               f"{flop['with_experts']:.3f} with the experts ({flop['with_experts'] / flop['frozen']:.2f} x).", "",

@@ -105,13 +105,13 @@ class Compiler:
     preset a base is built from."""
 
     def __init__(self, root: Path, on_ready: Ready, command_args: Sequence[str] = (), *,
-                 bases: Path | None = None, preset: str = "", image_precision: str = "fp32") -> None:
+                 bases: Path | None = None, preset: str = "", precision: str = "fp32") -> None:
         self.root = root
         self.bases = bases if bases is not None else root.parent / "bases"
         self.heads = root.parent / "heads"
         self.held_out = root.parent / "held_out"
         self.preset = preset
-        self.image_precision = image_precision
+        self.precision = precision
         self._int8_tried_with = -1  # held-out pictures there were when an int8 build last failed
         self._on_ready = on_ready
         self._command_args = list(command_args)
@@ -136,11 +136,11 @@ class Compiler:
         return load_compiled(self.directory(number), learner)
 
     def wants_int8(self, served: "Served") -> bool:
-        """Whether ``served`` is a head over a base's fp32 image graph that ``server.image_precision:
+        """Whether ``served`` is a head over a base's fp32 image graph that ``server.base_precision:
         int8`` would serve over int8 (submitting its version builds that graph, when it can be built)."""
         from export.head_version import HeadVersion
 
-        return self.image_precision == "int8" and isinstance(served, HeadVersion) and served.base.image_precision != "int8"
+        return self.precision == "int8" and isinstance(served, HeadVersion) and served.base.precision != "int8"
 
     def submit(self, number: int, version_dir: Path, learner: "Learner") -> None:
         """Compile version ``number`` (saved in ``version_dir``, served by ``learner``) when the thread
@@ -188,13 +188,13 @@ class Compiler:
 
     # -- heads over a base ------------------------------------------------------------------------
     def _int8(self, base: "BaseGraphs", folder: Path) -> "BaseGraphs":
-        """``base`` with its int8 image graph when one is wanted and on disk (a damaged one is removed)."""
+        """``base`` with its int8 image graph when it is wanted and on disk (a damaged one is removed)."""
         import torch
 
         from serving.base import BaseGraphsError, int8_folder
 
         graph = int8_folder(folder)
-        if self.image_precision != "int8" or not graph.is_dir():
+        if self.precision != "int8" or not graph.is_dir():
             return base
         try:
             return base.with_int8(graph, max(1, torch.get_num_threads()))
@@ -206,13 +206,13 @@ class Compiler:
     def _build_int8(self, base: "BaseGraphs", number: int) -> "BaseGraphs":
         """Builds the base's int8 image graph once enough held-out pictures are kept (a child process,
         ``python -m export.int8``) and returns the base with it; ``base`` as it was otherwise."""
-        from export.int8 import MIN_PICTURES, count_pictures
+        from export.int8 import MIN_EXAMPLES, count_pictures
 
         pictures = count_pictures(self.held_out)
-        if pictures < MIN_PICTURES or pictures <= self._int8_tried_with:
-            if pictures < MIN_PICTURES:
+        if pictures < MIN_EXAMPLES or pictures <= self._int8_tried_with:
+            if pictures < MIN_EXAMPLES:
                 log.info("version %d serves fp32 image features: int8 is calibrated on at least %d held-out "
-                         "pictures, %d kept so far", number, MIN_PICTURES, pictures)
+                         "pictures, %d kept so far", number, MIN_EXAMPLES, pictures)
             return base
         folder = self.bases / base.digest
         command = [sys.executable, "-m", "export.int8", "--base", os.fspath(folder), "--held-out",
@@ -222,7 +222,7 @@ class Compiler:
             self._int8_tried_with = pictures
             return base
         self._base = self._int8(base, folder)
-        log.info("base %s computes image features in %s from now on", base.digest[:12], self._base.image_precision)
+        log.info("base %s computes image features in %s from now on", base.digest[:12], self._base.precision)
         return self._base
 
     def _digest(self, learner: "Learner") -> str:
@@ -315,12 +315,12 @@ class Compiler:
         return self._head_version(number, learner, base)
 
     def _serve_int8(self, number: int, served: "HeadVersion") -> "HeadVersion | None":
-        """Version ``number`` over its base's int8 image graph, once that is built; None when it is
-        not wanted, already served or cannot be built yet."""
-        if self.image_precision != "int8" or served.base.image_precision == "int8" or self._closed.is_set():
+        """Version ``number`` over its base's int8 image graph, once it is built; None when it is not
+        wanted, already served or cannot be built yet."""
+        if self.precision != "int8" or served.base.precision == "int8" or self._closed.is_set():
             return None
         base = self._build_int8(served.base, number)
-        return self._head_version(number, served.learner, base) if base.image_precision == "int8" else None
+        return self._head_version(number, served.learner, base) if base.precision == "int8" else None
 
     # -- the thread --------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -60,10 +60,10 @@ class ServerConfig:
     # Serve each committed version as ONNX Runtime graphs (export/compiled.py) when its strategy has a
     # statistics head and the learner is on the CPU; otherwise, or off, the hybrid path (runner above).
     compiled: bool = True
-    # the image graph a version served over its base runs in: fp32 (the learner's own features), or int8,
-    # calibrated once per base on the held-out pictures kept here (export/int8.py): faster, answers
-    # close to the learner's rather than equal (docs/export.md, "int8 serving")
-    image_precision: str = "fp32"
+    # the base's graphs a version is served over: fp32 (the learner's own features), or int8, calibrated
+    # once per base on the held-out examples kept here (export/int8.py): faster, answers close to the
+    # learner's rather than equal (docs/export.md, "A base in int8")
+    base_precision: str = "fp32"
     # serve Classify from a process that never imports PyTorch, the daemon itself running as its
     # learner child (service/light.py; lite only); off: one process does both
     light: bool = False
@@ -89,10 +89,10 @@ class ServerConfig:
             raise ConfigError("server.runner", f"must be one of {', '.join(RUNNERS)}, got {self.runner!r}")
         if self.runner_precision not in ("fp32", "fp16"):
             raise ConfigError("server.runner_precision", f"must be fp32 or fp16, got {self.runner_precision!r}")
-        if self.image_precision not in ("fp32", "int8"):
-            raise ConfigError("server.image_precision", f"must be fp32 or int8, got {self.image_precision!r}")
-        if self.image_precision == "int8" and not self.compiled:
-            raise ConfigError("server.image_precision", "int8 is the image graph of versions served over their base, "
+        if self.base_precision not in ("fp32", "int8"):
+            raise ConfigError("server.base_precision", f"must be fp32 or int8, got {self.base_precision!r}")
+        if self.base_precision == "int8" and not self.compiled:
+            raise ConfigError("server.base_precision", "int8 is the graphs of versions served over their base, "
                               "which needs server.compiled")
         _at_least("server.max_workers", self.max_workers, 2)
         _at_least("server.max_open_streams", self.max_open_streams, 1)

@@ -49,11 +49,11 @@ PATHS = ("av", "visual", "audio")
 
 def _int8_for_fp32(served: "CompiledVersion | HeadVersion", ready: "CompiledVersion | HeadVersion") -> bool:
     """Whether ``ready`` is the version ``served`` is, over its base's int8 image graph instead of fp32
-    (``server.image_precision: int8``: the compiler serves a version over fp32 at once, int8 once built)."""
+    (``server.base_precision: int8``: the compiler serves a version over fp32 at once, int8 once built)."""
     from export.head_version import HeadVersion
 
     return isinstance(served, HeadVersion) and isinstance(ready, HeadVersion) and \
-        served.base.image_precision != "int8" and ready.base.image_precision == "int8"
+        served.base.precision != "int8" and ready.base.precision == "int8"
 
 
 def attach_runner(learner: "Learner", server: ServerConfig) -> str:
@@ -186,7 +186,7 @@ class Daemon:
                        if path is not None]
             self.compiler = Compiler(self.store.root / "compiled", self._compiled_ready, weights,
                                      bases=self.store.root / "bases", preset=self.preset,
-                                     image_precision=self.config.server.image_precision)
+                                     precision=self.config.server.base_precision)
             self.compiler.sweep(self.store.version_numbers(), leftovers=True)
         try:
             served = self._load_served()

@@ -9,8 +9,8 @@
 
 The learner child is the daemon as it is without ``--light``: it learns, commits, and writes each
 served version's head (``service/compiling.py``). This process watches ``<state_dir>/current`` and
-swaps in the head of the version it names as soon as that head is on disk (``serving/head.py``,
-``serving/base.py``, ``serving/features.py``: NumPy and ONNX Runtime only), so its memory is that of
+swaps in the head of the version it names as soon as that head is on disk (``service/light_heads.py``;
+``serving/head.py``, ``serving/base.py``, ``serving/features.py``: NumPy and ONNX Runtime only), so its memory is that of
 gRPC, NumPy, ONNX Runtime and the base's graphs. A learner that crashes or is killed takes nothing
 with it: Classify goes on answering from the last head; forwarded calls get UNAVAILABLE until the
 child, started again at once, is back. The learner runs at a lower CPU priority (nice 10), so that
@@ -27,30 +27,24 @@ and the learner's others, read from the learner's private endpoint (``service/li
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
-import sys
 import threading
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
 
 from service.codec import PATH_TO_PROTO
 from service.config import ServiceConfig
-from service.errors import ConfigError, FailedPrecondition, Unavailable
+from service.errors import ConfigError, Unavailable
 from service.learner_child import LearnerChild, free_port
+from service.light_heads import HeadWatcher, LightVersion, pytorch_state
 from service.store import read_current
 
 if TYPE_CHECKING:
     import grpc
 
     from service.learner_idle import IdleLearner
-    from serving.base import BaseGraphs
-    from serving.features import BaseFeatures
-    from serving.head import Answer, ServedHead
-    from serving.inputs import RawSample
 
 log = logging.getLogger(__name__)
 
@@ -59,125 +53,7 @@ LIGHT_PRESETS = ("lite",)
 HEAD_STRATEGIES = ("mcil", "ranpac", "simplecil")
 """Strategies whose versions are served as their head over a base (a statistics head over the frozen
 features; tests/service/test_light.py holds this list to the strategies themselves)."""
-WATCH_SECONDS = 0.05
 PROTO_PATHS = {code: path for path, code in PATH_TO_PROTO.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class LightVersion:
-    """A committed version as this process serves it: its head over its base's graphs."""
-
-    number: int
-    head: "ServedHead | None"  # None: nothing learned yet (version 0)
-    features: "BaseFeatures | None"
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.head.classes) if self.head is not None else []
-
-    def predict(self, samples: Sequence["RawSample"], top_k: int) -> list["Answer"]:
-        if self.head is None or self.features is None:
-            raise FailedPrecondition("no classes learned yet")
-        return self.head.answer(self.features.of(samples), top_k)
-
-
-class HeadWatcher:
-    """Keeps ``slot`` on the version ``<state_dir>/current`` names, once its head is on disk."""
-
-    def __init__(self, state_dir: Path, slot: Any, threads: int, image_precision: str = "fp32") -> None:
-        self.state_dir = state_dir
-        self.slot = slot
-        self.threads = threads
-        self.image_precision = image_precision  # int8: the base's int8 image graph once the learner built it
-        self._bases: dict[str, tuple["BaseGraphs", "BaseFeatures"]] = {}
-        self._int8_checked = 0.0  # when the int8 graph's folder was last looked for
-        self._failed: tuple[int, int] | None = None  # (version, its head.json's mtime) that did not load
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mcil-heads", daemon=True)
-
-    def start(self) -> None:
-        self.refresh()
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def refresh(self) -> None:
-        """Swaps in the version ``current`` names when its head is there (else keeps the one served)."""
-        from serving.base import BaseGraphs, BaseGraphsError
-        from serving.features import BaseFeatures
-        from serving.head import HeadDataError, ServedHead
-
-        number = read_current(self.state_dir)
-        if number == self.slot.current.number:
-            self._take_int8()
-            return
-        if number == 0:
-            self.slot.swap(LightVersion(0, None, None))
-            log.info("serving version 0 (nothing learned)")
-            return
-        folder = self.state_dir / "heads" / f"v{number:04d}"
-        try:
-            stamp = (number, (folder / "head.json").stat().st_mtime_ns)
-        except FileNotFoundError:
-            return  # the learner writes it within milliseconds of the commit (the first base: seconds)
-        if stamp == self._failed:
-            return  # tried and failed: again once the learner writes that head anew
-        try:
-            head = ServedHead.load(folder)
-            if head.base not in self._bases:
-                base = self._int8(BaseGraphs.load(self.state_dir / "bases" / head.base, self.threads, head.base))
-                self._bases = {head.base: (base, BaseFeatures(base))}  # one base at a time
-        except (HeadDataError, BaseGraphsError, OSError) as exc:
-            self._failed = stamp
-            log.error("version %d cannot be served here (%s); still serving version %d", number, exc,
-                      self.slot.current.number)
-            return
-        self.slot.swap(LightVersion(number, head, self._bases[head.base][1]))
-        log.info("serving version %d (%d classes) as its head over base %s (%s image graph); PyTorch %s", number,
-                 len(head.classes), head.base[:12], self._bases[head.base][0].image_precision, pytorch_state())
-
-    def _int8(self, base: "BaseGraphs") -> "BaseGraphs":
-        """``base`` over its int8 image graph when that is wanted and the learner has built it."""
-        from serving.base import BaseGraphsError, int8_folder
-
-        folder = int8_folder(self.state_dir / "bases" / base.digest)
-        if self.image_precision != "int8" or not folder.is_dir():
-            return base
-        try:
-            return base.with_int8(folder, self.threads)
-        except BaseGraphsError as exc:
-            log.warning("serving fp32 image features: %s", exc)  # the learner removes it and builds it again
-            return base
-
-    def _take_int8(self) -> None:
-        """Serves the current version over its base's int8 image graph once it appears (about a second)."""
-        from serving.features import BaseFeatures
-
-        served = self.slot.current
-        if self.image_precision != "int8" or served.head is None or served.features is None or \
-                served.features.base.image_precision == "int8" or time.monotonic() - self._int8_checked < 1.0:
-            return
-        self._int8_checked = time.monotonic()
-        base = self._int8(served.features.base)
-        if base.image_precision == "int8":
-            self._bases = {base.digest: (base, BaseFeatures(base))}
-            self.slot.swap(LightVersion(served.number, served.head, self._bases[base.digest][1]))
-            log.info("serving version %d over base %s's int8 image graph", served.number, base.digest[:12])
-
-    def _run(self) -> None:
-        while not self._stop.wait(WATCH_SECONDS):
-            try:
-                self.refresh()
-            except Exception:  # noqa: BLE001 - the watcher must outlive a bad file
-                log.exception("cannot refresh the served head")
-
-
-def pytorch_state() -> str:
-    """``"not loaded"``, or which of PyTorch's modules this process has imported (it should have none)."""
-    loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
-    return "not loaded" if not loaded else f"LOADED ({', '.join(loaded[:3])})"
 
 
 def _metadata(child: LearnerChild) -> list[tuple[str, str]]:
@@ -305,7 +181,7 @@ class LightServer:
         self.metrics["mcil_classify_latency_objective_seconds"].set(config.monitoring.classify_p99_seconds)
         self.slot = ModelSlot(LightVersion(0, None, None))  # type: ignore[arg-type]
         self.watcher = HeadWatcher(self.state_dir, self.slot, threads=max(1, os.cpu_count() or 1),
-                                   image_precision=config.server.image_precision)
+                                   precision=config.server.base_precision)
         self.watcher.start()
         b = config.batching
         self.batcher = (ClassifyBatcher(self.slot, self.metrics, max_batch_size=b.max_batch_size,

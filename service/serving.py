@@ -36,7 +36,7 @@ COMPILED_RUNNER = "compiled-onnxruntime"
 HEAD_RUNNER = "base-onnxruntime"
 """What ``runner`` reports while a version is served as its head over its base's compiled encoder."""
 HEAD_INT8_RUNNER = "base-onnxruntime-int8"
-"""The same, the base's image graph in int8 (``server.image_precision: int8``, ``export/int8.py``)."""
+"""The same, the base's image graph in int8 (``server.base_precision: int8``, ``export/int8.py``)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ServedVersion:
         from export.head_version import HeadVersion
 
         if isinstance(self.compiled, HeadVersion):
-            return HEAD_INT8_RUNNER if self.compiled.base.image_precision == "int8" else HEAD_RUNNER
+            return HEAD_INT8_RUNNER if self.compiled.base.precision == "int8" else HEAD_RUNNER
         return COMPILED_RUNNER
 
     @property

@@ -7,7 +7,7 @@
     base = BaseGraphs.load(folder, threads=2)
     base.image_features(images)          # (B, 3, S, S) model-ready pictures -> (B, D) float32
     base.audio_features(waves)           # (B, clip_samples) 16 kHz sound -> (B, audio_dim), lite only
-    fast = base.with_int8(int8_folder(folder), threads=2)   # the image graph in int8 (export/int8.py)
+    fast = base.with_int8(int8_folder(folder), threads=2)   # its image encoder in int8 (export/int8.py)
 
 A *base* is what a version's features are computed by: the preset's frozen encoders. The default
 learner never changes them, so every version over a base reads the same features, and only its head
@@ -48,7 +48,7 @@ SOUNDS_GRAPH = "sounds.onnx"
 SOUNDS_FRONT_END = "sounds.npz"
 SPEECH_FILES = ("melspectrogram.onnx", "embedding_model.onnx")
 SPEECH_WHOLE_CLIP = "embedding_whole_clip.onnx"  # embedding_model.onnx over whole clips (serving/speech_graph.py)
-INT8_SUFFIX = ".int8"  # <digest>.int8/: the image graph in int8, calibrated here (export/int8.py)
+INT8_SUFFIX = ".int8"  # <digest>.int8/: its image encoder in int8, calibrated here (export/int8.py)
 INT8_META = "int8.json"
 INT8_FORMAT = 1
 CHUNK = 16
@@ -75,7 +75,7 @@ class BaseGraphs:
     meta: dict[str, Any]
     speech: "SpeechWindows | None" = None
     sounds: "SoundEvents | None" = None
-    image_precision: str = "fp32"  # "int8": the image graph of with_int8()
+    precision: str = "fp32"  # "int8": the image graph of with_int8()
 
     @staticmethod
     def present(folder: Path) -> bool:
@@ -134,7 +134,7 @@ class BaseGraphs:
         return base
 
     def with_int8(self, folder: Path, threads: int) -> "BaseGraphs":
-        """This base with its image graph in int8, from ``folder`` (``<digest>.int8/``, written by
+        """This base with its image encoder in int8, from ``folder`` (``<digest>.int8/``, written by
         ``python -m export.int8``); the audio encoder is shared. Raises :class:`BaseGraphsError`
         naming what is missing, damaged or of another base."""
         try:
@@ -151,8 +151,7 @@ class BaseGraphs:
             raise BaseGraphsError(str(folder / IMAGE_GRAPH), f"cannot read: {exc}") from None
         if hashlib.sha256(graph).hexdigest() != dict(info.get("sha256") or {}).get(IMAGE_GRAPH):
             raise BaseGraphsError(str(folder / IMAGE_GRAPH), f"does not match its checksum in {INT8_META}")
-        session = _session({IMAGE_GRAPH: graph}, IMAGE_GRAPH, threads)
-        return dataclasses.replace(self, session=session, image_precision="int8")
+        return dataclasses.replace(self, session=_session({IMAGE_GRAPH: graph}, IMAGE_GRAPH, threads), precision="int8")
 
     def image_features(self, images: np.ndarray) -> np.ndarray:
         """``(B, 3, S, S)`` model-ready images -> ``(B, D)`` float32 frozen features, ``CHUNK`` at a time."""

@@ -133,6 +133,20 @@ def test_a_lite_version_answers_raw_inputs_without_pytorch_as_its_learner_does(t
         assert tuple(classes) == w.classes and unknown == w.unknown
         assert max(abs(a - b) for a, b in zip(scores, w.scores)) <= 1e-4
     assert [p.classes for p in version.predict(probe, top_k=3)] == [w.classes for w in want]
+    # In int8 (export/int8.py, calibrated on held-out pictures as a daemon keeps them), the image
+    # encoder answers close to fp32; the audio encoder stays as it is.
+    from export.int8 import build_int8
+    from service.store import save_examples
+    from serving.base import int8_folder
+
+    save_examples(tmp_path / "held_out" / "task.safetensors", make_dataset(["red", "green", "blue"], 6, seed=3,
+                                                                            image_size=64))
+    assert build_int8(tmp_path / "base", tmp_path / "held_out", int8_folder(tmp_path / "base"))["pictures"] == 18
+    int8 = BaseGraphs.load(tmp_path / "base", threads=1).with_int8(int8_folder(tmp_path / "base"), threads=1)
+    assert int8.precision == "int8" and int8.has_audio
+    quantized = HeadVersion.build(learner, int8).predict(probe, top_k=3)
+    assert [p.classes[0] for p in quantized] == [w.classes[0] for w in want] and [p.path for p in quantized] == [
+        w.path for w in want]
     # The base holds the speech embedding's graph edited to run over whole clips: a serving process
     # does not import the onnx package. One written without it is edited at load; a whole-clip graph
     # that does not answer as the shipped one, or a speech embedding of another graph, is refused by name.

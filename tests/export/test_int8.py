@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from export.base import export_base
-from export.int8 import MAX_PICTURES, MIN_PICTURES, CalibrationError, build_int8, count_pictures, main
+from export.int8 import MAX_EXAMPLES, MIN_EXAMPLES, CalibrationError, build_int8, count_pictures, main
 from model.backbone import TriModalBackbone
 from model.synthetic import make_dataset
 from service.store import save_examples
@@ -44,11 +44,11 @@ def test_the_int8_graph_answers_close_to_fp32_and_the_same_in_any_batch(tiny_bas
     assert count_pictures(held) == 80
     out = int8_folder(tiny_base)
     info = build_int8(tiny_base, held, out)
-    assert info["pictures"] == MAX_PICTURES and info["base"] == json.loads((tiny_base / "base.json").read_text())["digest"]
+    assert info["pictures"] == MAX_EXAMPLES and info["base"] == json.loads((tiny_base / "base.json").read_text())["digest"]
     assert {p.name for p in out.iterdir()} == {IMAGE_GRAPH, INT8_META}
     fp32 = BaseGraphs.load(tiny_base, threads=1)
     int8 = fp32.with_int8(out, threads=1)
-    assert (fp32.image_precision, int8.image_precision) == ("fp32", "int8")
+    assert (fp32.precision, int8.precision) == ("fp32", "int8")
     meta = fp32.meta
     pictures = prepare_images([s.image for s in make_dataset(["red", "blue"], 6, seed=5)], fp32.image_size,
                               meta["image_mean"], meta["image_std"])
@@ -62,8 +62,8 @@ def test_the_int8_graph_answers_close_to_fp32_and_the_same_in_any_batch(tiny_bas
 
 def test_too_few_pictures_another_base_or_a_damaged_graph_are_refused_by_name(tiny_base: Path, tmp_path: Path,
                                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    few = _held_out(tmp_path / "few", per_class=MIN_PICTURES // 4 - 1)
-    with pytest.raises(CalibrationError, match=f"at least {MIN_PICTURES}"):
+    few = _held_out(tmp_path / "few", per_class=MIN_EXAMPLES // 4 - 1)
+    with pytest.raises(CalibrationError, match=f"at least {MIN_EXAMPLES}"):
         build_int8(tiny_base, few, tmp_path / "never")
     assert not (tmp_path / "never").exists()
     assert main(["--base", str(tiny_base), "--held-out", str(few), "--out", str(tmp_path / "never")]) == 2

@@ -122,11 +122,11 @@ def test_versions_are_served_as_their_head_over_a_base_compiled_once(
 
 def test_int8_serves_once_enough_pictures_are_kept_and_again_at_start(
         start_daemon: Callable[..., Running], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """``server.image_precision: int8``: a version is served over fp32 at once, then over the base's int8
+    """``server.base_precision: int8``: a version is served over fp32 at once, then over the base's int8
     image graph once the held-out pictures kept reach ``MIN_PICTURES`` (built once, in a child)."""
-    from export.int8 import MIN_PICTURES
+    from export.int8 import MIN_EXAMPLES
 
-    config = make_config(tmp_path, server__compiled="true", server__image_precision="int8")
+    config = make_config(tmp_path, server__compiled="true", server__base_precision="int8")
     d = start_daemon(config)
     msgs, samples = _probe()
 
@@ -141,7 +141,7 @@ def test_int8_serves_once_enough_pictures_are_kept_and_again_at_start(
     _wait_served_fast(d, 1)
     time.sleep(0.5)
     assert d.client.model_info().runner == HEAD_RUNNER and set(_bases(tmp_path)) == {d.server.daemon.served.compiled.base.digest}  # type: ignore[union-attr]
-    assert learn(["blue", "white"], 12, 7, 2) == 2 and 4 + 14 >= MIN_PICTURES
+    assert learn(["blue", "white"], 12, 7, 2) == 2 and 4 + 14 >= MIN_EXAMPLES
     _wait_served_fast(d, 2, runner=HEAD_INT8_RUNNER)
     digest = d.server.daemon.served.compiled.base.digest  # type: ignore[union-attr]
     assert _bases(tmp_path) == {digest: BASE_FILES, f"{digest}.int8": {"int8.json", "image.onnx"}}
@@ -160,14 +160,14 @@ def test_int8_serves_once_enough_pictures_are_kept_and_again_at_start(
 
     # a serving process without PyTorch (--light) takes the same graph (tiny's base has no audio
     # encoder, so only the choice of graph is checked here)
-    from service.light import HeadWatcher
+    from service.light_heads import HeadWatcher
     from serving.base import BaseGraphs
 
     base = BaseGraphs.load(tmp_path / "bases" / digest, threads=1)
-    assert HeadWatcher(tmp_path, None, threads=1, image_precision="int8")._int8(base).image_precision == "int8"
-    assert HeadWatcher(tmp_path, None, threads=1)._int8(base).image_precision == "fp32"
+    assert HeadWatcher(tmp_path, None, threads=1, precision="int8")._int8(base).precision == "int8"
+    assert HeadWatcher(tmp_path, None, threads=1)._int8(base).precision == "fp32"
     (tmp_path / "bases" / f"{digest}.int8" / "image.onnx").write_bytes(b"damaged")
-    assert HeadWatcher(tmp_path, None, threads=1, image_precision="int8")._int8(base).image_precision == "fp32"
+    assert HeadWatcher(tmp_path, None, threads=1, precision="int8")._int8(base).precision == "fp32"
 
 
 @pytest.mark.parametrize("setting, strategy", [("false", "mcil"), ("true", "mcil-paper"), ("true", "cign"),

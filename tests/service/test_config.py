@@ -59,6 +59,8 @@ def test_json_and_toml_files(tmp_path: Path) -> None:
         ({"server.colour": "blue"}, "server.colour"),
         ({"server.learner_idle_seconds": "60"}, "server.learner_idle_seconds"),  # without server.light
         ({"server.light": "true", "server.learner_idle_seconds": "0"}, "server.learner_idle_seconds"),
+        ({"server.base_precision": "int4"}, "server.base_precision"),
+        ({"server.base_precision": "int8", "server.compiled": "false"}, "server.base_precision"),
         ({"nosuchsection.x": "1"}, "nosuchsection"),
     ],
 )

@@ -103,7 +103,7 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
         assert client.wait(reply.job_id, timeout=600).state == mcil_pb2.JOB_STATE_SUCCEEDED
         _until("version 2 is served", lambda: client.classify(msgs, top_k=3).model_version == 2, 30)
         assert not _maps_torch(d.pid)
-        swaps = [line for line in d.log_tail(400).splitlines() if "service.light: serving version" in line]
+        swaps = [line for line in d.log_tail(400).splitlines() if "service.light_heads: serving version" in line]
         assert len(swaps) == 2 and all(line.endswith("PyTorch not loaded") for line in swaps)  # its sys.modules
         second = _children(d.pid)  # [] if it sleeps already
         assert d.terminate() == 0  # a graceful stop stops the learner too
