@@ -1,13 +1,12 @@
-"""Does a base in int8 serve as well? Accuracy and speed of the ``lite`` base's graphs, fp32 vs int8.
+"""Does a base in int8 serve as well? Accuracy and speed of the ``lite`` base, fp32 vs int8 image encoder.
 
     python -m bench.quantized --data ../shared/data/esc-cifar ../shared/data/avmnist --out q.json
     python -m bench.quantized --data ... --split test      # the figures docs/benchmarks.md reports
 
 The ``lite`` base (``export/base.py``) is quantized as ``server.base_precision: int8`` quantizes it
-(``export/int8.py``: the image encoder, YAMNet's body and the speech embedding, ONNX Runtime's static
-quantization), for each data set on its own ``--calibration-per-class`` examples per class of the
-rows the head is fitted on (a daemon calibrates on the held-out examples of the classes it was
-taught: the same classes, the same place). For each data set, the default learner's head (``mcil``:
+(``export/int8.py``: its image encoder, by ONNX Runtime's static quantization), for each data set on
+its own ``--calibration-per-class`` pictures per class of the rows the head is fitted on (a daemon
+calibrates on the held-out pictures of the classes it was taught: the same classes, the same place). For each data set, the default learner's head (``mcil``:
 ridge on the frozen features) is fitted on fp32 features of the training rows, as a daemon learns,
 and scores the evaluation rows twice: with the fp32 base's features and with the int8 base's (what a
 daemon with ``base_precision: int8`` serves). ``--split val`` (default) holds out ``train.csv``'s last
@@ -124,7 +123,7 @@ def render(report: dict[str, Any]) -> str:
         q = r["int8_graphs"]
         least = min(c["least"] for c in q["cosine"].values())
         f, i = r["fp32"], r["int8"]
-        lines.append(f"| {name} | {r['evaluated_on']} ({r['pairs']} pairs) | {q['pictures']} pairs (least cosine to "
+        lines.append(f"| {name} | {r['evaluated_on']} ({r['pairs']} pairs) | {q['pictures']} pictures (least cosine to "
                      f"fp32 {least:.3f}) | {f['fused']:.2f} | {i['fused']:.2f} | {r['fused_answers_same']} of "
                      f"{r['pairs']} | {f['visual']:.2f} / {i['visual']:.2f} | {f['audio']:.2f} / {i['audio']:.2f} |")
     s = report["speed_ms"]
