@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from serving.base import INT8_SUFFIX
+from service.int8_serving import Int8Graph
 
 if TYPE_CHECKING:
     from export.compiled import CompiledVersion
@@ -51,6 +51,12 @@ if TYPE_CHECKING:
     Served = CompiledVersion | HeadVersion
 
 log = logging.getLogger(__name__)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def compile_problem(learner: "Learner") -> str:
@@ -111,8 +117,8 @@ class Compiler:
         self.heads = root.parent / "heads"
         self.held_out = root.parent / "held_out"
         self.preset = preset
-        self.precision = precision
-        self._int8_tried_with = -1  # held-out pictures there were when an int8 build last failed
+        self.int8 = Int8Graph(self.bases, self.held_out, precision == "int8", build=self._build_int8,
+                              threads=lambda: max(1, _torch_threads()))
         self._on_ready = on_ready
         self._command_args = list(command_args)
         self._queue: "queue.Queue[tuple[int, Path, Learner] | None]" = queue.Queue()
@@ -134,13 +140,6 @@ class Compiler:
             base = self._base_on_disk(learner)
             return self._head_version(number, learner, base) if base is not None else None
         return load_compiled(self.directory(number), learner)
-
-    def wants_int8(self, served: "Served") -> bool:
-        """Whether ``served`` is a head over a base's fp32 image graph that ``server.base_precision:
-        int8`` would serve over int8 (submitting its version builds that graph, when it can be built)."""
-        from export.head_version import HeadVersion
-
-        return self.precision == "int8" and isinstance(served, HeadVersion) and served.base.precision != "int8"
 
     def submit(self, number: int, version_dir: Path, learner: "Learner") -> None:
         """Compile version ``number`` (saved in ``version_dir``, served by ``learner``) when the thread
@@ -187,43 +186,9 @@ class Compiler:
         self._thread.join(timeout)
 
     # -- heads over a base ------------------------------------------------------------------------
-    def _int8(self, base: "BaseGraphs", folder: Path) -> "BaseGraphs":
-        """``base`` with its int8 image graph when it is wanted and on disk (a damaged one is removed)."""
-        import torch
-
-        from serving.base import BaseGraphsError, int8_folder
-
-        graph = int8_folder(folder)
-        if self.precision != "int8" or not graph.is_dir():
-            return base
-        try:
-            return base.with_int8(graph, max(1, torch.get_num_threads()))
-        except BaseGraphsError as exc:
-            log.warning("the int8 image graph in %s does not load (%s); it is built again", graph, exc)
-            shutil.rmtree(graph, ignore_errors=True)
-            return base
-
-    def _build_int8(self, base: "BaseGraphs", number: int) -> "BaseGraphs":
-        """Builds the base's int8 image graph once enough held-out pictures are kept (a child process,
-        ``python -m export.int8``) and returns the base with it; ``base`` as it was otherwise."""
-        from export.int8 import MIN_EXAMPLES, count_pictures
-
-        pictures = count_pictures(self.held_out)
-        if pictures < MIN_EXAMPLES or pictures <= self._int8_tried_with:
-            if pictures < MIN_EXAMPLES:
-                log.info("version %d serves fp32 image features: int8 is calibrated on at least %d held-out "
-                         "pictures, %d kept so far", number, MIN_EXAMPLES, pictures)
-            return base
-        folder = self.bases / base.digest
-        command = [sys.executable, "-m", "export.int8", "--base", os.fspath(folder), "--held-out",
-                   os.fspath(self.held_out)]
-        if not self._in_child(command, self.bases, folder.name + INT8_SUFFIX, f"version {number}", weights=False,
-                              instead="keeps fp32 image features: building the int8 image graph"):
-            self._int8_tried_with = pictures
-            return base
-        self._base = self._int8(base, folder)
-        log.info("base %s computes image features in %s from now on", base.digest[:12], self._base.precision)
-        return self._base
+    def _build_int8(self, command: list[str], parent: Path, name: str, what: str) -> bool:
+        return self._in_child(command, parent, name, what, weights=False,
+                              instead="keeps fp32 image features: building the int8 image graph")
 
     def _digest(self, learner: "Learner") -> str:
         from export.base import base_digest
@@ -251,7 +216,7 @@ class Compiler:
             log.warning("the base in %s does not load (%s); it is built again", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
             return None
-        self._base = self._int8(base, folder)
+        self._base = self.int8.load(base, folder)
         return self._base
 
     def _head_version(self, number: int, learner: "Learner", base: "BaseGraphs") -> "HeadVersion | None":
@@ -317,9 +282,9 @@ class Compiler:
     def _serve_int8(self, number: int, served: "HeadVersion") -> "HeadVersion | None":
         """Version ``number`` over its base's int8 image graph, once it is built; None when it is not
         wanted, already served or cannot be built yet."""
-        if self.precision != "int8" or served.base.precision == "int8" or self._closed.is_set():
+        if not self.int8.wants(served) or self._closed.is_set():
             return None
-        base = self._build_int8(served.base, number)
+        self._base = base = self.int8.build(served.base, number)
         return self._head_version(number, served.learner, base) if base.precision == "int8" else None
 
     # -- the thread --------------------------------------------------------------------------------

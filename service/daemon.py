@@ -23,12 +23,13 @@ from service.codec import DecodeLimits
 from service.compiling import Compiler
 from service.config import ServerConfig, ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, InvalidRequest
+from service.int8_serving import upgrades
 from service.jobs import Job, JobRunner, Upload
 from service.learning import LearningPipeline
 from service.memory import release_freed_memory
 from service.metrics import ServiceMetrics
 from service.recovery import discard_uncommitted_versions, enforce_retention
-from service.serving import COMPILED_RUNNER, ModelSlot, ServedVersion
+from service.serving import ModelSlot, ServedVersion
 from service.store import CorruptVersion, StateStore, VersionMeta
 from service.streams import StreamSlots
 from service.uploads import UploadRules
@@ -45,15 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATHS = ("av", "visual", "audio")
-
-
-def _int8_for_fp32(served: "CompiledVersion | HeadVersion", ready: "CompiledVersion | HeadVersion") -> bool:
-    """Whether ``ready`` is the version ``served`` is, over its base's int8 image graph instead of fp32
-    (``server.base_precision: int8``: the compiler serves a version over fp32 at once, int8 once built)."""
-    from export.head_version import HeadVersion
-
-    return isinstance(served, HeadVersion) and isinstance(ready, HeadVersion) and \
-        served.base.precision != "int8" and ready.base.precision == "int8"
 
 
 def attach_runner(learner: "Learner", server: ServerConfig) -> str:
@@ -365,12 +357,11 @@ class Daemon:
         with self._commit_lock:
             current = self.slot.current
             if current.number != number or current.learner is not compiled.learner or \
-                    (current.compiled is not None and not _int8_for_fp32(current.compiled, compiled)):
+                    (current.compiled is not None and not upgrades(current.compiled, compiled)):
                 return  # a commit or rollback came first; the folder stays for a later load
             served = dc_replace(current, compiled=compiled)
             self.slot.swap(served)
-            log.info("version %d now answers %s (%s)", number, "from its compiled graphs" if served.runner ==
-                     COMPILED_RUNNER else "as its head over its base", served.runner)
+            log.info("version %d now answers from %s", number, served.runner)
             self._publish(served)  # under the lock, so that a commit or rollback publishes after it
 
     def _publish(self, served: ServedVersion) -> None:
@@ -378,7 +369,7 @@ class Daemon:
         if self.compiler is not None:
             try:
                 self.compiler.sweep(self.store.version_numbers())
-                if served.number > 0 and (served.compiled is None or self.compiler.wants_int8(served.compiled)):
+                if served.number > 0 and (served.compiled is None or self.compiler.int8.wants(served.compiled)):
                     self.compiler.submit(served.number, self.store.version_dir(served.number), served.learner)
             except Exception:  # noqa: BLE001 - compiling never fails a commit, a rollback or a start
                 log.exception("cannot schedule compiling version %d; it serves the hybrid path", served.number)

@@ -139,6 +139,7 @@ def test_a_lite_version_answers_raw_inputs_without_pytorch_as_its_learner_does(t
     from service.store import save_examples
     from serving.base import int8_folder
 
+    (tmp_path / "held_out").mkdir()
     save_examples(tmp_path / "held_out" / "task.safetensors", make_dataset(["red", "green", "blue"], 6, seed=3,
                                                                             image_size=64))
     assert build_int8(tmp_path / "base", tmp_path / "held_out", int8_folder(tmp_path / "base"))["pictures"] == 18
