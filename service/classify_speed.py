@@ -242,7 +242,9 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
             daemon.close()
         modes = (("head", {"server.compiled": "true"}, HEAD_RUNNER), ("hybrid", {"server.compiled": "false"}, "pytorch"),
                  ("head_wait_5ms", {"server.compiled": "true", "batching.max_delay_ms": "5"}, HEAD_RUNNER),
-                 ("head_int8", {"server.compiled": "true", "server.base_precision": "int8"}, HEAD_INT8_RUNNER))
+                 ("head_int8", {"server.compiled": "true", "server.base_precision": "int8"}, HEAD_INT8_RUNNER),
+                 ("light_int8", {"server.compiled": "true", "server.base_precision": "int8", "server.light": "true"},
+                  HEAD_INT8_RUNNER))
         for mode, overrides, expected in modes:
             daemon = DaemonProcess(state, preset=preset, settings={**settings, **overrides},
                                    log_path=Path(tmp) / f"{mode}.log", start_timeout=600)

@@ -63,11 +63,13 @@ def render(r: dict[str, Any], command: str) -> str:
                   "max_delay_ms 0 unless said, one pair per request; the same committed version every time):", "",
                   _row(["clients", "head p50 / p99 ms", "head pairs/s", "hybrid p50 / p99 ms",
                         "hybrid pairs/s", "head, max_delay_ms 5: p50 / p99 ms", "pairs/s",
-                        "head_int8 p50 / p99 ms", "head_int8 pairs/s"]), _row(["---"] * 9)]
+                        "head_int8 p50 / p99 ms", "head_int8 pairs/s", "`--light`, int8: p50 / p99 ms", "pairs/s"]),
+                  _row(["---"] * 11)]
         for n in g["head"]["clients"]:
-            c, h, z, q8 = (g[m]["clients"][n] for m in ("head", "hybrid", "head_wait_5ms", "head_int8"))
+            c, h, z, q8, lq = (g[m]["clients"][n] for m in ("head", "hybrid", "head_wait_5ms", "head_int8", "light_int8"))
             lines.append(_row([n, _cell(c), f"{c['pairs_per_second']:.0f}", _cell(h), f"{h['pairs_per_second']:.0f}",
-                               _cell(z), f"{z['pairs_per_second']:.0f}", _cell(q8), f"{q8['pairs_per_second']:.0f}"]))
+                               _cell(z), f"{z['pairs_per_second']:.0f}", _cell(q8), f"{q8['pairs_per_second']:.0f}",
+                               _cell(lq), f"{lq['pairs_per_second']:.0f}"]))
         lines += ["", f"From a commit (the client sees its job succeed) to the version served as its head: "
                   f"{g['served_after_first_commit_seconds']:.1f} s for the first version (its base built in a child "
                   f"process), {1000 * g['served_after_second_commit_seconds']:.0f} ms for the second (its head "
@@ -77,7 +79,8 @@ def render(r: dict[str, Any], command: str) -> str:
                   f"{g['idle_rss_mib_after_learning']:.0f} after learning two tasks, "
                   f"{g['head']['idle_rss_mib_after_start']:.0f} after a restart serving the head over its base, "
                   f"{g['head']['idle_rss_mib_after_serving']:.0f} after the load above "
-                  f"({g['hybrid']['idle_rss_mib_after_serving']:.0f} for the hybrid path)."]
+                  f"({g['hybrid']['idle_rss_mib_after_serving']:.0f} for the hybrid path; with `--light` and int8, the "
+                  f"serving process {g['light_int8']['idle_rss_mib_after_serving']:.0f}, its learner child apart)."]
     if r.get("footprint"):
         steps = r["footprint"]
         parts = [f"{name} +{mib - prev:.0f}" for (name, mib), (_, prev) in zip(steps[1:], steps[:-1])]
@@ -106,7 +109,7 @@ def targets(r: dict[str, Any]) -> str:
                    f"{_met(h32['per_second'] >= TARGETS['per_second_batch_32'])})"]
     g = r.get("grpc")
     if g:
-        for way, said in (("head", "fp32"), ("head_int8", "int8")):
+        for way, said in (("head", "fp32"), ("head_int8", "int8"), ("light_int8", "`--light` int8")):
             eight = g[way]["clients"]["8"]
             checks.append(f"{said}: 8 gRPC clients {eight['pairs_per_second']:.0f} pairs/s (target >= "
                           f"{TARGETS['grpc_8_clients_pairs_per_second']:g}: "
