@@ -204,6 +204,18 @@ def drive(target: str, samples: Sequence[Any], clients: int, requests: int) -> d
             "p99_ms": 1000 * percentile(latencies, 99), "pairs_per_second": len(latencies) / elapsed}
 
 
+def _runner(daemon: Any) -> str:
+    """What the daemon serves with; ``""`` while a ``--light`` daemon's learner is still starting."""
+    import grpc
+
+    try:
+        return str(daemon.client.model_info().runner)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.UNAVAILABLE:
+            raise
+        return ""
+
+
 def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) -> dict[str, Any]:
     from service._proto import mcil_pb2
     from service.chaos.process import DaemonProcess
@@ -250,7 +262,7 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
                                    log_path=Path(tmp) / f"{mode}.log", start_timeout=600)
             try:
                 started = time.perf_counter()  # int8: the daemon builds its int8 image graph after start
-                while (runner := daemon.client.model_info().runner) != expected and time.perf_counter() - started < 120:
+                while (runner := _runner(daemon)) != expected and time.perf_counter() - started < 120:
                     time.sleep(0.2)
                 if runner != expected:
                     raise RuntimeError(f"the {mode} daemon serves with {runner!r}:\n{daemon.log_tail()}")
