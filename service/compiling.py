@@ -24,6 +24,8 @@ base is on disk, a commit, a rollback or a start serves the version from it with
 (its head's arrays, checked against the learner), and nothing is compiled again. The head's arrays
 are also written to ``<state_dir>/heads/vNNNN/`` (``head.npz``, ``head.json``; a temporary folder
 renamed into place), where a serving process without PyTorch reads them (``service/light.py``).
+With ``server.base_precision: int8`` a version served over its base is served again, the same head,
+over the base's int8 image graph once that is built (``service/int8_serving.py``).
 """
 
 from __future__ import annotations
@@ -280,9 +282,9 @@ class Compiler:
         return self._head_version(number, learner, base)
 
     def _serve_int8(self, number: int, served: "HeadVersion") -> "HeadVersion | None":
-        """Version ``number`` over its base's int8 image graph, once it is built; None when it is not
-        wanted, already served or cannot be built yet."""
-        if not self.int8.wants(served) or self._closed.is_set():
+        """Version ``number`` over its base's int8 image graph, once it is built; None when it cannot
+        be built yet or the compiler closes."""
+        if self._closed.is_set():
             return None
         self._base = base = self.int8.build(served.base, number)
         return self._head_version(number, served.learner, base) if base.precision == "int8" else None
@@ -302,9 +304,7 @@ class Compiler:
                     ready = self._compile(number, version_dir, learner)
                 if ready is not None and not self._closed.is_set():
                     self._on_ready(number, ready)
-                from export.head_version import HeadVersion
-
-                if isinstance(ready, HeadVersion):  # served at once in fp32; int8 follows when wanted
+                if ready is not None and self.int8.wants(ready):  # served at once in fp32; int8 follows
                     faster = self._serve_int8(number, ready)
                     if faster is not None and not self._closed.is_set():
                         self._on_ready(number, faster)

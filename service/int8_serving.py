@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeGuard
 
 from serving.base import INT8_SUFFIX
 
@@ -53,7 +53,7 @@ class Int8Graph:
         self._threads = threads
         self._tried_with = -1  # held-out pictures there were when a build last failed
 
-    def wants(self, served: "CompiledVersion | HeadVersion") -> bool:
+    def wants(self, served: "CompiledVersion | HeadVersion") -> "TypeGuard[HeadVersion]":
         """Whether ``served`` is a head over a base's fp32 image graph that int8 would serve instead."""
         from export.head_version import HeadVersion
 
