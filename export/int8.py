@@ -40,13 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from export.child import add_child_arguments, apply_child_arguments, write_synced
-from serving.base import (
-    IMAGE_GRAPH,
-    INT8_FORMAT,
-    INT8_META,
-    META_FILE,
-    BaseGraphs,
-)
+from serving.base import IMAGE_GRAPH, INT8_FORMAT, INT8_META, META_FILE
 from serving.inputs import prepare_images
 from serving.sessions import cpu_session
 
@@ -97,75 +91,69 @@ def held_out_pictures(held_out: Path, limit: int = MAX_EXAMPLES) -> list[np.ndar
     return chosen[:limit]
 
 
-def calibration_inputs(base: BaseGraphs, held_out: Path) -> tuple[dict[str, list[dict[str, np.ndarray]]], dict[str, int]]:
-    """``({graph file: [feeds]}, {"pictures": n})``: what serving feeds the image graph for the
-    held-out pictures, 8 at a time. Raises :class:`CalibrationError` when there are too few."""
+def calibration_pictures(base_meta: dict[str, Any], held_out: Path) -> np.ndarray:
+    """``(N, 3, S, S)`` model-ready pictures from the held-out files, prepared as ``base.json`` says.
+    Raises :class:`CalibrationError` when there are too few."""
     pictures = held_out_pictures(held_out)
     if len(pictures) < MIN_EXAMPLES:
         raise CalibrationError(f"{len(pictures)} held-out pictures in {held_out}; int8 is calibrated on at least "
                                f"{MIN_EXAMPLES}")
-    m = base.meta
-    images = prepare_images(pictures, base.image_size, [float(v) for v in m["image_mean"]],
-                            [float(v) for v in m["image_std"]])
-    return {IMAGE_GRAPH: [{"images": images[i:i + 8]} for i in range(0, len(images), 8)]}, {"pictures": len(images)}
+    return prepare_images(pictures, int(base_meta["image_size"]), [float(v) for v in base_meta["image_mean"]],
+                          [float(v) for v in base_meta["image_std"]])
 
 
-def quantize(fp32: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> None:
-    """Writes the int8 (QDQ) form of the graph ``fp32`` to ``out``, calibrated on ``feeds``."""
+def quantize(fp32: Path, out: Path, pictures: np.ndarray, batch: int = 8) -> None:
+    """Writes the int8 (QDQ) form of the image graph ``fp32`` to ``out``, calibrated on ``pictures``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Feeds(CalibrationDataReader):  # type: ignore[misc]  # ONNX Runtime ships no types
+    class Pictures(CalibrationDataReader):  # type: ignore[misc]  # ONNX Runtime ships no types
         def __init__(self) -> None:
-            self.left = iter(feeds)
+            self.start = 0
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.left, None)
+            if self.start >= len(pictures):
+                return None
+            self.start += batch
+            return {"images": pictures[self.start - batch:self.start]}
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"  # shapes inferred, the graph simplified, as ONNX Runtime advises
         quant_pre_process(str(fp32), str(prepared))
-        quantize_static(str(prepared), str(out), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(str(prepared), str(out), Pictures(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
-def cosines(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]], threads: int) -> np.ndarray:
-    """Each output row's cosine similarity between the two graphs, over ``feeds``."""
-    a_session, b_session = cpu_session(fp32, threads), cpu_session(int8, threads)
-    out = []
-    for feed in feeds:
-        a = a_session.run(None, feed)[0].astype(np.float64)
-        b = b_session.run(None, feed)[0].astype(np.float64)
-        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])  # the speech graph: a row per window
-        norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-        out.append((a * b).sum(axis=1) / norms)
-    return np.concatenate(out)
+def cosines(fp32: Path, int8: Path, pictures: np.ndarray, threads: int) -> np.ndarray:
+    """Each picture's cosine similarity between its features from the two graphs."""
+    a = cpu_session(fp32, threads).run(None, {"images": pictures})[0].astype(np.float64)
+    b = cpu_session(int8, threads).run(None, {"images": pictures})[0].astype(np.float64)
+    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    return np.asarray((a * b).sum(axis=1) / norms)
 
 
 def build_int8(base_folder: Path, held_out: Path, out: Path, threads: int = 1) -> dict[str, Any]:
-    """Writes the int8 graph and ``int8.json`` of the base in ``base_folder`` into ``out`` (module
-    docstring); raises :class:`CalibrationError`. Returns what ``int8.json`` holds."""
+    """Writes the int8 image graph and ``int8.json`` of the base in ``base_folder`` into ``out``
+    (module docstring); raises :class:`CalibrationError`. Returns what ``int8.json`` holds."""
     started = time.perf_counter()
-    base = BaseGraphs.load(base_folder, threads)
-    feeds, counts = calibration_inputs(base, held_out)
-    info: dict[str, Any] = {"format": INT8_FORMAT, "base": base.digest, "cosine": {}, "sha256": {}, **counts}
-    graphs: dict[str, bytes] = {}
+    meta = json.loads((base_folder / META_FILE).read_text())
+    pictures = calibration_pictures(meta, held_out)
     with tempfile.TemporaryDirectory() as scratch:
-        for name, inputs in feeds.items():
-            fp32 = base_folder / name
-            quantized = Path(scratch) / name
-            quantize(fp32, quantized, inputs)
-            similar = cosines(fp32, quantized, inputs, threads)
-            if not np.isfinite(similar).all() or similar.min() < MIN_COSINE:
-                raise CalibrationError(f"{name}: its int8 outputs are too far from fp32 on the calibration inputs "
-                                       f"(least cosine {float(np.nan_to_num(similar.min())):.3f}, needs {MIN_COSINE})")
-            graphs[name] = quantized.read_bytes()
-            info["cosine"][name] = {"least": round(float(similar.min()), 6), "mean": round(float(similar.mean()), 6)}
+        graph = Path(scratch) / IMAGE_GRAPH
+        quantize(base_folder / IMAGE_GRAPH, graph, pictures)
+        similar = cosines(base_folder / IMAGE_GRAPH, graph, pictures, threads)
+        if not np.isfinite(similar).all() or similar.min() < MIN_COSINE:
+            raise CalibrationError(f"the int8 graph's features are too far from fp32 on its calibration pictures "
+                                   f"(least cosine {float(np.nan_to_num(similar.min())):.3f}, needs {MIN_COSINE})")
+        data = graph.read_bytes()
     out.mkdir(parents=True, exist_ok=True)
-    for name, data in graphs.items():
-        write_synced(out / name, data)
-        info["sha256"][name] = hashlib.sha256(data).hexdigest()
-    info["seconds"] = round(time.perf_counter() - started, 2)
+    write_synced(out / IMAGE_GRAPH, data)
+    info: dict[str, Any] = {
+        "format": INT8_FORMAT, "base": meta["digest"], "pictures": len(pictures),
+        "cosine": {IMAGE_GRAPH: {"least": round(float(similar.min()), 6), "mean": round(float(similar.mean()), 6)}},
+        "sha256": {IMAGE_GRAPH: hashlib.sha256(data).hexdigest()},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     write_synced(out / INT8_META, json.dumps(info, indent=2, sort_keys=True).encode())  # last: the folder is whole
     return info
 

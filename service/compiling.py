@@ -56,9 +56,10 @@ log = logging.getLogger(__name__)
 
 
 def _torch_threads() -> int:
+    """PyTorch's intra-op threads (at least 1): what the daemon's ONNX Runtime sessions get too."""
     import torch
 
-    return int(torch.get_num_threads())
+    return max(1, int(torch.get_num_threads()))
 
 
 def compile_problem(learner: "Learner") -> str:
@@ -120,7 +121,7 @@ class Compiler:
         self.held_out = root.parent / "held_out"
         self.preset = preset
         self.int8 = Int8Graph(self.bases, self.held_out, precision == "int8", build=self._build_int8,
-                              threads=lambda: max(1, _torch_threads()))
+                              threads=_torch_threads)
         self._on_ready = on_ready
         self._command_args = list(command_args)
         self._queue: "queue.Queue[tuple[int, Path, Learner] | None]" = queue.Queue()

@@ -88,22 +88,12 @@ class BaseGraphs:
     @classmethod
     def load(cls, folder: Path, threads: int, digest: str | None = None) -> "BaseGraphs":
         """The graphs in ``folder``; ``digest``: the base it must be. Raises :class:`BaseGraphsError`."""
-        try:
-            meta: dict[str, Any] = json.loads((folder / META_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise BaseGraphsError(str(folder / META_FILE), f"missing or unreadable: {exc}") from None
-        if meta.get("format") != FORMAT:
-            raise BaseGraphsError(f"{META_FILE}.format", f"format {meta.get('format')!r}, this build reads {FORMAT}")
+        meta = _read_meta(folder / META_FILE, FORMAT)
         if digest is not None and meta.get("digest") != digest:
             raise BaseGraphsError(f"{META_FILE}.digest", f"the graphs are of base {meta.get('digest')}, not {digest}")
         files: dict[str, bytes] = {}
         for name, expected in dict(meta.get("sha256") or {}).items():
-            try:
-                files[name] = (folder / name).read_bytes()
-            except OSError as exc:
-                raise BaseGraphsError(name, f"cannot read: {exc}") from None
-            if hashlib.sha256(files[name]).hexdigest() != expected:
-                raise BaseGraphsError(name, f"does not match its checksum in {META_FILE}")
+            files[name] = _checked_bytes(folder / name, expected, field=name, listed_in=META_FILE)
         if IMAGE_GRAPH not in files:
             raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {IMAGE_GRAPH}")
         image = _session(files, IMAGE_GRAPH, threads)
@@ -137,20 +127,11 @@ class BaseGraphs:
         """This base with its image encoder in int8, from ``folder`` (``<digest>.int8/``, written by
         ``python -m export.int8``); the audio encoder is shared. Raises :class:`BaseGraphsError`
         naming what is missing, damaged or of another base."""
-        try:
-            info: dict[str, Any] = json.loads((folder / INT8_META).read_text())
-        except (OSError, ValueError) as exc:
-            raise BaseGraphsError(str(folder / INT8_META), f"missing or unreadable: {exc}") from None
-        if info.get("format") != INT8_FORMAT:
-            raise BaseGraphsError(f"{INT8_META}.format", f"format {info.get('format')!r}, this build reads {INT8_FORMAT}")
+        info = _read_meta(folder / INT8_META, INT8_FORMAT)
         if info.get("base") != self.digest:
             raise BaseGraphsError(f"{INT8_META}.base", f"the graph is of base {info.get('base')}, not {self.digest}")
-        try:
-            graph = (folder / IMAGE_GRAPH).read_bytes()
-        except OSError as exc:
-            raise BaseGraphsError(str(folder / IMAGE_GRAPH), f"cannot read: {exc}") from None
-        if hashlib.sha256(graph).hexdigest() != dict(info.get("sha256") or {}).get(IMAGE_GRAPH):
-            raise BaseGraphsError(str(folder / IMAGE_GRAPH), f"does not match its checksum in {INT8_META}")
+        graph = _checked_bytes(folder / IMAGE_GRAPH, dict(info.get("sha256") or {}).get(IMAGE_GRAPH),
+                               field=str(folder / IMAGE_GRAPH), listed_in=INT8_META)
         return dataclasses.replace(self, session=_session({IMAGE_GRAPH: graph}, IMAGE_GRAPH, threads), precision="int8")
 
     def image_features(self, images: np.ndarray) -> np.ndarray:
@@ -172,6 +153,29 @@ class BaseGraphs:
         speech = self.speech.embed(waves)
         speech = speech / np.maximum(np.sqrt((speech * speech).sum(axis=1, keepdims=True)), np.float32(1e-12))
         return np.concatenate([speech, self.sounds.embed(waves)], axis=1).astype(np.float32)
+
+
+def _read_meta(path: Path, expected_format: int) -> dict[str, Any]:
+    """A folder's JSON description (``base.json``, ``int8.json``), of the format this build reads."""
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BaseGraphsError(str(path), f"missing or unreadable: {exc}") from None
+    if meta.get("format") != expected_format:
+        raise BaseGraphsError(f"{path.name}.format", f"format {meta.get('format')!r}, this build reads {expected_format}")
+    return meta
+
+
+def _checked_bytes(path: Path, expected: str | None, field: str, listed_in: str) -> bytes:
+    """``path``'s bytes, if their SHA-256 is ``expected`` (as ``listed_in`` lists it); else an error
+    naming ``field``."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BaseGraphsError(field, f"cannot read: {exc}") from None
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise BaseGraphsError(field, f"does not match its checksum in {listed_in}")
+    return data
 
 
 def int8_folder(base_folder: Path) -> Path:

@@ -147,7 +147,8 @@ def test_int8_serves_once_enough_pictures_are_kept_and_again_at_start(
     assert _bases(tmp_path) == {digest: BASE_FILES, f"{digest}.int8": {"int8.json", "image.onnx"}}
     got = d.client.classify(msgs, top_k=4)
     want = d.server.daemon.served.learner.predict(samples, top_k=4)
-    assert len(got.results) == len(want)  # close to the learner's answers, not equal: docs/benchmarks.md
+    # close to the learner's answers, not equal (docs/benchmarks.md): the same best class here
+    assert [r.classes[0].name for r in got.results] == [w.classes[0] for w in want]
     d.stop()
     with caplog.at_level(logging.INFO, logger="service.compiling"):
         again = start_daemon(config)
