@@ -38,8 +38,9 @@ largest score (scores are about 1 for the answer)."""
 PROBES = 16
 
 
-def head_problem(learner: "Learner") -> str:
-    """Why ``learner``'s versions cannot be served as a head over a base, or ``""``."""
+def head_problem(learner: "Learner", base_on_gpu: bool = False) -> str:
+    """Why ``learner``'s versions cannot be served as a head over a base, or ``""``; ``base_on_gpu``:
+    the base's graphs run on a GPU (``server.base_device``), where a learner on a GPU is served too."""
     head = learner.head
     if head is None or head.kind not in ("analytic", "class-means"):
         return f"strategy {learner.strategy_name!r} scores with text prototypes, not a statistics head"
@@ -48,16 +49,17 @@ def head_problem(learner: "Learner") -> str:
                 "only heads over the frozen encoders' features are served over a base")
     if not learner.strategy.compiles:
         return f"strategy {learner.strategy_name!r} computes its features with a network of its own"
-    if learner.device.type != "cpu":
-        return f"the base's graph runs on the CPU and the learner is on {learner.device}"
+    if learner.device.type != "cpu" and not base_on_gpu:
+        return (f"the base's graph runs on the CPU and the learner is on {learner.device} "
+                "(server.base_device serves it on the GPU)")
     if not learner.classes:
         return "no classes learned yet"
     return ""
 
 
-def served_head(learner: "Learner") -> ServedHead:
+def served_head(learner: "Learner", base_on_gpu: bool = False) -> ServedHead:
     """The learner's head as arrays. Raises :class:`CompileError` when it has none to serve."""
-    problem = head_problem(learner)
+    problem = head_problem(learner, base_on_gpu)
     if problem:
         raise CompileError("head", problem)
     head = learner.head
@@ -88,11 +90,11 @@ def check_head(learner: "Learner", served: ServedHead, probes: int = PROBES) -> 
     worst = 0.0
     for p in PATHS:
         x = unit_features([rng.standard_normal((probes, served.input_dims[p]), dtype=np.float32)])
-        want = head.scores(torch.from_numpy(x), p).numpy()
+        want = head.scores(torch.from_numpy(x).to(learner.device), p).cpu().numpy()
         got = served.scores(x, p)
         scale = max(float(np.abs(want).max(initial=0.0)), 1e-12)
         worst = max(worst, float(np.abs(got - want).max(initial=0.0)) / scale)
-        thresholds = head.thresholds[p].numpy()
+        thresholds = head.thresholds[p].cpu().numpy()
         if not np.array_equal(served.thresholds[p], thresholds):
             raise CompileError(f"head.thresholds.{p}", "differ from the learner's")
     if not worst <= HEAD_TOLERANCE:
@@ -119,7 +121,7 @@ class HeadVersion:
         :class:`CompileError`."""
         from export.base import base_digest
 
-        head = replace(served_head(learner), base=base.digest)
+        head = replace(served_head(learner, base.placement.on_gpu), base=base.digest).placed(base.placement)
         if base.digest != (digest or base_digest(learner.backbone)):
             raise CompileError("base.digest", f"the base's graph is of base {base.digest[:12]}, the learner "
                                "computes its image features with another encoder")

@@ -2,6 +2,7 @@
 
 ::
 
+    python -m export.trt --base <state_dir>/bases/<digest>      # a base's graphs instead (export/trt_base.py)
     python -m export.trt --preset lite --out artifacts/lite
     python -m export.trt --preset audioclip --weights clip=ViT-B-16.pt --weights audioclip=AudioCLIP.pt \\
         --out artifacts/audioclip --precision fp16 --profile 1:8:32
@@ -50,6 +51,11 @@ def _profile(text: str) -> Profile:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--base" or a.startswith("--base=") for a in argv):
+        from export import trt_base
+
+        return trt_base.main(argv)  # engines of a base's graphs, for server.base_device: tensorrt
     parser = build_parser()
     args = parser.parse_args(argv)
     check_preset(parser, args.preset)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from service.int8_serving import Int8Graph
+from serving.sessions import CPU, Placement
 
 if TYPE_CHECKING:
     from export.compiled import CompiledVersion
@@ -97,13 +98,14 @@ Ready = Callable[[int, "Served"], None]
 """Called from the compiler's thread with ``(version number, its graphs or head)`` once they are ready."""
 
 
-def head_problem(learner: "Learner") -> str:
-    """Why ``learner`` is not served as its head over a base, or ``""`` (``export/head_version.py``)."""
+def head_problem(learner: "Learner", placement: Placement = CPU) -> str:
+    """Why ``learner`` is not served as its head over a base on ``placement``, or ``""``
+    (``export/head_version.py``)."""
     try:
         from export.head_version import head_problem as problem
     except ImportError as exc:
         return f"the exporter cannot be imported ({exc})"
-    return problem(learner)
+    return problem(learner, placement.on_gpu)
 
 
 class Compiler:
@@ -111,11 +113,14 @@ class Compiler:
 
     ``command_args``: extra arguments for the child processes (the weight files a preset needs,
     ``--weights clip=...``). ``bases``: where bases are kept (``<state_dir>/bases``); ``preset``: the
-    preset a base is built from."""
+    preset a base is built from; ``precision``: int8 asks for the base's int8 image graph;
+    ``placement``: where a base's graphs and the heads over it run (``server.base_device``)."""
 
     def __init__(self, root: Path, on_ready: Ready, command_args: Sequence[str] = (), *,
-                 bases: Path | None = None, preset: str = "", precision: str = "fp32") -> None:
+                 bases: Path | None = None, preset: str = "", precision: str = "fp32",
+                 placement: Placement = CPU) -> None:
         self.root = root
+        self.placement = placement
         self.bases = bases if bases is not None else root.parent / "bases"
         self.heads = root.parent / "heads"
         self.held_out = root.parent / "held_out"
@@ -139,7 +144,7 @@ class Compiler:
     def load(self, number: int, learner: "Learner") -> "Served | None":
         """Version ``number`` ready to serve without compiling: its head over a base already on disk,
         or its graphs from disk, if they are ``learner``'s."""
-        if not head_problem(learner):
+        if not head_problem(learner, self.placement):
             base = self._base_on_disk(learner)
             return self._head_version(number, learner, base) if base is not None else None
         return load_compiled(self.directory(number), learner)
@@ -211,10 +216,10 @@ class Compiler:
         if self._base is not None and self._base.digest == digest:
             return self._base
         folder = self.bases / digest
-        if not BaseGraphs.present(folder):
+        if not BaseGraphs.present(folder) or not self._engines_built(folder):
             return None
         try:
-            base = BaseGraphs.load(folder, max(1, torch.get_num_threads()), digest)
+            base = BaseGraphs.load(folder, max(1, torch.get_num_threads()), digest, self.placement)
         except BaseGraphsError as exc:
             log.warning("the base in %s does not load (%s); it is built again", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
@@ -269,13 +274,30 @@ class Compiler:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
 
+    def _engines_built(self, folder: Path) -> bool:
+        """Whether the base in ``folder`` can be served where the daemon serves bases: on the CPU or
+        CUDA at once, with TensorRT once its engines are built (``export/trt_base.py``)."""
+        from serving.base import TRT_META, trt_folder
+
+        return self.placement.kind != "tensorrt" or (trt_folder(folder, self.placement.precision) / TRT_META).is_file()
+
     def _serve_head(self, number: int, learner: "Learner") -> "HeadVersion | None":
         base = self._base_on_disk(learner)
         if base is None:
+            from serving.base import BaseGraphs, trt_folder
+
             digest = self._digest(learner)
             command = [sys.executable, "-m", "export.base", "--preset", self.preset]
-            if not self._in_child(command, self.bases, digest, f"the base of version {number}"):
+            if not BaseGraphs.present(self.bases / digest) and \
+                    not self._in_child(command, self.bases, digest, f"the base of version {number}"):
                 return None
+            if not self._engines_built(self.bases / digest):
+                engines = trt_folder(self.bases / digest, self.placement.precision)
+                command = [sys.executable, "-m", "export.trt", "--base", os.fspath(self.bases / digest),
+                           "--precision", self.placement.precision, "--device", str(self.placement.device_id)]
+                if not self._in_child(command, engines.parent, engines.name, f"version {number}", weights=False,
+                                      instead="serves the hybrid path: building TensorRT engines of its base"):
+                    return None
             base = self._base_on_disk(learner)
             if base is None:
                 log.warning("version %d serves the hybrid path: the base built does not load", number)
@@ -299,7 +321,7 @@ class Compiler:
             number, version_dir, learner = item
             try:
                 ready: Served | None
-                if not head_problem(learner):
+                if not head_problem(learner, self.placement):
                     ready = self._serve_head(number, learner)
                 else:
                     ready = self._compile(number, version_dir, learner)

@@ -19,6 +19,7 @@ from typing import Any
 from model.device import check_device_name
 from model.errors import InvalidInputError
 from service.errors import ConfigError
+from serving.sessions import Placement, PlacementError
 
 RUNNERS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime", "pytorch")
 """Runner kinds for the frozen backbone (export.runners.RUNNER_KINDS), fastest first."""
@@ -64,6 +65,10 @@ class ServerConfig:
     # once per base on the held-out examples kept here (export/int8.py): faster, answers close to the
     # learner's rather than equal (docs/export.md, "A base in int8")
     base_precision: str = "fp32"
+    # where a base's graphs and the heads over it run: cpu, cuda[:N] (ONNX Runtime's CUDA provider) or
+    # tensorrt[:N] (TensorRT engines through ONNX Runtime, cached beside the base; base_precision fp32 or
+    # fp16); a GPU needs onnxruntime-gpu in place of onnxruntime (docs/export.md, "A base on the GPU")
+    base_device: str = "cpu"
     # serve Classify from a process that never imports PyTorch, the daemon itself running as its
     # learner child (service/light.py; lite only); off: one process does both
     light: bool = False
@@ -74,6 +79,19 @@ class ServerConfig:
     max_open_streams: int = 24  # uploads + watches open at once; the other threads stay for Classify, health
     grace_seconds: float = 10.0
     log_level: str = "INFO"
+
+    def base_placement(self, check: bool = False) -> Placement:
+        """Where a base's graphs run (``base_device``, with ``base_precision`` for TensorRT engines);
+        ``check``: also that this ONNX Runtime can run there (at start-up, not when a file is read)."""
+        fp16 = self.base_precision == "fp16" and str(self.base_device).startswith("tensorrt")
+        precision = "fp16" if fp16 else "fp32"  # fp16 elsewhere: refused by name in __post_init__
+        try:
+            placement = Placement.parse(self.base_device, "server.base_device", precision)
+            if check:
+                placement.check_available("server.base_device")
+            return placement
+        except PlacementError as exc:
+            raise ConfigError(exc.field, exc.problem) from None
 
     def __post_init__(self) -> None:
         parse_address("server.listen", self.listen)
@@ -89,11 +107,21 @@ class ServerConfig:
             raise ConfigError("server.runner", f"must be one of {', '.join(RUNNERS)}, got {self.runner!r}")
         if self.runner_precision not in ("fp32", "fp16"):
             raise ConfigError("server.runner_precision", f"must be fp32 or fp16, got {self.runner_precision!r}")
-        if self.base_precision not in ("fp32", "int8"):
-            raise ConfigError("server.base_precision", f"must be fp32 or int8, got {self.base_precision!r}")
-        if self.base_precision == "int8" and not self.compiled:
-            raise ConfigError("server.base_precision", "int8 is the graphs of versions served over their base, "
-                              "which needs server.compiled")
+        if self.base_precision not in ("fp32", "int8", "fp16"):
+            raise ConfigError("server.base_precision", f"must be fp32, int8 or fp16, got {self.base_precision!r}")
+        if self.base_precision != "fp32" and not self.compiled:
+            raise ConfigError("server.base_precision", f"{self.base_precision} is the graphs of versions served over "
+                              "their base, which needs server.compiled")
+        placement = self.base_placement()
+        if placement.on_gpu and not self.compiled:
+            raise ConfigError("server.base_device", "a base on the GPU serves versions over their base, which needs "
+                              "server.compiled")
+        if self.base_precision == "int8" and placement.on_gpu:
+            raise ConfigError("server.base_precision", "int8 is the image graph on the CPU; on a GPU use "
+                              "server.base_device: tensorrt with fp16")
+        if self.base_precision == "fp16" and placement.kind != "tensorrt":
+            raise ConfigError("server.base_precision", f"fp16 is for TensorRT engines (server.base_device: tensorrt), "
+                              f"not {self.base_device}")
         _at_least("server.max_workers", self.max_workers, 2)
         _at_least("server.max_open_streams", self.max_open_streams, 1)
         if self.max_open_streams >= self.max_workers:

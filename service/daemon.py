@@ -159,6 +159,7 @@ class Daemon:
         if self.strategy not in STRATEGIES:
             raise ConfigError("server.strategy", f"unknown {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
         self.device = self._device()  # before anything else: a GPU asked for but missing stops start-up
+        placement = self.config.server.base_placement(check=self.config.server.compiled)  # and the base's GPU
         log.info("learner device: %s", self.device_description)
         if self.device.type == "cuda":
             import torch
@@ -178,7 +179,7 @@ class Daemon:
                        if path is not None]
             self.compiler = Compiler(self.store.root / "compiled", self._compiled_ready, weights,
                                      bases=self.store.root / "bases", preset=self.preset,
-                                     precision=self.config.server.base_precision)
+                                     precision=self.config.server.base_precision, placement=placement)
             self.compiler.sweep(self.store.version_numbers(), leftovers=True)
         try:
             served = self._load_served()

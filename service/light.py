@@ -181,7 +181,8 @@ class LightServer:
         self.metrics["mcil_classify_latency_objective_seconds"].set(config.monitoring.classify_p99_seconds)
         self.slot = ModelSlot(LightVersion(0, None, None))  # type: ignore[arg-type]
         self.watcher = HeadWatcher(self.state_dir, self.slot, threads=max(1, os.cpu_count() or 1),
-                                   precision=config.server.base_precision)
+                                   precision=config.server.base_precision,
+                                   placement=config.server.base_placement(check=True))
         self.watcher.start()
         b = config.batching
         self.batcher = (ClassifyBatcher(self.slot, self.metrics, max_batch_size=b.max_batch_size,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from service.errors import FailedPrecondition
 from service.store import read_current
+from serving.sessions import CPU, Placement
 
 if TYPE_CHECKING:
     from serving.base import BaseGraphs
@@ -57,11 +58,13 @@ class LightVersion:
 class HeadWatcher:
     """Keeps ``slot`` on the version ``<state_dir>/current`` names, once its head is on disk."""
 
-    def __init__(self, state_dir: Path, slot: Any, threads: int, precision: str = "fp32") -> None:
+    def __init__(self, state_dir: Path, slot: Any, threads: int, precision: str = "fp32",
+                 placement: Placement = CPU) -> None:
         self.state_dir = state_dir
         self.slot = slot
         self.threads = threads
         self.precision = precision  # int8: the base's int8 image graph once the learner built it
+        self.placement = placement  # where the base's graphs and the heads run (server.base_device)
         self._bases: dict[str, tuple["BaseGraphs", "BaseFeatures"]] = {}
         self._int8_checked = 0.0  # when the int8 folder was last looked for
         self._failed: tuple[int, int] | None = None  # (version, its head.json's mtime) that did not load
@@ -100,8 +103,10 @@ class HeadWatcher:
         try:
             head = ServedHead.load(folder)
             if head.base not in self._bases:
-                base = self._int8(BaseGraphs.load(self.state_dir / "bases" / head.base, self.threads, head.base))
+                where = self.state_dir / "bases" / head.base
+                base = self._int8(BaseGraphs.load(where, self.threads, head.base, self.placement))
                 self._bases = {head.base: (base, BaseFeatures(base))}  # one base at a time
+            head = head.placed(self.placement)
         except (HeadDataError, BaseGraphsError, OSError) as exc:
             self._failed = stamp
             log.error("version %d cannot be served here (%s); still serving version %d", number, exc,

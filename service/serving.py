@@ -36,7 +36,8 @@ COMPILED_RUNNER = "compiled-onnxruntime"
 HEAD_RUNNER = "base-onnxruntime"
 """What ``runner`` reports while a version is served as its head over its base's compiled encoder."""
 HEAD_INT8_RUNNER = "base-onnxruntime-int8"
-"""The same, the base's image graph in int8 (``server.base_precision: int8``, ``export/int8.py``)."""
+"""The same, the base's image graph in int8 (``server.base_precision: int8``, ``export/int8.py``); on a
+GPU, ``base-onnxruntime-cuda`` or ``base-onnxruntime-tensorrt`` (``server.base_device``)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,10 @@ class ServedVersion:
         from export.head_version import HeadVersion
 
         if isinstance(self.compiled, HeadVersion):
-            return HEAD_INT8_RUNNER if self.compiled.base.precision == "int8" else HEAD_RUNNER
+            base = self.compiled.base
+            if base.placement.on_gpu:
+                return f"{HEAD_RUNNER}-{base.placement.kind}"
+            return HEAD_INT8_RUNNER if base.precision == "int8" else HEAD_RUNNER
         return COMPILED_RUNNER
 
     @property

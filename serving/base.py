@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving.sessions import cpu_session
+from serving.sessions import CPU, Placement, placed_session
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -51,6 +51,8 @@ SPEECH_WHOLE_CLIP = "embedding_whole_clip.onnx"  # embedding_model.onnx over who
 INT8_SUFFIX = ".int8"  # <digest>.int8/: its image encoder in int8, calibrated here (export/int8.py)
 INT8_META = "int8.json"
 INT8_FORMAT = 1
+TRT_SUFFIX = ".trt-"  # <digest>.trt-fp16/: TensorRT engines of its graphs (export/trt_base.py)
+TRT_META = "trt.json"  # written last, once every graph's engines are built
 CHUNK = 16
 """Images per graph call: the activations of 16 pictures at 160 px stay under 150 MB (``lite``)."""
 
@@ -76,6 +78,7 @@ class BaseGraphs:
     speech: "SpeechWindows | None" = None
     sounds: "SoundEvents | None" = None
     precision: str = "fp32"  # "int8": the image graph of with_int8()
+    placement: Placement = CPU  # where the graphs run (serving/sessions.py)
 
     @staticmethod
     def present(folder: Path) -> bool:
@@ -86,8 +89,11 @@ class BaseGraphs:
         return self.speech is not None and self.sounds is not None
 
     @classmethod
-    def load(cls, folder: Path, threads: int, digest: str | None = None) -> "BaseGraphs":
-        """The graphs in ``folder``; ``digest``: the base it must be. Raises :class:`BaseGraphsError`."""
+    def load(cls, folder: Path, threads: int, digest: str | None = None, placement: Placement = CPU) -> "BaseGraphs":
+        """The graphs in ``folder`` on ``placement`` (TensorRT engines cached in :func:`trt_folder`
+        unless it names a cache); ``digest``: the base it must be. Raises :class:`BaseGraphsError`."""
+        if placement.kind == "tensorrt" and placement.cache is None:
+            placement = placement.with_cache(trt_folder(folder, placement.precision))
         meta = _read_meta(folder / META_FILE, FORMAT)
         if digest is not None and meta.get("digest") != digest:
             raise BaseGraphsError(f"{META_FILE}.digest", f"the graphs are of base {meta.get('digest')}, not {digest}")
@@ -96,9 +102,10 @@ class BaseGraphs:
             files[name] = _checked_bytes(folder / name, expected, field=name, listed_in=META_FILE)
         if IMAGE_GRAPH not in files:
             raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {IMAGE_GRAPH}")
-        image = _session(files, IMAGE_GRAPH, threads)
+        image = _session(files, IMAGE_GRAPH, threads, placement)
         try:
-            base = cls(str(meta["digest"]), int(meta["image_size"]), int(meta["feature_dim"]), image, meta)
+            base = cls(str(meta["digest"]), int(meta["image_size"]), int(meta["feature_dim"]), image, meta,
+                       placement=placement)
         except (KeyError, TypeError, ValueError) as exc:
             raise BaseGraphsError(META_FILE, f"malformed: {type(exc).__name__}: {exc}") from None
         if meta.get("audio") == "speech+sounds":
@@ -110,7 +117,7 @@ class BaseGraphs:
                     raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {name}")
             try:
                 base.speech = SpeechWindows.from_bytes(files[SPEECH_FILES[0]], files[SPEECH_FILES[1]],
-                                                       session=lambda model: cpu_session(model, threads),
+                                                       session=lambda model: placed_session(model, threads, placement),
                                                        whole_clip=files.get(SPEECH_WHOLE_CLIP))
             except Exception as exc:  # ONNX's and ONNX Runtime's own types for a damaged or other file
                 raise BaseGraphsError(", ".join(name for name in (*SPEECH_FILES, SPEECH_WHOLE_CLIP) if name in files),
@@ -120,13 +127,15 @@ class BaseGraphs:
                     window, mel = front["window"], front["mel_weights"]
             except (KeyError, ValueError, OSError) as exc:
                 raise BaseGraphsError(SOUNDS_FRONT_END, f"missing or malformed: {exc}") from None
-            base.sounds = SoundEvents(_session(files, SOUNDS_GRAPH, threads), window, mel)
+            base.sounds = SoundEvents(_session(files, SOUNDS_GRAPH, threads, placement), window, mel)
         return base
 
     def with_int8(self, folder: Path, threads: int) -> "BaseGraphs":
         """This base with its image encoder in int8, from ``folder`` (``<digest>.int8/``, written by
         ``python -m export.int8``); the audio encoder is shared. Raises :class:`BaseGraphsError`
         naming what is missing, damaged or of another base."""
+        if self.placement.on_gpu:
+            raise BaseGraphsError("placement", f"the int8 image graph runs on the CPU, this base on {self.placement.describe()}")
         info = _read_meta(folder / INT8_META, INT8_FORMAT)
         if info.get("base") != self.digest:
             raise BaseGraphsError(f"{INT8_META}.base", f"the graph is of base {info.get('base')}, not {self.digest}")
@@ -184,10 +193,17 @@ def int8_folder(base_folder: Path) -> Path:
     return base_folder.with_name(base_folder.name + INT8_SUFFIX)
 
 
-def _session(files: dict[str, bytes], name: str, threads: int) -> "onnxruntime.InferenceSession":
+def trt_folder(base_folder: Path, precision: str) -> Path:
+    """Where TensorRT engines of the base in ``base_folder`` are kept, for engines of ``precision``:
+    beside it, as they are of this GPU and this TensorRT, not of the base alone."""
+    return base_folder.with_name(base_folder.name + TRT_SUFFIX + precision)
+
+
+def _session(files: dict[str, bytes], name: str, threads: int,
+             placement: Placement = CPU) -> "onnxruntime.InferenceSession":
     if name not in files:
         raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {name}")
     try:
-        return cpu_session(files[name], threads)
+        return placed_session(files[name], threads, placement)
     except Exception as exc:  # ONNX Runtime raises its own types for a damaged file
         raise BaseGraphsError(name, f"cannot load: {type(exc).__name__}: {exc}") from None

@@ -28,11 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from serving.sessions import Placement
 
 PATHS = ("av", "visual", "audio")
 KINDS = ("analytic", "class-means")
@@ -88,6 +91,8 @@ class ServedHead:
     mix: dict[str, float]
     base: str = ""  # the digest of the base whose features it reads (serving/base.py), when known
     source: str = field(default="", compare=False)  # what it was read from, for error messages
+    # where scores() runs when not in NumPy: serving.head_graph.DeviceScores (placed())
+    scorer: Callable[[np.ndarray, str], np.ndarray] | None = field(default=None, compare=False, repr=False)
     _expansions64: dict[str, np.ndarray | None] = field(default_factory=dict, init=False, repr=False, compare=False)
     _weights64: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -118,6 +123,8 @@ class ServedHead:
     # -- scores -----------------------------------------------------------------------------------
     def scores(self, x: np.ndarray, path: str) -> np.ndarray:
         """``(B, D_p)`` unit features of ``path`` -> ``(B, K)`` float32 scores (zeros without weights)."""
+        if self.scorer is not None:
+            return self.scorer(x, path)
         w = self._weights64.get(path)
         if w is None:
             return np.zeros((len(x), len(self.classes)), dtype=np.float32)
@@ -129,6 +136,14 @@ class ServedHead:
             h = unit_rows(h)
         out: np.ndarray = (h @ w).astype(np.float32)
         return out
+
+    def placed(self, placement: "Placement") -> "ServedHead":
+        """This head scoring on ``placement`` (``serving/head_graph.py``); on the CPU, itself."""
+        if not placement.on_gpu:
+            return self
+        from serving.head_graph import DeviceScores
+
+        return replace(self, scorer=DeviceScores(self, placement))
 
     def pair_scores(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
         """``(B, K)`` answers to pairs: the weighted sum of the paths ``mix`` names."""

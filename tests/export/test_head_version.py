@@ -185,3 +185,40 @@ def test_a_lite_version_answers_raw_inputs_without_pytorch_as_its_learner_does(t
     with pytest.raises(BaseGraphsError, match="expected Pad, Reshape") as refused:
         BaseGraphs.load(tmp_path / "base", threads=1)
     assert SPEECH_FILES[1] in refused.value.field
+
+
+def _onnxruntime_has(provider: str) -> bool:
+    import onnxruntime as ort
+
+    return provider in ort.get_available_providers()
+
+
+@pytest.mark.skipif(not _onnxruntime_has("CUDAExecutionProvider"),
+                    reason="ONNX Runtime's CUDA provider is not installed here (onnxruntime-gpu on a GPU host)")
+@pytest.mark.parametrize("where", ["cuda", "tensorrt"])
+def test_a_version_over_its_base_on_the_gpu_answers_as_the_learner_does(
+        tiny_backbone: TriModalBackbone, tiny_base: Path, tmp_path: Path, where: str) -> None:
+    from export.trt import main as trt_main
+    from serving.base import TRT_META
+    from serving.head_graph import DeviceScores
+    from serving.sessions import Placement
+
+    if where == "tensorrt":
+        if not _onnxruntime_has("TensorrtExecutionProvider"):
+            pytest.skip("ONNX Runtime's TensorRT provider is not installed here")
+        assert trt_main(["--base", str(tiny_base), "--precision", "fp32", "--out", str(tmp_path / "engines")]) == 0
+        assert json.loads((tmp_path / "engines" / TRT_META).read_text())["base"] == base_digest(tiny_backbone)
+    placement = Placement(where, cache=tmp_path / "engines" if where == "tensorrt" else None)
+    base = BaseGraphs.load(tiny_base, threads=1, digest=base_digest(tiny_backbone), placement=placement)
+    on_cpu = BaseGraphs.load(tiny_base, threads=1, digest=base_digest(tiny_backbone))
+    pictures = np.random.Generator(np.random.PCG64(1)).standard_normal((5, 3, base.image_size, base.image_size),
+                                                                       dtype=np.float32)
+    assert np.abs(base.image_features(pictures) - on_cpu.image_features(pictures)).max() <= 1e-2  # TF32 allowed
+    learner = create_learner("tiny", "mcil", backbone=copy.deepcopy(tiny_backbone))
+    learner.learn_task(make_dataset(["red", "green", "blue"], 8, seed=0), ["red", "green", "blue"])
+    version = HeadVersion.build(learner, base)
+    assert isinstance(version.head.scorer, DeviceScores)  # the head on the GPU, checked against the learner
+    probe = [Sample(image=s.image, audio=s.audio, sample_rate=s.sample_rate)
+             for s in make_dataset(["red", "green", "blue"], 2, seed=9)]
+    for got, want in zip(version.predict(probe, top_k=3), learner.predict(probe, top_k=3)):
+        assert got.classes[0] == want.classes[0] and got.path == want.path

@@ -40,6 +40,43 @@ def test_command_fails_fast_with_one_line_naming_what_is_missing(tmp_path: Path,
     assert not out.exists()  # nothing exported before the check
 
 
+def _onnxruntime_tensorrt() -> bool:
+    import onnxruntime as ort
+
+    return "TensorrtExecutionProvider" in ort.get_available_providers()
+
+
+def _a_base(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "base.json").write_text(json.dumps({"format": 2, "digest": "0" * 64, "sha256": {}}))
+    return folder
+
+
+@pytest.mark.skipif(_onnxruntime_tensorrt(), reason="ONNX Runtime's TensorRT provider is installed here")
+def test_engines_of_a_base_fail_fast_with_one_line_naming_what_is_missing(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    base = _a_base(tmp_path / "base")
+    assert main(["--base", str(base), "--precision", "fp16"]) == EXIT_MISSING
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("export.trt: cannot build engines: ")
+    assert "TensorrtExecutionProvider" in err[0] and "onnxruntime-gpu" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]  # no engine folder made
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--base", "/no/such/base"], "--base: no base in /no/such/base"),
+    (["--base", "BASE", "--device", "-1"], "--device: a GPU number is >= 0"),
+    (["--base", "BASE", "--precision", "int8"], "invalid choice"),
+])
+def test_engines_of_a_base_reject_bad_arguments(argv: list[str], message: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    base = _a_base(tmp_path / "base")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(base) if a == "BASE" else a for a in argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--preset", "tiny"], "--out"),
     (["--preset", "nope", "--out", "x"], "unknown 'nope'"),

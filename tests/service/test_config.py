@@ -61,6 +61,11 @@ def test_json_and_toml_files(tmp_path: Path) -> None:
         ({"server.light": "true", "server.learner_idle_seconds": "0"}, "server.learner_idle_seconds"),
         ({"server.base_precision": "int4"}, "server.base_precision"),
         ({"server.base_precision": "int8", "server.compiled": "false"}, "server.base_precision"),
+        ({"server.base_device": "gpu"}, "server.base_device"),
+        ({"server.base_device": "cuda:one"}, "server.base_device"),
+        ({"server.base_device": "cuda", "server.compiled": "false"}, "server.base_device"),
+        ({"server.base_device": "cuda", "server.base_precision": "int8"}, "server.base_precision"),
+        ({"server.base_precision": "fp16"}, "server.base_precision"),  # fp16: TensorRT engines only
         ({"nosuchsection.x": "1"}, "nosuchsection"),
     ],
 )

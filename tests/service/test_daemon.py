@@ -414,6 +414,24 @@ def test_asking_for_a_gpu_that_is_not_there_stops_start_up(tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []  # stopped before the state directory was touched
 
 
+def _onnxruntime_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.mark.skipif(_onnxruntime_cuda(), reason="ONNX Runtime's CUDA provider is installed here")
+def test_a_base_device_this_onnxruntime_cannot_reach_stops_start_up(tmp_path: Path) -> None:
+    from service.errors import ConfigError
+    from service.server import create_server
+
+    with pytest.raises(ConfigError) as err:
+        create_server(make_config(tmp_path, server__compiled=True, server__base_device="tensorrt",
+                                  server__base_precision="fp16"))
+    assert err.value.field == "server.base_device" and "onnxruntime-gpu" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # stopped before the state directory was touched
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here (runs on a GPU host)")
 @pytest.mark.parametrize("runner", ["pytorch", "onnxruntime"])
 def test_a_daemon_on_the_gpu_learns_serves_and_restarts(tmp_path: Path, runner: str) -> None:
