@@ -25,7 +25,7 @@ import torch
 from export.errors import CompileError
 from model.samples import Prediction, check_top_k, rank
 from serving.features import BaseFeatures
-from serving.head import PATHS, ServedHead, unit_features
+from serving.head import PATHS, HeadDataError, ServedHead, unit_features
 
 if TYPE_CHECKING:
     from model.learner import Learner
@@ -121,7 +121,10 @@ class HeadVersion:
         :class:`CompileError`."""
         from export.base import base_digest
 
-        head = replace(served_head(learner, base.placement.on_gpu), base=base.digest).placed(base.placement)
+        try:
+            head = replace(served_head(learner, base.placement.on_gpu), base=base.digest).placed(base.placement)
+        except HeadDataError as exc:
+            raise CompileError(exc.field, exc.problem) from None
         if base.digest != (digest or base_digest(learner.backbone)):
             raise CompileError("base.digest", f"the base's graph is of base {base.digest[:12]}, the learner "
                                "computes its image features with another encoder")

@@ -3,14 +3,15 @@
     python -m export.trt --base ~/.local/state/mcil/bases/<digest> --precision fp16
         # -> bases/<digest>.trt-fp16/: TensorRT's engine and timing caches, trt.json
 
-A daemon with ``server.base_device: tensorrt`` serves a base's graphs through ONNX Runtime's
+A daemon with ``server.base_device: tensorrt`` serves a base's image graph through ONNX Runtime's
 TensorRT provider (``serving/sessions.py``): TensorRT takes the graph (or the parts of it it
-supports; the rest run on CUDA) and compiles engines, which ONNX Runtime keeps in an engine cache
-beside the base. Compiling them takes minutes, so it is done here, once per base, GPU and TensorRT,
-rather than on the first Classify: every graph of the base runs once at the smallest and the
-largest batch that serving sends (1 and ``serving.base.CHUNK``), which fixes the engines' shape
-ranges, and ``trt.json`` records what was built. The daemon runs this command itself, in a child
-process, the first time it serves over a base (``service/compiling.py``).
+supports; the rest run on CUDA) and compiles an engine, which ONNX Runtime keeps in an engine cache
+beside the base; the audio graphs, whose shapes vary with each clip, run on the same GPU through
+CUDA. Compiling takes minutes, so it is done here, once per base, GPU and ONNX Runtime, rather than
+on the first Classify: the engine gets one optimisation profile from 1 to ``serving.base.CHUNK``
+pictures (``serving/base.py``), and every graph runs once at both ends. ``trt.json``, written last,
+records the base, the GPU number and the ONNX Runtime version. The daemon runs this command itself,
+in a child process, the first time it serves over a base (``service/compiling.py``).
 
 Without a CUDA GPU, ``onnxruntime-gpu`` or TensorRT it stops before any work with one line naming
 what is missing, and exit status 3. Not run on the development machines (docs/export.md).
@@ -53,13 +54,15 @@ def build_engines(folder: Path, out: Path, precision: str, device_id: int, threa
     """Engines of the base in ``folder``, cached in ``out``; returns what ``trt.json`` holds."""
     import onnxruntime as ort
 
-    from serving.base import TRT_META, BaseGraphs
+    from serving.base import TRT_META, BaseGraphs, BaseGraphsError
     from serving.sessions import Placement
 
     started = time.perf_counter()
     placement = Placement("tensorrt", device_id, precision, cache=out)
     base = BaseGraphs.load(folder, threads, placement=placement)
     batches = warm(base)
+    if not any(path.suffix == ".engine" for path in out.iterdir()):
+        raise BaseGraphsError("engines", f"TensorRT wrote no engine into {out} (ONNX Runtime's log says why)")
     info = {"format": TRT_FORMAT, "base": base.digest, "precision": precision, "device_id": device_id,
             "onnxruntime": ort.__version__, "batches": batches,
             "files": sorted(p.name for p in out.iterdir() if p.is_file()),

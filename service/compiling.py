@@ -221,6 +221,10 @@ class Compiler:
         try:
             base = BaseGraphs.load(folder, max(1, torch.get_num_threads()), digest, self.placement)
         except BaseGraphsError as exc:
+            if self.placement.on_gpu and exc.problem.startswith("cannot load"):  # its files check out: the GPU's
+                log.warning("the base in %s does not load on %s (%s); versions serve the hybrid path", folder,
+                            self.placement.describe(), exc)
+                return None
             log.warning("the base in %s does not load (%s); it is built again", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
             return None
@@ -277,9 +281,9 @@ class Compiler:
     def _engines_built(self, folder: Path) -> bool:
         """Whether the base in ``folder`` can be served where the daemon serves bases: on the CPU or
         CUDA at once, with TensorRT once its engines are built (``export/trt_base.py``)."""
-        from serving.base import TRT_META, trt_folder
+        from serving.base import engines_ready
 
-        return self.placement.kind != "tensorrt" or (trt_folder(folder, self.placement.precision) / TRT_META).is_file()
+        return engines_ready(folder, self.placement)
 
     def _serve_head(self, number: int, learner: "Learner") -> "HeadVersion | None":
         base = self._base_on_disk(learner)

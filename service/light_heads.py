@@ -81,7 +81,7 @@ class HeadWatcher:
 
     def refresh(self) -> None:
         """Swaps in the version ``current`` names when its head is there (else keeps the one served)."""
-        from serving.base import BaseGraphs, BaseGraphsError
+        from serving.base import BaseGraphs, BaseGraphsError, engines_ready
         from serving.features import BaseFeatures
         from serving.head import HeadDataError, ServedHead
 
@@ -104,6 +104,8 @@ class HeadWatcher:
             head = ServedHead.load(folder)
             if head.base not in self._bases:
                 where = self.state_dir / "bases" / head.base
+                if not engines_ready(where, self.placement):
+                    return  # the learner builds the base's TensorRT engines first (minutes), then it is served
                 base = self._int8(BaseGraphs.load(where, self.threads, head.base, self.placement))
                 self._bases = {head.base: (base, BaseFeatures(base))}  # one base at a time
             head = head.placed(self.placement)

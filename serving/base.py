@@ -102,12 +102,17 @@ class BaseGraphs:
             files[name] = _checked_bytes(folder / name, expected, field=name, listed_in=META_FILE)
         if IMAGE_GRAPH not in files:
             raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {IMAGE_GRAPH}")
-        image = _session(files, IMAGE_GRAPH, threads, placement)
         try:
-            base = cls(str(meta["digest"]), int(meta["image_size"]), int(meta["feature_dim"]), image, meta,
-                       placement=placement)
+            own, size, dim = str(meta["digest"]), int(meta["image_size"]), int(meta["feature_dim"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BaseGraphsError(META_FILE, f"malformed: {type(exc).__name__}: {exc}") from None
+        # TensorRT takes the image graph, one engine for every batch served; the audio graphs, whose
+        # shapes vary with each clip, run on the same GPU through CUDA
+        pictures = placement if placement.kind != "tensorrt" else dataclasses.replace(
+            placement, profile=("images", (1, 3, size, size), (CHUNK, 3, size, size), (CHUNK, 3, size, size)))
+        base = cls(own, size, dim, _session(files, IMAGE_GRAPH, threads, pictures), meta,
+                   placement=placement)
+        sounds = placement.on_cuda()
         if meta.get("audio") == "speech+sounds":
             from serving.sounds import SoundEvents
             from serving.speech import SpeechWindows
@@ -117,7 +122,7 @@ class BaseGraphs:
                     raise BaseGraphsError(f"{META_FILE}.sha256", f"names no {name}")
             try:
                 base.speech = SpeechWindows.from_bytes(files[SPEECH_FILES[0]], files[SPEECH_FILES[1]],
-                                                       session=lambda model: placed_session(model, threads, placement),
+                                                       session=lambda model: placed_session(model, threads, sounds),
                                                        whole_clip=files.get(SPEECH_WHOLE_CLIP))
             except Exception as exc:  # ONNX's and ONNX Runtime's own types for a damaged or other file
                 raise BaseGraphsError(", ".join(name for name in (*SPEECH_FILES, SPEECH_WHOLE_CLIP) if name in files),
@@ -127,7 +132,7 @@ class BaseGraphs:
                     window, mel = front["window"], front["mel_weights"]
             except (KeyError, ValueError, OSError) as exc:
                 raise BaseGraphsError(SOUNDS_FRONT_END, f"missing or malformed: {exc}") from None
-            base.sounds = SoundEvents(_session(files, SOUNDS_GRAPH, threads, placement), window, mel)
+            base.sounds = SoundEvents(_session(files, SOUNDS_GRAPH, threads, sounds), window, mel)
         return base
 
     def with_int8(self, folder: Path, threads: int) -> "BaseGraphs":
@@ -197,6 +202,23 @@ def trt_folder(base_folder: Path, precision: str) -> Path:
     """Where TensorRT engines of the base in ``base_folder`` are kept, for engines of ``precision``:
     beside it, as they are of this GPU and this TensorRT, not of the base alone."""
     return base_folder.with_name(base_folder.name + TRT_SUFFIX + precision)
+
+
+def engines_ready(base_folder: Path, placement: Placement) -> bool:
+    """Whether ``placement`` can serve the base in ``base_folder`` without building anything: always
+    but for TensorRT, whose engines must have been built (``trt.json``) by this ONNX Runtime for
+    this GPU number. Another GPU of the same number, or TensorRT upgraded under the same ONNX Runtime,
+    is not seen: delete the folder to build again."""
+    import onnxruntime as ort
+
+    if placement.kind != "tensorrt":
+        return True
+    try:
+        info = json.loads((trt_folder(base_folder, placement.precision) / TRT_META).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and (info.get("base"), info.get("device_id"), info.get("onnxruntime")) == \
+        (base_folder.name, placement.device_id, ort.__version__)
 
 
 def _session(files: dict[str, bytes], name: str, threads: int,

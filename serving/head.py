@@ -115,6 +115,8 @@ class ServedHead:
                 raise HeadDataError(f"thresholds.{p}", f"shape {None if t is None else t.shape}, expected ({k},)")
         if any(p not in PATHS for p in self.mix) or not self.mix:
             raise HeadDataError("mix", f"names paths {sorted(self.mix)}")
+        if self.scorer is not None:
+            return  # scores() runs elsewhere, with copies of its own
         # float64 copies, once: every call sums in float64 (module docstring)
         object.__setattr__(self, "_expansions64", {p: None if e is None else e.astype(np.float64)
                                                    for p, e in self.expansions.items()})
@@ -138,12 +140,18 @@ class ServedHead:
         return out
 
     def placed(self, placement: "Placement") -> "ServedHead":
-        """This head scoring on ``placement`` (``serving/head_graph.py``); on the CPU, itself."""
+        """This head scoring on the GPU of ``placement`` (``serving/head_graph.py``), through ONNX
+        Runtime's CUDA provider also where the base runs on TensorRT (which would compute in float32
+        and build an engine per class count); on the CPU, itself. Raises :class:`HeadDataError`."""
         if not placement.on_gpu:
             return self
         from serving.head_graph import DeviceScores
 
-        return replace(self, scorer=DeviceScores(self, placement))
+        try:
+            return replace(self, scorer=DeviceScores(self, placement.on_cuda()))
+        except Exception as exc:  # PlacementError, or ONNX Runtime's own types copying the arrays
+            raise HeadDataError("placement", f"the head does not run on {placement.on_cuda().describe()}: "
+                                f"{type(exc).__name__}: {exc}") from None
 
     def pair_scores(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
         """``(B, K)`` answers to pairs: the weighted sum of the paths ``mix`` names."""

@@ -15,6 +15,7 @@ base on the GPU"); neither needs PyTorch.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,20 +52,24 @@ class Placement:
     device_id: int = 0
     precision: str = "fp32"
     cache: Path | None = None
+    # tensorrt: one input's (name, min, opt, max) shapes, so that one engine covers every batch served
+    profile: tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise PlacementError("kind", f"one of {list(KINDS)}, got {self.kind!r}")
+        if self.device_id < 0:
+            raise PlacementError("device_id", f"a GPU number is >= 0, got {self.device_id}")
         if self.precision not in TRT_PRECISIONS or (self.precision != "fp32" and self.kind != "tensorrt"):
             raise PlacementError("precision", f"fp32, or fp16 with tensorrt; got {self.precision!r} on {self.kind}")
 
     @classmethod
     def parse(cls, text: str, field: str, precision: str = "fp32") -> "Placement":
         """``cpu``, ``cuda[:N]`` or ``tensorrt[:N]``; errors name ``field``."""
-        kind, _, number = str(text).partition(":")
-        if kind not in KINDS or (kind == "cpu" and number):
+        kind, colon, number = str(text).partition(":")
+        if kind not in KINDS or (kind == "cpu" and colon):
             raise PlacementError(field, f"must be cpu, cuda[:N] or tensorrt[:N], got {text!r}")
-        if number and not number.isdigit():
+        if colon and not re.fullmatch(r"[0-9]+", number):
             raise PlacementError(field, f"the GPU number must be a non-negative integer, got {number!r}")
         try:
             return cls(kind, int(number or 0), precision)
@@ -82,6 +87,11 @@ class Placement:
 
     def with_cache(self, folder: Path | None) -> "Placement":
         return replace(self, cache=folder)
+
+    def on_cuda(self) -> "Placement":
+        """The same GPU through ONNX Runtime's CUDA provider: for graphs TensorRT is not given (the
+        audio graphs, whose shapes vary with each clip, and a head's float64 arithmetic)."""
+        return Placement("cuda", self.device_id) if self.on_gpu else self
 
     def describe(self) -> str:
         if self.kind == "cpu":
@@ -102,19 +112,31 @@ class Placement:
             cache = os.fspath(self.cache)
             options |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
                         "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache}
+        if self.profile is not None:
+            name, *shapes = self.profile
+            for key, shape in zip(("min", "opt", "max"), shapes):
+                options[f"trt_profile_{key}_shapes"] = f"{name}:" + "x".join(str(d) for d in shape)
         return [(PROVIDERS["tensorrt"], options), cuda, PROVIDERS["cpu"]]
 
     def check_available(self, field: str) -> None:
-        """Raises :class:`PlacementError` naming ``field`` when this ONNX Runtime cannot run here."""
+        """Raises :class:`PlacementError` naming ``field`` when this ONNX Runtime cannot run here: its
+        providers are not built in, or a session on them does not start (a CUDA, cuDNN or TensorRT
+        library that does not load: ONNX Runtime would fall back to the CPU without a word)."""
         import onnxruntime as ort
 
+        if not self.on_gpu:
+            return
         have = ort.get_available_providers()
         wanted = [PROVIDERS["cuda"]] + ([PROVIDERS["tensorrt"]] if self.kind == "tensorrt" else [])
-        missing = [p for p in wanted if p not in have] if self.on_gpu else []
+        missing = [p for p in wanted if p not in have]
         if missing:
             raise PlacementError(field, f"{self.kind} needs ONNX Runtime's {' and '.join(missing)}; this onnxruntime "
                                  f"{ort.__version__} offers {', '.join(have)} (install onnxruntime-gpu in place of "
                                  "onnxruntime, and TensorRT 10 for tensorrt: docs/export.md)")
+        try:
+            placed_session(_probe_graph(), 1, replace(self, cache=None, profile=None))
+        except PlacementError as exc:
+            raise PlacementError(field, exc.problem) from None
 
 
 CPU = Placement()
@@ -169,4 +191,23 @@ def placed_session(model: bytes | Path, threads: int, placement: Placement = CPU
     if placement.cache is not None:
         placement.cache.mkdir(parents=True, exist_ok=True)
     source = model if isinstance(model, bytes) else os.fspath(model)
-    return ort.InferenceSession(source, _options(threads), providers=placement.providers())
+    try:
+        session = ort.InferenceSession(source, _options(threads), providers=placement.providers())
+    except Exception as exc:  # ONNX Runtime's own types
+        raise PlacementError("placement", f"no session on {placement.describe()}: {type(exc).__name__}: {exc}") from None
+    first = session.get_providers()[0]
+    if first != PROVIDERS[placement.kind]:  # ONNX Runtime fell back when the provider did not start
+        raise PlacementError("placement", f"{placement.describe()} did not start here (ONNX Runtime fell back to "
+                             f"{first}; its log says why: a CUDA, cuDNN or TensorRT library that does not load)")
+    return session
+
+
+def _probe_graph() -> bytes:
+    """``y = relu(x)`` on a float32 vector: a session that starts proves the provider loads."""
+    from onnx import TensorProto, helper
+
+    vector = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", vector[:1], vector[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())

@@ -28,6 +28,8 @@ def test_placements_parse(text: str, kind: str, number: int) -> None:
 @pytest.mark.parametrize("text,precision,problem", [("gpu", "fp32", "cpu, cuda[:N] or tensorrt[:N]"),
                                                     ("cpu:0", "fp32", "cpu, cuda[:N] or tensorrt[:N]"),
                                                     ("cuda:-1", "fp32", "non-negative integer"),
+                                                    ("cuda:", "fp32", "non-negative integer"),
+                                                    ("tensorrt:\u00b2", "fp32", "non-negative integer"),
                                                     ("cuda", "fp16", "fp16 with tensorrt")])
 def test_bad_placements_name_the_setting(text: str, precision: str, problem: str) -> None:
     with pytest.raises(PlacementError) as err:
@@ -46,6 +48,33 @@ def test_tensorrt_caches_its_engines_beside_the_base(tmp_path: Path) -> None:
     assert Placement("tensorrt").providers()[0][1]["trt_fp16_enable"] == "False"  # fp32 unless told
     assert "trt_engine_cache_path" not in Placement("tensorrt").providers()[0][1]
     assert CPU.providers() == [PROVIDERS["cpu"]]
+    one_engine = Placement("tensorrt", profile=("images", (1, 3, 8, 8), (16, 3, 8, 8), (16, 3, 8, 8))).providers()[0][1]
+    assert (one_engine["trt_profile_min_shapes"], one_engine["trt_profile_max_shapes"]) == ("images:1x3x8x8",
+                                                                                         "images:16x3x8x8")
+    assert p.on_cuda() == Placement("cuda", 1) and CPU.on_cuda() == CPU  # what TensorRT is not given
+    with pytest.raises(PlacementError):
+        Placement("cuda", -1)
+
+
+def test_tensorrt_engines_are_ready_once_built_by_this_onnxruntime_for_this_gpu(tmp_path: Path) -> None:
+    import json
+
+    from serving.base import TRT_META, engines_ready, trt_folder
+
+    base = tmp_path / ("ab" * 32)
+    where = Placement("tensorrt", 1, "fp16")
+    assert engines_ready(base, CPU) and engines_ready(base, Placement("cuda")) and not engines_ready(base, where)
+    trt_folder(base, "fp16").mkdir(parents=True)
+    meta = trt_folder(base, "fp16") / TRT_META
+    for info, ready in (({"base": base.name, "device_id": 1, "onnxruntime": ort.__version__}, True),
+                        ({"base": base.name, "device_id": 0, "onnxruntime": ort.__version__}, False),
+                        ({"base": base.name, "device_id": 1, "onnxruntime": "1.0.0"}, False),
+                        ({"base": "cd" * 32, "device_id": 1, "onnxruntime": ort.__version__}, False)):
+        meta.write_text(json.dumps(info))
+        assert engines_ready(base, where) is ready
+    meta.write_text("{")
+    assert not engines_ready(base, where)
+    assert not engines_ready(base, Placement("tensorrt", 1, "fp32"))  # fp32 engines are another folder
 
 
 @pytest.mark.skipif(PROVIDERS["cuda"] in ort.get_available_providers(), reason="ONNX Runtime's CUDA provider is here")
