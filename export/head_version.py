@@ -24,8 +24,9 @@ import torch
 
 from export.errors import CompileError
 from model.samples import Prediction, check_top_k, rank
+from serving.errors import HeadDataError
 from serving.features import BaseFeatures
-from serving.head import PATHS, HeadDataError, ServedHead, unit_features
+from serving.head import PATHS, ServedHead, unit_features
 
 if TYPE_CHECKING:
     from model.learner import Learner

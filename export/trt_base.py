@@ -54,7 +54,8 @@ def build_engines(folder: Path, out: Path, precision: str, device_id: int, threa
     """Engines of the base in ``folder``, cached in ``out``; returns what ``trt.json`` holds."""
     import onnxruntime as ort
 
-    from serving.base import TRT_META, BaseGraphs, BaseGraphsError
+    from serving.base import TRT_META, BaseGraphs
+    from serving.errors import BaseGraphsError
     from serving.sessions import Placement
 
     started = time.perf_counter()
@@ -83,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0 when built, 3 when this machine cannot build engines, 1 when the base cannot be read."""
-    from serving.base import BaseGraphs, BaseGraphsError, trt_folder
-    from serving.sessions import Placement, PlacementError
+    from serving.base import BaseGraphs, trt_folder
+    from serving.errors import BaseGraphsError, PlacementError
+    from serving.sessions import Placement
 
     parser = build_parser()
     args = parser.parse_args(argv)

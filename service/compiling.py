@@ -210,7 +210,8 @@ class Compiler:
         """The learner's base, loaded (from memory, or from ``bases/<digest>``), or None."""
         import torch
 
-        from serving.base import BaseGraphs, BaseGraphsError
+        from serving.base import BaseGraphs
+        from serving.errors import BaseGraphsError
 
         digest = self._digest(learner)
         if self._base is not None and self._base.digest == digest:
@@ -253,7 +254,8 @@ class Compiler:
         there unless it holds the same arrays over the same base."""
         import numpy as np
 
-        from serving.head import HeadDataError, ServedHead
+        from serving.errors import HeadDataError
+        from serving.head import ServedHead
 
         final = self.heads / self.directory(number).name
         try:

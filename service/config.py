@@ -19,7 +19,8 @@ from typing import Any
 from model.device import check_device_name
 from model.errors import InvalidInputError
 from service.errors import ConfigError
-from serving.sessions import Placement, PlacementError
+from serving.errors import PlacementError
+from serving.sessions import Placement
 
 RUNNERS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime", "pytorch")
 """Runner kinds for the frozen backbone (export.runners.RUNNER_KINDS), fastest first."""

@@ -18,10 +18,11 @@ import threading
 from dataclasses import replace as dc_replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from service.backbone_runner import attach_runner
 from service.batching import Answer, ClassifyBatcher, predict_now
 from service.codec import DecodeLimits
 from service.compiling import Compiler
-from service.config import ServerConfig, ServiceConfig
+from service.config import ServiceConfig
 from service.errors import ConfigError, FailedPrecondition, InvalidRequest
 from service.int8_serving import upgrades
 from service.jobs import Job, JobRunner, Upload
@@ -46,29 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATHS = ("av", "visual", "audio")
-
-
-def attach_runner(learner: "Learner", server: ServerConfig) -> str:
-    """The hook that puts the frozen parts of ``learner``'s backbone on the configured runner; returns
-    the runner actually in use (``server.runner``, or a slower one it fell back to).
-
-    ``pytorch`` leaves the learner as it is. The others come from :func:`export.runners.attach_runner`,
-    imported only then; the first use exports the frozen segments (minutes for ``lite``), later uses
-    find them in ``server.runner_artifacts_dir`` (default: the export cache).
-    """
-    if server.runner == "pytorch":
-        return "pytorch"
-    try:
-        from export.errors import ExportError
-        from export.runners import attach_runner as attach
-    except ImportError as exc:
-        raise ConfigError("server.runner", f"{server.runner!r} needs the export extra "
-                          f"(pip install 'mcil-daemon[export]'): {exc}") from None
-    try:
-        return attach(learner.backbone, server.runner, server.runner_artifacts_dir,
-                      fallback=server.runner_fallback, precision=server.runner_precision)
-    except (ExportError, ValueError) as exc:
-        raise ConfigError("server.runner", str(exc)) from None
 
 
 class Daemon:

@@ -62,7 +62,8 @@ class Int8Graph:
     def load(self, base: "BaseGraphs", folder: Path) -> "BaseGraphs":
         """``base`` (kept in ``folder``) over its int8 image graph when wanted and on disk; a damaged
         one is removed, to be built again."""
-        from serving.base import BaseGraphsError, int8_folder
+        from serving.base import int8_folder
+        from serving.errors import BaseGraphsError
 
         graph = int8_folder(folder)
         if not self.wanted or not graph.is_dir():

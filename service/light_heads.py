@@ -81,9 +81,10 @@ class HeadWatcher:
 
     def refresh(self) -> None:
         """Swaps in the version ``current`` names when its head is there (else keeps the one served)."""
-        from serving.base import BaseGraphs, BaseGraphsError, engines_ready
+        from serving.base import BaseGraphs, engines_ready
+        from serving.errors import BaseGraphsError, HeadDataError
         from serving.features import BaseFeatures
-        from serving.head import HeadDataError, ServedHead
+        from serving.head import ServedHead
 
         number = read_current(self.state_dir)
         if number == self.slot.current.number:
@@ -120,7 +121,8 @@ class HeadWatcher:
 
     def _int8(self, base: "BaseGraphs") -> "BaseGraphs":
         """``base`` over its int8 image graph when it is wanted and the learner has built it."""
-        from serving.base import BaseGraphsError, int8_folder
+        from serving.base import int8_folder
+        from serving.errors import BaseGraphsError
 
         folder = int8_folder(self.state_dir / "bases" / base.digest)
         if self.precision != "int8" or not folder.is_dir():

@@ -1,5 +1,6 @@
 """What answers Classify from a base's features and a version's head, with NumPy and ONNX Runtime only.
 
+    serving/errors.py    what goes wrong, each error naming its field
     serving/sessions.py  ONNX Runtime sessions: on the CPU sharing one memory arena, or on a GPU (``Placement``)
     serving/base.py      ``BaseGraphs``: a base's frozen encoders as graphs, compiled once, cached by digest
     serving/inputs.py    pictures resized and normalised, sounds resampled and fitted, as the learner does

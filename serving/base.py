@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from serving.errors import BaseGraphsError
 from serving.sessions import CPU, Placement, placed_session
 
 if TYPE_CHECKING:
@@ -55,15 +56,6 @@ TRT_SUFFIX = ".trt-"  # <digest>.trt-fp16/: TensorRT engines of its graphs (expo
 TRT_META = "trt.json"  # written last, once every graph's engines are built
 CHUNK = 16
 """Images per graph call: the activations of 16 pictures at 160 px stay under 150 MB (``lite``)."""
-
-
-class BaseGraphsError(ValueError):
-    """A base's folder is missing, damaged or of another base (``field`` names what is at fault)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}")
 
 
 @dataclass

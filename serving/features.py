@@ -18,7 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from serving.base import CHUNK, BaseGraphs, BaseGraphsError
+from serving.base import CHUNK, BaseGraphs
+from serving.errors import BaseGraphsError
 from serving.inputs import RawSample, check_samples, prepare_images, prepare_waveforms, recording_key
 
 

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
+from serving.errors import HeadDataError
+
 if TYPE_CHECKING:
     from serving.sessions import Placement
 
@@ -42,15 +44,6 @@ KINDS = ("analytic", "class-means")
 FORMAT = 1
 ARRAYS_FILE = "head.npz"
 META_FILE = "head.json"
-
-
-class HeadDataError(ValueError):
-    """A head's arrays are missing, damaged or inconsistent (``field`` names what is at fault)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}")
 
 
 @dataclass(frozen=True)

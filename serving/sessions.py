@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from serving.errors import PlacementError
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -31,15 +33,6 @@ KINDS = ("cpu", "cuda", "tensorrt")
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 TRT_PRECISIONS = ("fp32", "fp16")
 TRT_WORKSPACE_BYTES = 2 << 30
-
-
-class PlacementError(ValueError):
-    """A placement is malformed or cannot run here (``field`` names the setting at fault)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from model.backbone import TriModalBackbone, build_backbone
 from model.learner import create_learner
 from model.samples import Sample
 from model.synthetic import make_dataset
-from serving.base import IMAGE_GRAPH, META_FILE, BaseGraphs, BaseGraphsError
+from serving.base import IMAGE_GRAPH, META_FILE, BaseGraphs
+from serving.errors import BaseGraphsError
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from export.int8 import MAX_EXAMPLES, MIN_EXAMPLES, CalibrationError, build_int8
 from model.backbone import TriModalBackbone
 from model.synthetic import make_dataset
 from service.store import save_examples
-from serving.base import IMAGE_GRAPH, INT8_META, BaseGraphs, BaseGraphsError, int8_folder
+from serving.base import IMAGE_GRAPH, INT8_META, BaseGraphs, int8_folder
+from serving.errors import BaseGraphsError
 from serving.inputs import prepare_images
 
 

@@ -22,7 +22,8 @@ from model.heads import HeadConfig
 from model.learner import Learner
 from model.samples import Sample
 from model.synthetic import make_dataset
-from serving.head import ARRAYS_FILE, HeadDataError, ServedHead
+from serving.errors import HeadDataError
+from serving.head import ARRAYS_FILE, ServedHead
 from tests.conftest import FAST
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from serving.errors import PlacementError
 from serving.head_graph import head_graph
-from serving.sessions import CPU, PROVIDERS, Placement, PlacementError, placed_session
+from serving.sessions import CPU, PROVIDERS, Placement, placed_session
 
 
 @pytest.mark.parametrize("text,kind,number", [("cpu", "cpu", 0), ("cuda", "cuda", 0), ("cuda:1", "cuda", 1),
