@@ -59,32 +59,25 @@ class CalibrationError(ValueError):
 
 def count_pictures(held_out: Path) -> int:
     """Pictures in the held-out files of ``held_out`` (reads their headers only)."""
-    from safetensors import safe_open
+    from model.example_files import count_pictures as in_file
 
     count = 0
     for path in sorted(held_out.glob("*.safetensors")) if held_out.is_dir() else []:
         try:
-            with safe_open(str(path), framework="numpy") as f:
-                count += sum(1 for key in f.keys() if key.endswith(".image"))
+            count += in_file(path)
         except (OSError, ValueError):
             continue  # a file being replaced; counted next time
     return count
 
 
 def held_out_pictures(held_out: Path, limit: int = MAX_EXAMPLES) -> list[np.ndarray]:
-    """Pictures from the held-out files, classes in turn, at most ``limit``. A held-out file
-    (``service/store.py``) holds sample ``i``'s picture as tensor ``"{i}.image"`` and the labels, in
-    order, as JSON in its metadata."""
-    from safetensors import safe_open
+    """Pictures from the held-out files (``model/example_files.py``), classes in turn, at most ``limit``."""
+    from model.example_files import labelled_pictures
 
     by_class: dict[str, list[np.ndarray]] = {}
     for path in sorted(held_out.glob("*.safetensors")) if held_out.is_dir() else []:
-        with safe_open(str(path), framework="numpy") as f:
-            labels = json.loads((f.metadata() or {}).get("labels", "[]"))
-            keys = set(f.keys())
-            for i, label in enumerate(labels):
-                if f"{i}.image" in keys:
-                    by_class.setdefault(str(label), []).append(f.get_tensor(f"{i}.image"))
+        for label, picture in labelled_pictures(path):
+            by_class.setdefault(label, []).append(picture)
     chosen: list[np.ndarray] = []
     for row in range(max((len(v) for v in by_class.values()), default=0)):
         chosen += [pictures[row] for pictures in by_class.values() if row < len(pictures)]

@@ -157,39 +157,10 @@ def _version_name(number: int) -> str:
 
 
 def save_examples(path: Path, examples: Sequence["LabeledSample"]) -> None:
-    """Write labelled samples to one safetensors file (atomically)."""
-    import numpy as np
-    from safetensors.numpy import save
+    """Write labelled samples to one safetensors file (atomically; ``model/example_files.py``)."""
+    from model.example_files import encode_examples
 
-    tensors: dict[str, Any] = {}
-    rates: list[int | None] = []
-    for i, ex in enumerate(examples):
-        if ex.image is not None:
-            tensors[f"{i}.image"] = np.ascontiguousarray(ex.image)
-        if ex.audio is not None:
-            tensors[f"{i}.audio"] = np.ascontiguousarray(ex.audio, dtype=np.float32)
-        rates.append(ex.sample_rate)
-    meta = {"labels": json.dumps([ex.label for ex in examples]), "sample_rates": json.dumps(rates),
-            "count": str(len(examples))}
-    write_atomic(path, save(tensors, metadata=meta))
-
-
-def load_examples(path: Path) -> list["LabeledSample"]:
-    from safetensors import safe_open
-
-    from model.samples import LabeledSample
-
-    with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata() or {}
-        labels = json.loads(meta["labels"])
-        rates = json.loads(meta["sample_rates"])
-        keys = set(f.keys())
-        out = []
-        for i, (label, rate) in enumerate(zip(labels, rates)):
-            image = f.get_tensor(f"{i}.image") if f"{i}.image" in keys else None
-            audio = f.get_tensor(f"{i}.audio") if f"{i}.audio" in keys else None
-            out.append(LabeledSample(image=image, audio=audio, sample_rate=rate, label=label))
-    return out
+    write_atomic(path, encode_examples(examples))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -365,6 +336,8 @@ class StateStore:
         save_examples(self.held_out_dir / name, examples)
 
     def read_held_out(self, name: str) -> list["LabeledSample"]:
+        from model.example_files import load_examples
+
         try:
             return load_examples(self.held_out_dir / name)
         except (OSError, ValueError, KeyError) as exc:
