@@ -152,7 +152,7 @@ class Compiler:
     def submit(self, number: int, version_dir: Path, learner: "Learner") -> None:
         """Compile version ``number`` (saved in ``version_dir``, served by ``learner``) when the thread
         is free; an older request still waiting is dropped: only the served version is worth it."""
-        problem = compile_problem(learner)
+        problem = head_problem(learner, self.placement) and compile_problem(learner)  # "": one of the two serves
         if problem:
             log.info("version %d serves the hybrid path, not compiled graphs: %s", number, problem)
             return

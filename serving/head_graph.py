@@ -17,6 +17,7 @@ same features give the same scores to float64 rounding (tests/serving/test_head_
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,9 +64,15 @@ def head_graph(expanded: bool, unit_rows: bool) -> bytes:
     return bytes(model.SerializeToString())
 
 
+@lru_cache(maxsize=16)
+def _session(expanded: bool, unit_rows: bool, placement: Placement, threads: int) -> Any:
+    """One session per graph shape and placement, for every head placed there: a new version's head
+    is new arrays for sessions already open."""
+    return placed_session(head_graph(expanded, unit_rows), threads, placement)
+
+
 class DeviceScores:
-    """A head's per-path scores on ``placement`` (module docstring). One session per graph shape
-    (with or without an expansion), shared by the paths."""
+    """A head's per-path scores on ``placement`` (module docstring)."""
 
     def __init__(self, head: "ServedHead", placement: Placement, threads: int = 1) -> None:
         import onnxruntime as ort
@@ -78,9 +85,7 @@ class DeviceScores:
         for p, w in head.weights.items():
             e = head.expansions.get(p)
             expanded = e is not None
-            if expanded not in self._sessions:
-                model = head_graph(expanded, unit_rows=head.kind == "class-means")
-                self._sessions[expanded] = placed_session(model, threads, placement)
+            self._sessions[expanded] = _session(expanded, head.kind == "class-means", placement, threads)
             arrays = {"weights": np.ascontiguousarray(w, dtype=np.float64)}
             if e is not None:
                 arrays["expansion"] = np.ascontiguousarray(e, dtype=np.float64)
