@@ -24,6 +24,8 @@ from model.samples import Sample
 from model.synthetic import make_dataset
 from serving.errors import HeadDataError
 from serving.head import ARRAYS_FILE, ServedHead
+from serving.head_graph import DeviceScores
+from serving.sessions import CPU
 from tests.conftest import FAST
 
 
@@ -59,6 +61,12 @@ def test_the_served_head_judges_as_the_learners_head(make_learner: Callable[...,
     assert np.abs(scores - want_scores.numpy()).max() <= 1e-6 * max(1.0, float(np.abs(scores).max()))
     assert paths.tolist() == want_paths.tolist() and unknown.tolist() == want_unknown.tolist()
     assert {a.path for a in served.answer({"visual": image, "audio": audio})} == {"av", "visual", "audio"}
+    # the same head scoring through its ONNX graph (how a GPU serves it; here on the CPU provider)
+    on_graph = replace(served, scorer=DeviceScores(served, CPU))
+    assert check_head(learner, on_graph) <= 1e-6
+    graph_scores, graph_paths, graph_unknown = on_graph.judge({"visual": image, "audio": audio})
+    assert np.abs(graph_scores - scores).max() <= 1e-6 * max(1.0, float(np.abs(scores).max()))
+    assert graph_paths.tolist() == paths.tolist() and graph_unknown.tolist() == unknown.tolist()
 
 
 def test_the_arrays_round_trip_and_a_damaged_file_is_refused_by_name(
