@@ -10,8 +10,9 @@ beside the base; the audio graphs, whose shapes vary with each clip, run on the 
 CUDA. Compiling takes minutes, so it is done here, once per base, GPU and ONNX Runtime, rather than
 on the first Classify: the engine gets one optimisation profile from 1 to ``serving.base.CHUNK``
 pictures (``serving/base.py``), and every graph runs once at both ends. ``trt.json``, written last,
-records the base, the GPU number and the ONNX Runtime version. The daemon runs this command itself,
-in a child process, the first time it serves over a base (``service/compiling.py``).
+records the base, the GPU number and the ONNX Runtime version. The daemon runs this command itself
+(``python -m export.trt_base``, the same without importing the exporter's PyTorch), in a child
+process, the first time it serves over a base (``service/compiling.py``).
 
 Without a CUDA GPU, ``onnxruntime-gpu`` or TensorRT it stops before any work with one line naming
 what is missing, and exit status 3. Not run on the development machines (docs/export.md).
@@ -110,3 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"TensorRT engines of base {str(info['base'])[:12]} ({args.precision}, GPU {args.device}) in {out}: "
           f"{len(info['files'])} files, {info['seconds']} s")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

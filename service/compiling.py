@@ -135,6 +135,7 @@ class Compiler:
         self._child: subprocess.Popen[bytes] | None = None
         self._base: "BaseGraphs | None" = None  # the base last loaded (one preset per daemon)
         self._digests: dict[int, str] = {}  # id of a backbone's first frozen image module -> its base digest
+        self._engines_failed: set[str] = set()  # bases whose TensorRT engines failed to build in this run
         self._thread = threading.Thread(target=self._run, name="mcil-compiler", daemon=True)
         self._thread.start()
 
@@ -298,11 +299,15 @@ class Compiler:
                     not self._in_child(command, self.bases, digest, f"the base of version {number}"):
                 return None
             if not self._engines_built(self.bases / digest):
+                if digest in self._engines_failed:
+                    return None  # tried once in this run (minutes of GPU and CPU); logged then
                 engines = trt_folder(self.bases / digest, self.placement.precision)
-                command = [sys.executable, "-m", "export.trt", "--base", os.fspath(self.bases / digest),
+                command = [sys.executable, "-m", "export.trt_base", "--base", os.fspath(self.bases / digest),
                            "--precision", self.placement.precision, "--device", str(self.placement.device_id)]
                 if not self._in_child(command, engines.parent, engines.name, f"version {number}", weights=False,
-                                      instead="serves the hybrid path: building TensorRT engines of its base"):
+                                      instead="serves the hybrid path until a restart: building TensorRT engines "
+                                              "of its base"):
+                    self._engines_failed.add(digest)
                     return None
             base = self._base_on_disk(learner)
             if base is None:

@@ -143,6 +143,7 @@ class LightServer:
         if not config.server.compiled:
             raise ConfigError("server.compiled", "--light serves versions as their head over a base: "
                               "server.compiled must be true")
+        self.placement = config.server.base_placement(check=True)  # a GPU asked for and missing stops here
         self.config = config
         self.state_dir = Path(config.server.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +183,7 @@ class LightServer:
         self.slot = ModelSlot(LightVersion(0, None, None))  # type: ignore[arg-type]
         self.watcher = HeadWatcher(self.state_dir, self.slot, threads=max(1, os.cpu_count() or 1),
                                    precision=config.server.base_precision,
-                                   placement=config.server.base_placement(check=True))
+                                   placement=self.placement)
         self.watcher.start()
         b = config.batching
         self.batcher = (ClassifyBatcher(self.slot, self.metrics, max_batch_size=b.max_batch_size,

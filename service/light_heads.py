@@ -9,7 +9,9 @@ polls ``current`` every ``WATCH_SECONDS`` and swaps in that version's head over 
 (``serving/base.py``, ``serving/features.py``): NumPy and ONNX Runtime only. With
 ``server.base_precision: int8`` it takes the base's int8 image graph once the learner has built it
 (``<state_dir>/bases/<digest>.int8/``, ``export/int8.py``), also for the version already served.
-A head that cannot be served is logged and the version before keeps answering.
+A head that cannot be served is logged and the version before keeps answering; it is tried again
+after ``RETRY_SECONDS``. With ``server.base_device: tensorrt`` a version waits for its base's engines,
+which the learner builds (minutes, once per base).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.05
+RETRY_SECONDS = 30.0
+"""A head that did not load is tried again after this long (a GPU out of memory passes), or at once
+when the learner writes it anew."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +72,9 @@ class HeadWatcher:
         self.placement = placement  # where the base's graphs and the heads run (server.base_device)
         self._bases: dict[str, tuple["BaseGraphs", "BaseFeatures"]] = {}
         self._int8_checked = 0.0  # when the int8 folder was last looked for
-        self._failed: tuple[int, int] | None = None  # (version, its head.json's mtime) that did not load
+        # ((version, its head.json's mtime), when) of a head that did not load
+        self._failed: tuple[tuple[int, int], float] | None = None
+        self._engines_checked = 0.0  # when a base's TensorRT engines were last looked for
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mcil-heads", daemon=True)
 
@@ -81,7 +88,7 @@ class HeadWatcher:
 
     def refresh(self) -> None:
         """Swaps in the version ``current`` names when its head is there (else keeps the one served)."""
-        from serving.base import BaseGraphs, engines_ready
+        from serving.base import BaseGraphs
         from serving.errors import BaseGraphsError, HeadDataError
         from serving.features import BaseFeatures
         from serving.head import ServedHead
@@ -99,25 +106,42 @@ class HeadWatcher:
             stamp = (number, (folder / "head.json").stat().st_mtime_ns)
         except FileNotFoundError:
             return  # the learner writes it within milliseconds of the commit (the first base: seconds)
-        if stamp == self._failed:
-            return  # tried and failed: again once the learner writes that head anew
+        if self._failed is not None and stamp == self._failed[0] and \
+                time.monotonic() - self._failed[1] < RETRY_SECONDS:
+            return  # tried and failed: again once the learner writes that head anew, or a while later
+        if self.placement.kind == "tensorrt" and not self._engines_ready(folder):
+            return  # the learner builds the base's TensorRT engines first (minutes), then it is served
         try:
             head = ServedHead.load(folder)
             if head.base not in self._bases:
                 where = self.state_dir / "bases" / head.base
-                if not engines_ready(where, self.placement):
-                    return  # the learner builds the base's TensorRT engines first (minutes), then it is served
                 base = self._int8(BaseGraphs.load(where, self.threads, head.base, self.placement))
                 self._bases = {head.base: (base, BaseFeatures(base))}  # one base at a time
             head = head.placed(self.placement)
         except (HeadDataError, BaseGraphsError, OSError) as exc:
-            self._failed = stamp
+            self._failed = (stamp, time.monotonic())
             log.error("version %d cannot be served here (%s); still serving version %d", number, exc,
                       self.slot.current.number)
             return
         self.slot.swap(LightVersion(number, head, self._bases[head.base][1]))
         log.info("serving version %d (%d classes) as its head over base %s (%s image graph); PyTorch %s", number,
                  len(head.classes), head.base[:12], self._bases[head.base][0].precision, pytorch_state())
+
+    def _engines_ready(self, folder: Path) -> bool:
+        """Whether the TensorRT engines of the base the head in ``folder`` reads are built (checked at
+        most once a second, from ``head.json`` alone: the head's arrays are read once they are)."""
+        import json
+
+        from serving.base import engines_ready
+
+        if time.monotonic() - self._engines_checked < 1.0:
+            return False
+        self._engines_checked = time.monotonic()
+        try:
+            base = str(json.loads((folder / "head.json").read_text())["base"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return True  # ServedHead.load says what is wrong with it
+        return base in self._bases or engines_ready(self.state_dir / "bases" / base, self.placement)
 
     def _int8(self, base: "BaseGraphs") -> "BaseGraphs":
         """``base`` over its int8 image graph when it is wanted and the learner has built it."""

@@ -199,8 +199,9 @@ def trt_folder(base_folder: Path, precision: str) -> Path:
 def engines_ready(base_folder: Path, placement: Placement) -> bool:
     """Whether ``placement`` can serve the base in ``base_folder`` without building anything: always
     but for TensorRT, whose engines must have been built (``trt.json``) by this ONNX Runtime for
-    this GPU number. Another GPU of the same number, or TensorRT upgraded under the same ONNX Runtime,
-    is not seen: delete the folder to build again."""
+    this GPU number. ``trt.json`` does not record the GPU's model or TensorRT's version: after changing
+    either, run ``python -m export.trt --base`` again (or delete the folder), or ONNX Runtime may
+    build the engine itself while the base loads (minutes, inside the process that loads it)."""
     import onnxruntime as ort
 
     if placement.kind != "tensorrt":

@@ -96,7 +96,11 @@ class Placement:
         the few operators neither GPU provider has)."""
         if self.kind == "cpu":
             return [PROVIDERS["cpu"]]
-        cuda = (PROVIDERS["cuda"], {"device_id": str(self.device_id)})
+        # cuDNN picks convolution algorithms by heuristic: the exhaustive default benchmarks every new input
+        # shape, and the audio graphs' shapes change with each clip; the memory pool grows by what is
+        # asked, not to the next power of two, beside a learner that may share the GPU
+        cuda = (PROVIDERS["cuda"], {"device_id": str(self.device_id), "cudnn_conv_algo_search": "HEURISTIC",
+                                    "arena_extend_strategy": "kSameAsRequested"})
         if self.kind == "cuda":
             return [cuda, PROVIDERS["cpu"]]
         options = {"device_id": str(self.device_id), "trt_fp16_enable": str(self.precision == "fp16"),

@@ -9,6 +9,8 @@ real builder can run), and the profile shapes derived from real manifests.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,13 @@ def test_engines_of_a_base_fail_fast_with_one_line_naming_what_is_missing(tmp_pa
     assert len(err) == 1 and err[0].startswith("export.trt: cannot build engines: ")
     assert "TensorrtExecutionProvider" in err[0] and "onnxruntime-gpu" in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]  # no engine folder made
+    # what the daemon runs in its child: the same command, without the exporter's PyTorch
+    code = ("import runpy, sys; sys.argv = ['export.trt_base', '--base', sys.argv[1]]\n"
+            "try:\n    runpy.run_module('export.trt_base', run_name='__main__')\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(base)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.split() == [str(EXIT_MISSING), "False"], done.stderr
 
 
 @pytest.mark.parametrize("argv,message", [

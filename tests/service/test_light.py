@@ -147,3 +147,19 @@ def test_what_light_cannot_serve_is_refused_by_name(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as refused:
             LightServer(make_config(tmp_path, **overrides))
         assert refused.value.field == field
+
+
+def test_a_base_device_this_onnxruntime_cannot_reach_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from service.errors import ConfigError
+    from service.light import LIGHT_PRESETS, LightServer
+    from tests.service.conftest import make_config
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("ONNX Runtime's CUDA provider is installed here")
+    with pytest.raises(ConfigError) as refused:
+        LightServer(make_config(tmp_path / "state", server__preset=LIGHT_PRESETS[0], server__compiled="true",
+                                server__base_device="cuda"))
+    assert refused.value.field == "server.base_device" and "onnxruntime-gpu" in refused.value.problem
+    assert not (tmp_path / "state").exists()  # the state directory untouched

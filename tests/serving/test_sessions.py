@@ -41,7 +41,8 @@ def test_bad_placements_name_the_setting(text: str, precision: str, problem: str
 def test_tensorrt_caches_its_engines_beside_the_base(tmp_path: Path) -> None:
     p = Placement.parse("tensorrt:1", "x", "fp16").with_cache(tmp_path)
     trt, cuda, cpu = p.providers()
-    assert trt[0] == PROVIDERS["tensorrt"] and cuda == (PROVIDERS["cuda"], {"device_id": "1"}) and cpu == PROVIDERS["cpu"]
+    assert trt[0] == PROVIDERS["tensorrt"] and cuda[0] == PROVIDERS["cuda"] and cpu == PROVIDERS["cpu"]
+    assert cuda[1]["device_id"] == "1" and cuda[1]["cudnn_conv_algo_search"] == "HEURISTIC"
     options = trt[1]
     assert options["device_id"] == "1" and options["trt_fp16_enable"] == "True"
     assert options["trt_engine_cache_enable"] == "True" and options["trt_engine_cache_path"] == str(tmp_path)
