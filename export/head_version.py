@@ -16,7 +16,6 @@ computes the image features.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -58,8 +57,9 @@ def head_problem(learner: "Learner", base_on_gpu: bool = False) -> str:
     return ""
 
 
-def served_head(learner: "Learner", base_on_gpu: bool = False) -> ServedHead:
-    """The learner's head as arrays. Raises :class:`CompileError` when it has none to serve."""
+def served_head(learner: "Learner", base_on_gpu: bool = False, base: str = "") -> ServedHead:
+    """The learner's head as arrays, over the base of digest ``base`` when given. Raises
+    :class:`CompileError` when it has none to serve."""
     problem = head_problem(learner, base_on_gpu)
     if problem:
         raise CompileError("head", problem)
@@ -74,7 +74,8 @@ def served_head(learner: "Learner", base_on_gpu: bool = False) -> ServedHead:
                       expansions={p: None if e is None else array(e) for p, e in ((q, head.expansions[q]) for q in PATHS)},
                       weights={p: array(w) for p, w in head.weights.items()},
                       thresholds={p: array(t) for p, t in head.thresholds.items()},
-                      mix=dict(head.fusion_weights()), source=f"learner of {len(learner.classes)} classes")
+                      mix=dict(head.fusion_weights()), base=base,
+                      source=f"learner of {len(learner.classes)} classes")
 
 
 def check_head(learner: "Learner", served: ServedHead, probes: int = PROBES) -> float:
@@ -123,7 +124,7 @@ class HeadVersion:
         from export.base import base_digest
 
         try:
-            head = replace(served_head(learner, base.placement.on_gpu), base=base.digest).placed(base.placement)
+            head = served_head(learner, base.placement.on_gpu, base.digest).placed(base.placement)
         except HeadDataError as exc:
             raise CompileError(exc.field, exc.problem) from None
         if base.digest != (digest or base_digest(learner.backbone)):
