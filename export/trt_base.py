@@ -7,10 +7,11 @@ A daemon with ``server.base_device: tensorrt`` serves a base's image graph throu
 TensorRT provider (``serving/sessions.py``): TensorRT takes the graph (or the parts of it it
 supports; the rest run on CUDA) and compiles an engine, which ONNX Runtime keeps in an engine cache
 beside the base; the audio graphs, whose shapes vary with each clip, run on the same GPU through
-CUDA. Compiling takes minutes, so it is done here, once per base, GPU and ONNX Runtime, rather than
-on the first Classify: the engine gets one optimisation profile from 1 to ``serving.base.CHUNK``
-pictures (``serving/base.py``), and every graph runs once at both ends. ``trt.json``, written last,
-records the base, the GPU number and the ONNX Runtime version. The daemon runs this command itself
+CUDA. Compiling can take minutes (not measured here: no GPU), so it is done here, once per base,
+GPU and ONNX Runtime, rather than on the first Classify: the engine gets one optimisation profile
+from 1 to ``serving.base.CHUNK`` pictures (``serving/base.py``), and every graph runs once at both
+ends. ``trt.json``, written last, records the base, the GPU number and the ONNX Runtime version.
+The daemon runs this command itself
 (``python -m export.trt_base``, the same without importing the exporter's PyTorch), in a child
 process, the first time it serves over a base (``service/compiling.py``).
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from service.int8_serving import Int8Graph
+from serving.base import engines_ready, trt_folder
 from serving.sessions import CPU, Placement
 
 if TYPE_CHECKING:
@@ -209,8 +210,6 @@ class Compiler:
 
     def _base_on_disk(self, learner: "Learner") -> "BaseGraphs | None":
         """The learner's base, loaded (from memory, or from ``bases/<digest>``), or None."""
-        import torch
-
         from serving.base import BaseGraphs
         from serving.errors import BaseGraphsError
 
@@ -218,10 +217,10 @@ class Compiler:
         if self._base is not None and self._base.digest == digest:
             return self._base
         folder = self.bases / digest
-        if not BaseGraphs.present(folder) or not self._engines_built(folder):
+        if not BaseGraphs.present(folder) or not engines_ready(folder, self.placement):
             return None
         try:
-            base = BaseGraphs.load(folder, max(1, torch.get_num_threads()), digest, self.placement)
+            base = BaseGraphs.load(folder, _torch_threads(), digest, self.placement)
         except BaseGraphsError as exc:
             if self.placement.on_gpu and exc.problem.startswith("cannot load"):  # its files check out: the GPU's
                 log.warning("the base in %s does not load on %s (%s); versions serve the hybrid path", folder,
@@ -281,26 +280,19 @@ class Compiler:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
 
-    def _engines_built(self, folder: Path) -> bool:
-        """Whether the base in ``folder`` can be served where the daemon serves bases: on the CPU or
-        CUDA at once, with TensorRT once its engines are built (``export/trt_base.py``)."""
-        from serving.base import engines_ready
-
-        return engines_ready(folder, self.placement)
-
     def _serve_head(self, number: int, learner: "Learner") -> "HeadVersion | None":
         base = self._base_on_disk(learner)
         if base is None:
-            from serving.base import BaseGraphs, trt_folder
+            from serving.base import BaseGraphs
 
             digest = self._digest(learner)
             command = [sys.executable, "-m", "export.base", "--preset", self.preset]
             if not BaseGraphs.present(self.bases / digest) and \
                     not self._in_child(command, self.bases, digest, f"the base of version {number}"):
                 return None
-            if not self._engines_built(self.bases / digest):
+            if not engines_ready(self.bases / digest, self.placement):  # TensorRT's, once built
                 if digest in self._engines_failed:
-                    return None  # tried once in this run (minutes of GPU and CPU); logged then
+                    return None  # tried once in this run; logged then
                 engines = trt_folder(self.bases / digest, self.placement.precision)
                 command = [sys.executable, "-m", "export.trt_base", "--base", os.fspath(self.bases / digest),
                            "--precision", self.placement.precision, "--device", str(self.placement.device_id)]
@@ -361,14 +353,12 @@ class Compiler:
         """Runs ``command --out <tmp>`` niced, tied to this process, and renames ``tmp`` to
         ``parent/name``; False (logged: "<what> <instead> failed ...") when it fails, times out or the
         compiler closes. ``weights``: pass the weight files a preset needs (children that build a backbone)."""
-        import torch
-
         parent.mkdir(parents=True, exist_ok=True)
         final = parent / name
         tmp = parent / f".tmp-{name}-{secrets.token_hex(4)}"
         # Niced, so that Classify keeps the cores it needs while the graphs are built; tied to this
         # process, so that a daemon killed mid-compile leaves no orphan behind.
-        command = [*command, "--out", os.fspath(tmp), "--threads", str(max(1, torch.get_num_threads())),
+        command = [*command, "--out", os.fspath(tmp), "--threads", str(_torch_threads()),
                    "--nice", "10", "--parent-pid", str(os.getpid()), *(self._command_args if weights else [])]
         try:
             with self._child_lock:

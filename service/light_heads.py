@@ -11,7 +11,7 @@ polls ``current`` every ``WATCH_SECONDS`` and swaps in that version's head over 
 (``<state_dir>/bases/<digest>.int8/``, ``export/int8.py``), also for the version already served.
 A head that cannot be served is logged and the version before keeps answering; it is tried again
 after ``RETRY_SECONDS``. With ``server.base_device: tensorrt`` a version waits for its base's engines,
-which the learner builds (minutes, once per base).
+which the learner builds (once per base).
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ class HeadWatcher:
         self._int8_checked = 0.0  # when the int8 folder was last looked for
         # ((version, its head.json's mtime), when) of a head that did not load
         self._failed: tuple[tuple[int, int], float] | None = None
-        self._engines_checked = 0.0  # when a base's TensorRT engines were last looked for
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mcil-heads", daemon=True)
 
@@ -110,7 +109,7 @@ class HeadWatcher:
                 time.monotonic() - self._failed[1] < RETRY_SECONDS:
             return  # tried and failed: again once the learner writes that head anew, or a while later
         if self.placement.kind == "tensorrt" and not self._engines_ready(folder):
-            return  # the learner builds the base's TensorRT engines first (minutes), then it is served
+            return  # the learner builds the base's TensorRT engines first, then it is served
         try:
             head = ServedHead.load(folder)
             if head.base not in self._bases:
@@ -128,15 +127,12 @@ class HeadWatcher:
                  len(head.classes), head.base[:12], self._bases[head.base][0].precision, pytorch_state())
 
     def _engines_ready(self, folder: Path) -> bool:
-        """Whether the TensorRT engines of the base the head in ``folder`` reads are built (checked at
-        most once a second, from ``head.json`` alone: the head's arrays are read once they are)."""
+        """Whether the TensorRT engines of the base the head in ``folder`` reads are built, from
+        ``head.json`` and ``trt.json`` alone: the head's arrays are read once they are."""
         import json
 
         from serving.base import engines_ready
 
-        if time.monotonic() - self._engines_checked < 1.0:
-            return False
-        self._engines_checked = time.monotonic()
         try:
             base = str(json.loads((folder / "head.json").read_text())["base"])
         except (OSError, ValueError, KeyError, TypeError):

@@ -201,7 +201,7 @@ def engines_ready(base_folder: Path, placement: Placement) -> bool:
     but for TensorRT, whose engines must have been built (``trt.json``) by this ONNX Runtime for
     this GPU number. ``trt.json`` does not record the GPU's model or TensorRT's version: after changing
     either, run ``python -m export.trt --base`` again (or delete the folder), or ONNX Runtime may
-    build the engine itself while the base loads (minutes, inside the process that loads it)."""
+    build the engine itself while the base loads (possibly minutes, in the process that loads it)."""
     import onnxruntime as ort
 
     if placement.kind != "tensorrt":

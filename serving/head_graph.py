@@ -5,7 +5,7 @@
 
 What ``ServedHead.scores`` computes with NumPy, as a graph ONNX Runtime runs where a base's graphs
 run (``serving/sessions.py``): on a GPU the head's float64 matrix products (``D x M`` and ``M x K``,
-2,496 x 10,000 with a RanPAC expansion) run there, and only a batch's unit features (a few KB) and
+2,496 x 2,000 for `ranpac` over `lite`'s features) run there, and only a batch's unit features and
 its scores cross. A path's graph takes the features and its arrays as inputs; the arrays are copied
 to the device once, when the head is placed, and bound by reference on every call, so a new
 version's head is new data for the same graphs: nothing is compiled when a class is learned.

@@ -39,7 +39,7 @@ TRT_WORKSPACE_BYTES = 2 << 30
 class Placement:
     """Where a session runs: ``kind`` (cpu, cuda, tensorrt) on GPU ``device_id``; for tensorrt the
     engines' ``precision`` and the folder that caches them (``None``: engines are built anew by each
-    process, minutes for ``lite``)."""
+    process, which can take minutes)."""
 
     kind: str = "cpu"
     device_id: int = 0
