@@ -87,9 +87,9 @@ def _metrics() -> Sequence[object]:
 
 def exported_series(extra: Iterable[str] = SCRAPE_SERIES) -> set[str]:
     """Every series name the daemon's exposition can contain, plus ``extra`` (Prometheus' own)."""
-    from service.metrics import STANDARD_SERIES
+    from service.metrics import LEARNER_SERIES, STANDARD_SERIES
 
-    names = set(extra) | set(STANDARD_SERIES)
+    names = set(extra) | set(STANDARD_SERIES) | set(LEARNER_SERIES)
     for spec in _metrics():
         name, kind = spec.name, spec.kind  # type: ignore[attr-defined]
         if kind == "histogram":
@@ -117,7 +117,10 @@ def render() -> str:
     from service.metrics import STANDARD_SERIES
 
     lines += ["", "Also exported, by prometheus_client's process and platform collectors (Linux): "
-              + ", ".join(f"`{name}`" for name in STANDARD_SERIES) + "."]
+              + ", ".join(f"`{name}`" for name in STANDARD_SERIES) + ".",
+              "A light daemon (docs/service.md, \"Serving without PyTorch\") serves these for its serving process, "
+              "and its learner child's `process_*` series renamed `mcil_learner_process_*` "
+              "(`mcil_learner_process_resident_memory_bytes`: the learner's memory; absent while it sleeps)."]
     values = label_values()
     lines += ["", "Label values:", ""]
     for label in used_labels:

@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="set any configuration field; repeatable")
         p.add_argument("--light", action="store_const", const="true", default=None,
-                       help="answer Classify from a process without PyTorch, learning in a child (server.light)")
+                       help="answer Classify from a process without PyTorch, learning in a child; the default "
+                            "where the configuration allows it (server.light)")
+        p.add_argument("--no-light", dest="light", action="store_const", const="false",
+                       help="learn and serve in one process (server.light: false)")
     return parser
 
 
@@ -67,15 +70,21 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def serve(config: Any) -> int:
-    """Runs the daemon (with ``server.light``, its serving process: service/light.py) until SIGTERM or SIGINT."""
+    """Runs the daemon (light, its serving process: service/light.py; service/light_mode.py says when)
+    until SIGTERM or SIGINT."""
+    from service.light_mode import runs_light
+
     stop: Callable[[], None]
-    if config.server.light:
+    light, why = runs_light(config.server)
+    if light:
+        log.info("light: Classify from a process without PyTorch, learning in a child (%s)", why)
         from service.light import LightServer
 
         server: Any = LightServer(config)
         port = server.start()
         stop = lambda: server.close(config.server.grace_seconds)  # noqa: E731
     else:
+        log.info("one process learns and serves (%s)", why)
         from service.learner_child import end_with_parent
         from service.server import create_server
 

@@ -229,7 +229,8 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mcil-speed-") as tmp:
         state = Path(tmp) / "state"
-        settings = {"learning.epochs": "1", "learning.min_steps": "0", "learning.batch_size": "16"}
+        settings = {"learning.epochs": "1", "learning.min_steps": "0", "learning.batch_size": "16",
+                    "server.light": "false"}  # one process; light: the light_int8 row and service/light_speed.py
         daemon = DaemonProcess(state, preset=preset, settings=settings, log_path=Path(tmp) / "learn.log",
                                start_timeout=600)
         try:

@@ -63,7 +63,7 @@ def render(r: dict[str, Any], command: str) -> str:
                   "max_delay_ms 0 unless said, one pair per request; the same committed version every time):", "",
                   _row(["clients", "head p50 / p99 ms", "head pairs/s", "hybrid p50 / p99 ms",
                         "hybrid pairs/s", "head, max_delay_ms 5: p50 / p99 ms", "pairs/s",
-                        "head_int8 p50 / p99 ms", "head_int8 pairs/s", "`--light`, int8: p50 / p99 ms", "pairs/s"]),
+                        "head_int8 p50 / p99 ms", "head_int8 pairs/s", "light, int8: p50 / p99 ms", "pairs/s"]),
                   _row(["---"] * 11)]
         for n in g["head"]["clients"]:
             c, h, z, q8, lq = (g[m]["clients"][n] for m in ("head", "hybrid", "head_wait_5ms", "head_int8", "light_int8"))
@@ -79,7 +79,7 @@ def render(r: dict[str, Any], command: str) -> str:
                   f"{g['idle_rss_mib_after_learning']:.0f} after learning two tasks, "
                   f"{g['head']['idle_rss_mib_after_start']:.0f} after a restart serving the head over its base, "
                   f"{g['head']['idle_rss_mib_after_serving']:.0f} after the load above "
-                  f"({g['hybrid']['idle_rss_mib_after_serving']:.0f} for the hybrid path; with `--light` and int8, the "
+                  f"({g['hybrid']['idle_rss_mib_after_serving']:.0f} for the hybrid path; the light daemon with int8, its "
                   f"serving process {g['light_int8']['idle_rss_mib_after_serving']:.0f}, its learner child apart)."]
     if r.get("footprint"):
         steps = r["footprint"]
@@ -109,7 +109,7 @@ def targets(r: dict[str, Any]) -> str:
                    f"{_met(h32['per_second'] >= TARGETS['per_second_batch_32'])})"]
     g = r.get("grpc")
     if g:
-        for way, said in (("head", "fp32"), ("head_int8", "int8"), ("light_int8", "`--light` int8")):
+        for way, said in (("head", "fp32"), ("head_int8", "int8"), ("light_int8", "light int8")):
             eight = g[way]["clients"]["8"]
             checks.append(f"{said}: 8 gRPC clients {eight['pairs_per_second']:.0f} pairs/s (target >= "
                           f"{TARGETS['grpc_8_clients_pairs_per_second']:g}: "
@@ -118,8 +118,8 @@ def targets(r: dict[str, Any]) -> str:
         swap = g["served_after_second_commit_seconds"]
         checks += [f"a commit served as its head {1000 * swap:.0f} ms after it (target <= "
                    f"{TARGETS['served_after_commit_seconds']:g} s: {_met(swap <= TARGETS['served_after_commit_seconds'])})",
-                   f"idle daemon {rss:.0f} MiB (target <= {TARGETS['idle_rss_mib']:g}: "
-                   f"{_met(rss <= TARGETS['idle_rss_mib'])})"]
+                   f"a daemon in one process idle at {rss:.0f} MiB (target <= {TARGETS['idle_rss_mib']:g}: "
+                   f"{_met(rss <= TARGETS['idle_rss_mib'])}; the light daemon: \"Serving without PyTorch\" below)"]
     return "; ".join(checks) + "."
 
 

@@ -70,12 +70,15 @@ class ServerConfig:
     # tensorrt[:N] (TensorRT engines through ONNX Runtime, cached beside the base; base_precision fp32 or
     # fp16); a GPU needs onnxruntime-gpu in place of onnxruntime (docs/export.md, "A base on the GPU")
     base_device: str = "cpu"
-    # serve Classify from a process that never imports PyTorch, the daemon itself running as its
-    # learner child (service/light.py; lite only); off: one process does both
-    light: bool = False
-    # with light: the learner child ends after this many seconds in which nothing needed it (no forwarded
-    # call, no job; service/learner_idle.py) and starts again on the next call; None: it stays up
-    learner_idle_seconds: float | None = None
+    # Classify from a process that never imports PyTorch, learning in a child (service/light.py): None
+    # (the default) where the configuration allows (lite, a head-served strategy, learning on the CPU;
+    # service/light_mode.py says when not, and the start-up log why), true: always (refused where it
+    # cannot), false: one process learns and serves
+    light: bool | None = None
+    # when light: the learner child ends after this many seconds in which nothing needed it (no forwarded
+    # call, no job; service/learner_idle.py) and starts again on the next call; None: it stays up.
+    # Not used by a daemon that runs in one process.
+    learner_idle_seconds: float | None = 120.0
     max_workers: int = 32  # gRPC threads; each open WatchJob stream or upload holds one
     max_open_streams: int = 24  # uploads + watches open at once; the other threads stay for Classify, health
     grace_seconds: float = 10.0
@@ -129,10 +132,9 @@ class ServerConfig:
             raise ConfigError("server.max_open_streams", f"must be below server.max_workers ({self.max_workers}) "
                               f"so that Classify and health keep a thread, got {self.max_open_streams}")
         _at_least("server.grace_seconds", self.grace_seconds, 0)
+        if self.light not in (None, True, False):
+            raise ConfigError("server.light", f"must be true, false or null (auto), got {self.light!r}")
         if self.learner_idle_seconds is not None:
-            if not self.light:
-                raise ConfigError("server.learner_idle_seconds", "only with server.light (the learner is a child "
-                                  "process only then)")
             if isinstance(self.learner_idle_seconds, bool) or not (
                     isinstance(self.learner_idle_seconds, (int, float)) and self.learner_idle_seconds > 0):
                 raise ConfigError("server.learner_idle_seconds", f"must be > 0 seconds, got {self.learner_idle_seconds!r}")

@@ -26,6 +26,8 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "")):
             return None
+        if args == [bool] and isinstance(value, str) and value.lower() == "auto":
+            return None  # an optional switch: None is "decide for me" (server.light)
         return _coerce(name, args[0], value)
     if hint is bool:
         if isinstance(value, bool):

@@ -1,4 +1,7 @@
-"""``python -m service serve --light``: Classify answered by a process that never imports PyTorch.
+"""The light daemon: Classify answered by a process that never imports PyTorch, learning in a child.
+
+``python -m service serve`` runs it where the configuration allows (``server.light``;
+service/light_mode.py decides), ``--light`` insists on it.
 
     this process (the serving process)              a child: the learner (python -m service serve)
     gRPC on server.listen, TLS and tokens as set    gRPC on 127.0.0.1:<free port>, TLS off
@@ -7,19 +10,20 @@
     every other rpc: forwarded with its metadata    /metrics on a private loopback port
     health, reflection, /metrics (its own and the learner's)
 
-The learner child is the daemon as it is without ``--light``: it learns, commits, and writes each
+The learner child is the daemon as it runs in one process: it learns, commits, and writes each
 served version's head (``service/compiling.py``). This process watches ``<state_dir>/current`` and
 swaps in the head of the version it names as soon as that head is on disk (``service/light_heads.py``;
-``serving/head.py``, ``serving/base.py``, ``serving/features.py``: NumPy and ONNX Runtime only), so its memory is that of
-gRPC, NumPy, ONNX Runtime and the base's graphs. A learner that crashes or is killed takes nothing
-with it: Classify goes on answering from the last head; forwarded calls get UNAVAILABLE until the
-child, started again at once, is back. The learner runs at a lower CPU priority (nice 10), so that
-Classify keeps the cores while a job learns. Only versions served as their head over a base answer here
-(``lite``, whose base holds its audio encoder); for any other the child's own path is the only one,
-so ``--light`` refuses to start with another preset. Stopping (SIGTERM) stops the child too. With
-``server.learner_idle_seconds``, a learner nothing has needed for that long sleeps (it ends) and the
-next call that needs it starts it again (``service/learner_idle.py``): the daemon's idle memory is
-then this process's alone.
+``serving/``: NumPy and ONNX Runtime only), so its memory is that of gRPC, NumPy, ONNX Runtime and
+the base's graphs. Until then (milliseconds after a commit or rollback, seconds for the first
+version over a base) the learner answers Classify: no answer comes from a version older than the
+last commit. A learner that crashes or is killed takes nothing with it: Classify goes on answering
+from the last head; forwarded calls get UNAVAILABLE until the child, started again at once, is
+back. The learner runs at a lower CPU priority (nice 10), so that Classify keeps the cores while a
+job learns. Only versions served as their head over a base answer here (``lite``, whose base holds
+its audio encoder), so ``--light`` refuses other configurations by name (service/light_mode.py).
+Stopping (SIGTERM) stops the child too. With ``server.learner_idle_seconds`` (the default: 120 s),
+a learner nothing has needed for that long sleeps (it ends) and the next call that needs it starts
+it again (``service/learner_idle.py``): the daemon's idle memory is then this process's alone.
 ``/metrics`` (``server.metrics_listen``) is served here: this process's request and Classify series
 and the learner's others, read from the learner's private endpoint (``service/light_metrics.py``).
 """
@@ -39,6 +43,7 @@ from service.config import ServiceConfig
 from service.errors import ConfigError, Unavailable
 from service.learner_child import LearnerChild, free_port
 from service.light_heads import HeadWatcher, LightVersion, pytorch_state
+from service.light_mode import light_problem
 from service.store import read_current
 
 if TYPE_CHECKING:
@@ -48,11 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LIGHT_PRESETS = ("lite",)
-"""Presets whose base holds every encoder, so that a version answers without PyTorch."""
-HEAD_STRATEGIES = ("mcil", "ranpac", "simplecil")
-"""Strategies whose versions are served as their head over a base (a statistics head over the frozen
-features; tests/service/test_light.py holds this list to the strategies themselves)."""
 PROTO_PATHS = {code: path for path, code in PATH_TO_PROTO.items()}
 
 
@@ -66,10 +66,11 @@ def _timeout(context: "grpc.ServicerContext") -> float | None:
     return left if left is not None and math.isfinite(left) and left < 1e6 else None
 
 
-def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any],
+def forwarding_servicer(child: LearnerChild, classify: Callable[[Any, Callable[[], Any]], Any],
                         around: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> Any:
-    """A ContinualLearner servicer: ``classify(request) -> response`` answers Classify, the child every
-    other rpc, each inside ``around()`` (service/learner_idle.py counts them)."""
+    """A ContinualLearner servicer: ``classify(request, forward) -> response`` answers Classify, here
+    or by calling ``forward()`` (the child answers it); the child answers every other rpc; each
+    forwarded call runs inside ``around()`` (service/learner_idle.py counts them)."""
     import grpc
 
     from service._proto import mcil_pb2_grpc
@@ -124,7 +125,11 @@ def forwarding_servicer(child: LearnerChild, classify: Callable[[Any], Any],
 
     @boundary
     def classify_call(self: Any, request: Any, context: "grpc.ServicerContext") -> Any:
-        return classify(request)
+        def to_learner() -> Any:
+            with around():
+                return forward("Classify", request, context)
+
+        return classify(request, to_learner)
 
     methods["Classify"] = classify_call
     return type("ForwardingServicer", (mcil_pb2_grpc.ContinualLearnerServicer,), methods)()
@@ -134,15 +139,9 @@ class LightServer:
     """The serving process (module docstring): its gRPC server, the head watcher and the learner child."""
 
     def __init__(self, config: ServiceConfig) -> None:
-        if config.server.preset not in LIGHT_PRESETS:
-            raise ConfigError("server.preset", f"--light serves {list(LIGHT_PRESETS)} only: a "
-                              f"{config.server.preset!r} base does not hold its audio encoder")
-        if config.server.strategy not in HEAD_STRATEGIES:
-            raise ConfigError("server.strategy", f"--light serves versions as their head over a base: one of "
-                              f"{list(HEAD_STRATEGIES)}, got {config.server.strategy!r}")
-        if not config.server.compiled:
-            raise ConfigError("server.compiled", "--light serves versions as their head over a base: "
-                              "server.compiled must be true")
+        problem = light_problem(config.server)
+        if problem is not None:
+            raise problem
         self.placement = config.server.base_placement(check=True)  # a GPU asked for and missing stops here
         self.config = config
         self.state_dir = Path(config.server.state_dir)
@@ -194,7 +193,7 @@ class LightServer:
             from service.learner_idle import IdleLearner
 
             self.idle = IdleLearner(self.child, config.server.learner_idle_seconds,
-                                    served_is_current=lambda: self.slot.current.number == read_current(self.state_dir),
+                                    served_is_current=self._serves_current,
                                     before_sleep=lambda: self.metrics_page and self.metrics_page.hold(),
                                     metadata=lambda: _metadata(self.child))
         tokens = Tokens.from_config(config.security)
@@ -263,22 +262,37 @@ class LightServer:
             self.close(0)
             raise ConfigError("server.metrics_listen", f"cannot listen on {address}: {exc.strerror}") from None
 
-    def _classify(self, request: Any) -> Any:
+    def _serves_current(self) -> bool:
+        """Whether the version served here is the one ``<state_dir>/current`` names."""
+        return bool(self.slot.current.number == read_current(self.state_dir))
+
+    def _classify(self, request: Any, to_learner: Callable[[], Any]) -> Any:
+        """Classify, here from the served head; by the learner (``to_learner()``) while the version
+        ``current`` names is not served here yet (milliseconds after a commit or rollback; seconds
+        for the first version over a base), so that no answer comes from a version older than the
+        last commit, unless the learner is down (killed, restarting): then the version served here."""
         from service.api import classify_response
+        from service.batching import predict_now
         from service.codec import decode_raw
         from service.errors import InvalidRequest
 
         if not request.samples:
             raise InvalidRequest("samples", "give at least one sample")
-        from service.batching import predict_now
 
         def classify(samples: list[Any], top_k: int) -> Any:
             if self.batcher is not None:
                 return self.batcher.submit(samples, top_k)
             return predict_now(self.slot, samples, top_k)
 
-        response = classify_response(request, classify, self.limits, self.config.limits.max_classify_samples,
-                                     decode=decode_raw)
+        response = None
+        if not self._serves_current() and self.child.awake:
+            try:
+                response = to_learner()
+            except Unavailable:  # it ended meanwhile: the version served here answers
+                response = None
+        if response is None:
+            response = classify_response(request, classify, self.limits, self.config.limits.max_classify_samples,
+                                         decode=decode_raw)
         try:
             for result in response.results:
                 self.metrics["mcil_classify_samples_total"].labels(PROTO_PATHS.get(result.path, "")).inc()

@@ -4,12 +4,14 @@ The serving process answers Classify and sees every rpc first, so the request se
 (``mcil_requests_total``, ``mcil_request_duration_seconds``, ``mcil_auth_failures_total``) and the
 Classify series (``mcil_classify_*``) are its own; everything else (the model, versions, jobs, the
 continual-learning figures) is the learner's, read from the learner's own endpoint on a private
-loopback port at each scrape and served beside them; each family comes from one process only (the
-``process_*`` and ``python_*`` series are the learner's). A learner that does not answer within
-``TIMEOUT_SECONDS`` (it is restarting) leaves its series out of that scrape, and Prometheus sees
-them as gaps, not as zeros; a learner put to sleep (``server.learner_idle_seconds``) is different:
-its page, read just before (:meth:`MetricsPage.hold`), is served while it sleeps (nothing changes its
-state then), but for its ``process_*`` and ``python_*`` series (there is no such process then).
+loopback port at each scrape and served beside them; each family comes from one process only. The
+``process_*`` and ``python_*`` series are the serving process's own (the process that is always
+there); the learner's ``process_*`` series are served renamed ``mcil_learner_process_*``
+(``mcil_learner_process_resident_memory_bytes``: the learner child's memory). A learner that does
+not answer within ``TIMEOUT_SECONDS`` (it is restarting) leaves its series out of that scrape, and
+Prometheus sees them as gaps, not as zeros; a learner put to sleep (``server.learner_idle_seconds``)
+is different: its page, read just before (:meth:`MetricsPage.hold`), is served while it sleeps
+(nothing changes its state then), but for its process series (there is no such process then).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import logging
 import urllib.request
 from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from service.metrics import LEARNER_PREFIX
 
 if TYPE_CHECKING:
     from service.metrics import ServiceMetrics
@@ -26,7 +30,8 @@ log = logging.getLogger(__name__)
 OWN = ("mcil_requests", "mcil_request_duration_seconds", "mcil_auth_failures", "mcil_classify_")
 """Families (as prometheus_client's parser names them: counters without ``_total``) the serving process owns."""
 PROCESS = ("process_", "python_")
-"""Families about the learner's process: not served while it sleeps."""
+"""Families about a process: the serving process's own are served as they are, the learner's renamed
+(``mcil_learner_process_*``; its ``python_*`` left out), and not while it sleeps."""
 TIMEOUT_SECONDS = 2.0
 
 
@@ -64,7 +69,7 @@ class _Families:
 
     def collect(self) -> Iterator[Any]:
         for family in self.source.collect():
-            if family.name.startswith(OWN) == self.keep:
+            if family.name.startswith(OWN + PROCESS) == self.keep:
                 yield family
 
 
@@ -87,10 +92,21 @@ class _LearnerSeries:
         except Exception as exc:  # noqa: BLE001 - a learner restarting: its series are left out this scrape
             log.debug("the learner's metrics are not there this scrape: %s", exc)
             return None
-        return [family for family in families if not family.name.startswith(OWN)]
+        return [_renamed(family) if family.name.startswith("process_") else family for family in families
+                if not family.name.startswith(OWN + ("python_",))]
 
     def collect(self) -> Iterator[Any]:
         if self.asleep():
-            yield from (family for family in self.held if not family.name.startswith(PROCESS))
+            yield from (family for family in self.held if not family.name.startswith(LEARNER_PREFIX))
             return
         yield from self.read() or []
+
+
+def _renamed(family: Any) -> Any:
+    """A parsed family of the learner's process, as ``mcil_learner_<name>``."""
+    from prometheus_client import Metric
+
+    renamed = Metric(LEARNER_PREFIX + family.name, f"The learner child's {family.documentation[:1].lower()}"
+                     f"{family.documentation[1:]}", family.type, family.unit)
+    renamed.samples = [sample._replace(name=LEARNER_PREFIX + sample.name) for sample in family.samples]
+    return renamed

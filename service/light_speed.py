@@ -1,6 +1,7 @@
-"""``python -m service.light_speed``: the serving process without PyTorch (``--light``), measured.
+"""``python -m service.light_speed``: the light daemon (a serving process without PyTorch), measured.
 
-One run, a real ``lite`` serving process and its learner child on loopback, AV-MNIST pairs from
+One run, a real ``lite`` daemon on its default (light, the learner on the CPU), its serving process
+and its learner child on loopback, AV-MNIST pairs from
 ``train.csv`` (``--data``): after one task is learned and served, the resident memory of both
 processes when idle; Classify over gRPC from 1 client (p50, p99) when idle and while the learner
 learns a second task, and pairs/s from 8 clients; then, with the learner put to sleep
@@ -65,7 +66,7 @@ def measure(data: Path, requests: int, learner_idle: float) -> dict[str, Any]:
     out: dict[str, Any] = {"inputs": source}
     with tempfile.TemporaryDirectory(prefix="mcil-light-") as tmp:
         daemon = DaemonProcess(Path(tmp) / "state", preset="lite",
-                               settings={"server.light": "true", "server.learner_idle_seconds": str(learner_idle)},
+                               settings={"server.device": "cpu", "server.learner_idle_seconds": str(learner_idle)},
                                log_path=Path(tmp) / "light.log", start_timeout=600)
         try:
             client = daemon.client
@@ -81,13 +82,16 @@ def measure(data: Path, requests: int, learner_idle: float) -> dict[str, Any]:
             job = client.wait(client.learn(names[:-1], upload["first"]).job_id, timeout=3600)
             if job.state != mcil_pb2.JOB_STATE_SUCCEEDED:
                 raise RuntimeError(f"the first task was not committed: {job.message}")
-            while True:  # the first version over a base waits for the base to be built
-                try:
-                    if client.classify(pairs[:1]).model_version == job.committed_version:
-                        break
-                except Exception:  # noqa: BLE001 - nothing served yet
-                    pass
-                time.sleep(0.2)
+            committed = time.perf_counter()  # the client has seen the job succeed
+            answer = client.classify(pairs[:1])  # the learner answers until the head is served here
+            out["first_answer_after_commit"] = {"ms": (time.perf_counter() - committed) * 1000,
+                                                "version": answer.model_version}
+            swapped = f"service.light_heads: serving version {job.committed_version} "
+            while swapped not in daemon.log_tail(200):  # the first version over a base waits for the base
+                if time.perf_counter() - committed > 900:
+                    raise RuntimeError(f"version {job.committed_version} was not served light within 15 min")
+                time.sleep(0.05)
+            out["served_light_after_commit_seconds"] = time.perf_counter() - committed
             client.model_info()  # the learner up (a call that needs it wakes it) and its idle time from now
             time.sleep(2)
             out["idle_rss_mib"] = {"serving": _rss_mib(daemon.pid), "learner": _rss_mib(_learner(daemon.pid))}
@@ -134,6 +138,7 @@ def measure(data: Path, requests: int, learner_idle: float) -> dict[str, Any]:
 
 def render(r: dict[str, Any]) -> str:
     idle, busy, eight = r["idle_1_client"], r["while_learning_1_client"], r["idle_8_clients"]
+    first = r["first_answer_after_commit"]
     return "\n".join([
         f"Measured with `python -m service.light_speed` on: {r['machine']}; inputs: {r['inputs']}.", "",
         "| | serving process | learner child |", "| --- | --- | --- |",
@@ -145,6 +150,10 @@ def render(r: dict[str, Any]) -> str:
         f"{busy['p50_ms']:.1f} ms | {busy['p99_ms']:.1f} ms | |",
         f"| 8 clients, idle | {eight['p50_ms']:.1f} ms | {eight['p99_ms']:.1f} ms | {eight['pairs_per_second']:.0f} |",
         "", f"p99 while learning / p99 idle: {busy['p99_ms'] / idle['p99_ms']:.2f} (target <= 2).", "",
+        f"Right after the first task's commit, a Classify answered with version {first['version']} in "
+        f"{first['ms']:.0f} ms (the learner answers until the version is served light); the serving process "
+        f"served it {r['served_light_after_commit_seconds']:.1f} s after the commit (the first version over a base "
+        "waits for the base to be built).", "",
         f"With `server.learner_idle_seconds: {r['learner_idle_seconds']:g}`, the learner slept "
         f"{r['asleep_after_seconds']:.1f} s after the second task's last call; then the daemon held "
         f"{r['asleep_rss_mib']:.0f} MiB (the serving process alone), one client's Classify p50 / p99 "

@@ -111,6 +111,9 @@ JOB_PHASES = ("preparing", "training", "evaluating", "committing")
 STANDARD_SERIES = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
                    "process_open_fds", "process_max_fds", "process_start_time_seconds", "python_info")
 """The daemon process's own series (prometheus_client's process and platform collectors, Linux)."""
+LEARNER_PREFIX = "mcil_learner_"
+LEARNER_SERIES = tuple(LEARNER_PREFIX + name for name in STANDARD_SERIES if name.startswith("process_"))
+"""A light daemon's learner child's process series, as its serving process serves them (service/light_metrics.py)."""
 
 
 class ServiceMetrics:

@@ -181,10 +181,13 @@ def panels(exported: set[str]) -> list[dict[str, Any]]:
                    targets((f"mcil_job_loss{{{INST}}}", "loss"), (f"mcil_job_eta_seconds{{{INST}}}", "time left")),
                    "short", width=8),
         timeseries("Daemon memory and CPU",
-                   "Resident memory of the daemon process (left axis) and the CPU cores it used (right axis). "
-                   "Source: process_resident_memory_bytes, process_cpu_seconds_total.",
+                   "Resident memory of the daemon process (left axis) and the CPU cores it used (right axis); "
+                   "a light daemon: its serving process, and its learner child's memory apart (no line while "
+                   "the learner sleeps). Source: process_resident_memory_bytes, process_cpu_seconds_total, "
+                   "mcil_learner_process_resident_memory_bytes.",
                    targets((f"process_resident_memory_bytes{{{INST}}}", "resident memory"),
-                           (f"rate(process_cpu_seconds_total{{{INST}}}[$__rate_interval])", "CPU cores")),
+                           (f"rate(process_cpu_seconds_total{{{INST}}}[$__rate_interval])", "CPU cores"),
+                           (f"mcil_learner_process_resident_memory_bytes{{{INST}}}", "learner child memory")),
                    "bytes", width=8),
         row("Model version and commits"),
         stat("Daemon up", "1 when Prometheus' last scrape of /metrics succeeded (series up, added by Prometheus).",

@@ -57,8 +57,8 @@ def test_json_and_toml_files(tmp_path: Path) -> None:
         ({"security.tls_cert": "/nonexistent.pem"}, "security.tls_cert"),
         ({"security.require_token_for_all": "true"}, "security.require_token_for_all"),
         ({"server.colour": "blue"}, "server.colour"),
-        ({"server.learner_idle_seconds": "60"}, "server.learner_idle_seconds"),  # without server.light
         ({"server.light": "true", "server.learner_idle_seconds": "0"}, "server.learner_idle_seconds"),
+        ({"server.light": "sometimes"}, "server.light"),
         ({"server.base_precision": "int4"}, "server.base_precision"),
         ({"server.base_precision": "int8", "server.compiled": "false"}, "server.base_precision"),
         ({"server.base_device": "gpu"}, "server.base_device"),

@@ -1,6 +1,7 @@
-"""``python -m service serve --light``: a serving process without PyTorch, the daemon as its learner child.
+"""The light daemon: a serving process without PyTorch, the daemon as its learner child.
 
-A real serving process (``lite``) on loopback: it learns through its child, answers Classify from the
+A real daemon (``lite`` on the CPU, ``server.light`` left to its default) on loopback runs light: it
+learns through its child, answers Classify with the version just committed at once, from the
 committed version's head as the learner that committed it answers, never loads PyTorch (its memory
 maps no libtorch; the learner's does; its log says so from its ``sys.modules`` at each swap), serves
 its own Classify series and its learner's on one ``/metrics`` page, puts its learner to sleep when
@@ -57,7 +58,7 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
     skip_unless_preset("lite")
     state = tmp_path / "state"
     metrics_port = free_port()
-    d = DaemonProcess(state, preset="lite", settings={"server.light": "true",
+    d = DaemonProcess(state, preset="lite", settings={"server.device": "cpu",  # server.light: its default
                                                       "server.metrics_listen": f"127.0.0.1:{metrics_port}",
                                                       "server.learner_idle_seconds": "3"},
                       start_timeout=300, log_path=tmp_path / "light.log")
@@ -72,7 +73,9 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
         probe = [Sample(image=s.image, audio=s.audio, sample_rate=s.sample_rate) for s in data]
         probe += [Sample(image=data[0].image), Sample(audio=data[1].audio, sample_rate=16000)]
         msgs = [sample_from_arrays(s.image, s.audio, s.sample_rate) for s in probe]
-        _until("version 1 is served", lambda: client.classify(msgs, top_k=2).model_version == 1, 300)
+        assert "light: Classify from a process without PyTorch" in d.log_path.read_text(errors="replace")
+        assert client.classify(msgs, top_k=2).model_version == 1  # at once: the learner answers until the head is here
+        _until("version 1 is served here", lambda: "service.light_heads: serving version 1" in d.log_tail(100), 300)
 
         # Nothing needs the learner for 3 s (Classify never does): it sleeps, Classify answers, and
         # /metrics still shows its series as they were (but for its process's).
@@ -86,7 +89,8 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
         assert series["mcil_model_version"].samples[0].value == 1  # the learner's series ...
         served = {s.labels["path"]: s.value for s in series["mcil_classify_samples"].samples if s.name.endswith("_total")}
         assert served.get("av", 0) >= 1  # ... and the serving process's, on one page
-        assert "process_resident_memory_bytes" not in series  # the learner's process: there is none now
+        assert "process_resident_memory_bytes" in series  # the serving process's own ...
+        assert "mcil_learner_process_resident_memory_bytes" not in series  # ... the learner's: there is none now
         want = Learner.load(state / "versions" / "000001").predict(probe, top_k=2)
         got = client.classify(msgs, top_k=2).results
         for result, expected in zip(got, want):
@@ -101,7 +105,8 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
                and client.model_info().version == 1, 300)
         reply = client.learn(["blue"], examples(task_data(["blue"], per_class=6, first_index=2)))
         assert client.wait(reply.job_id, timeout=600).state == mcil_pb2.JOB_STATE_SUCCEEDED
-        _until("version 2 is served", lambda: client.classify(msgs, top_k=3).model_version == 2, 30)
+        assert client.classify(msgs, top_k=3).model_version == 2
+        _until("version 2 is served here", lambda: "service.light_heads: serving version 2" in d.log_tail(100), 30)
         assert not _maps_torch(d.pid)
         swaps = [line for line in d.log_tail(400).splitlines() if "service.light_heads: serving version" in line]
         assert len(swaps) == 2 and all(line.endswith("PyTorch not loaded") for line in swaps)  # its sys.modules
@@ -135,7 +140,8 @@ def test_a_learner_that_cannot_start_stops_the_serving_process_with_its_status(t
 def test_what_light_cannot_serve_is_refused_by_name(tmp_path: Path) -> None:
     from model.strategies import STRATEGIES
     from service.errors import ConfigError
-    from service.light import HEAD_STRATEGIES, LIGHT_PRESETS, LightServer
+    from service.light import LightServer
+    from service.light_mode import HEAD_STRATEGIES, LIGHT_PRESETS
     from tests.service.conftest import make_config
 
     served_as_heads = {name for name, s in STRATEGIES.items()
@@ -153,7 +159,8 @@ def test_a_base_device_this_onnxruntime_cannot_reach_is_refused_before_anything_
     import onnxruntime as ort
 
     from service.errors import ConfigError
-    from service.light import LIGHT_PRESETS, LightServer
+    from service.light import LightServer
+    from service.light_mode import LIGHT_PRESETS
     from tests.service.conftest import make_config
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
