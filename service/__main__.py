@@ -123,7 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         import dataclasses
         import json
 
+        from service.light_mode import runs_light
+
+        try:
+            light, why = runs_light(config.server)
+        except ConfigError as exc:
+            print(f"mcild: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(dataclasses.asdict(config), indent=2, default=str))
+        print(f"light: {'yes' if light else 'no'} ({why})", file=sys.stderr)
         return 0
     try:
         return serve(config)

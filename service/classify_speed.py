@@ -256,7 +256,8 @@ def over_grpc(preset: str, train: list[Any], probe: list[Any], requests: int) ->
         modes = (("head", {"server.compiled": "true"}, HEAD_RUNNER), ("hybrid", {"server.compiled": "false"}, "pytorch"),
                  ("head_wait_5ms", {"server.compiled": "true", "batching.max_delay_ms": "5"}, HEAD_RUNNER),
                  ("head_int8", {"server.compiled": "true", "server.base_precision": "int8"}, HEAD_INT8_RUNNER),
-                 ("light_int8", {"server.compiled": "true", "server.base_precision": "int8", "server.light": "true"},
+                 ("light_int8", {"server.compiled": "true", "server.base_precision": "int8", "server.light": "true",
+                                 "server.learner_idle_seconds": "null"},  # the learner stays up through the run
                   HEAD_INT8_RUNNER))
         for mode, overrides, expected in modes:
             daemon = DaemonProcess(state, preset=preset, settings={**settings, **overrides},

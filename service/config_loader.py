@@ -18,6 +18,8 @@ from typing import Any, Mapping
 from service.config import ServiceConfig
 from service.errors import ConfigError
 
+_BOOL_WORDS = ("true", "yes", "1", "on", "false", "no", "0", "off")
+
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:
     """``value`` (from a file or a flag) as the type ``hint``, or a ConfigError naming ``name``."""
@@ -26,13 +28,16 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "")):
             return None
-        if args == [bool] and isinstance(value, str) and value.lower() == "auto":
-            return None  # an optional switch: None is "decide for me" (server.light)
+        if args == [bool]:  # an optional switch: None is "decide for me" (server.light)
+            if isinstance(value, str) and value.lower() == "auto":
+                return None
+            if not isinstance(value, bool) and str(value).lower() not in _BOOL_WORDS:
+                raise ConfigError(name, f"must be true, false or auto (null), got {value!r}")
         return _coerce(name, args[0], value)
     if hint is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        if isinstance(value, str) and value.lower() in _BOOL_WORDS:
             return value.lower() in ("true", "yes", "1", "on")
         raise ConfigError(name, f"must be true or false, got {value!r}")
     if hint is int:

@@ -5,9 +5,10 @@
         ...
     idle.start(); idle.close()
 
-With ``--light``, Classify never needs the learner: it is needed only by the calls the serving
-process forwards (learning, jobs, versions, rollback, model info, the district) and by the jobs they
-start. So once ``seconds`` have passed since the last forwarded call ended, with none in flight, no
+In a light daemon, Classify needs the learner only while the version just committed is not served
+here yet (and then the learner is up: it just committed); otherwise it is needed only by the calls
+the serving process forwards (learning, jobs, versions, rollback, model info, the district) and by
+the jobs they start. So once ``seconds`` have passed since the last forwarded call ended, with none in flight, no
 job queued or running (the learner's own ``GetModelInfo``), and the version ``current`` names served
 here as its head (the learner has written it), the learner is ended gracefully
 (:meth:`service.learner_child.LearnerChild.sleep`): the daemon's idle memory is then the serving

@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
 
@@ -54,6 +55,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROTO_PATHS = {code: path for path, code in PATH_TO_PROTO.items()}
+FORWARDED_CLASSIFY = 8
+"""Classify calls the learner answers at once while a new version is not served here yet; more are
+answered here, so that the serving threads never all wait on the learner."""
+LAG_WARNING_SECONDS = 60.0
+"""How long a committed version may go unserved here before a warning (the first base: ~20 s)."""
 
 
 def _metadata(child: LearnerChild) -> list[tuple[str, str]]:
@@ -84,14 +90,18 @@ def forwarding_servicer(child: LearnerChild, classify: Callable[[Any, Callable[[
 
         return call
 
-    def forward(name: str, request: Any, context: "grpc.ServicerContext") -> Any:
+    def forward(name: str, request: Any, context: "grpc.ServicerContext", wake: bool = True,
+                down: tuple["grpc.StatusCode", ...] = (grpc.StatusCode.CANCELLED,)) -> Any:
+        """The learner's answer to ``name``; :class:`Unavailable` when it is restarting (a sleeping
+        learner is woken and waited for unless ``wake`` is false), or when the call ends with a code
+        of ``down`` while the caller is still there."""
         try:
-            stub = child.stub(wait=_timeout(context), is_active=context.is_active)
+            stub = child.stub(wait=_timeout(context) if wake else 0.0, wake=wake, is_active=context.is_active)
             return getattr(stub, name)(request, metadata=_metadata(child), timeout=_timeout(context))
         except ValueError:  # the channel closed under the call: the learner is restarting
             raise Unavailable("the learner is restarting; retry in a few seconds") from None
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED and context.is_active():
+            if exc.code() in down and context.is_active():
                 raise Unavailable("the learner is restarting; retry in a few seconds") from None
             context.abort(exc.code(), exc.details() or "")
 
@@ -125,9 +135,10 @@ def forwarding_servicer(child: LearnerChild, classify: Callable[[Any, Callable[[
 
     @boundary
     def classify_call(self: Any, request: Any, context: "grpc.ServicerContext") -> Any:
-        def to_learner() -> Any:
+        def to_learner() -> Any:  # never waits for a learner that is not listening; Unavailable if it goes
             with around():
-                return forward("Classify", request, context)
+                return forward("Classify", request, context, wake=False,
+                               down=(grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE))
 
         return classify(request, to_learner)
 
@@ -153,6 +164,9 @@ class LightServer:
         self.metrics_endpoint: Any = None
         self._stopped = threading.Event()
         self._done = threading.Event()
+        self._forwarding = threading.BoundedSemaphore(FORWARDED_CLASSIFY)  # Classify calls the learner answers
+        self._lag_since: float | None = None  # since when the committed version is not served here
+        self._lag_warned = False
         self._close_lock = threading.Lock()
 
     def start(self) -> int:
@@ -264,13 +278,37 @@ class LightServer:
 
     def _serves_current(self) -> bool:
         """Whether the version served here is the one ``<state_dir>/current`` names."""
-        return bool(self.slot.current.number == read_current(self.state_dir))
+        return self._lagging() is None
+
+    def _lagging(self) -> int | None:
+        """The committed version (``<state_dir>/current``) when it is not the one served here yet, else
+        None; logs when that starts, and warns once when it lasts ``LAG_WARNING_SECONDS``."""
+        try:
+            committed = read_current(self.state_dir)
+        except OSError as exc:  # unreadable now: the version served here is taken as current
+            log.debug("cannot read %s: %s", self.state_dir / "current", exc)
+            return None
+        if committed == self.slot.current.number:
+            self._lag_since = None
+            return None
+        now = time.monotonic()
+        if self._lag_since is None:
+            self._lag_since, self._lag_warned = now, False
+            log.info("version %d is committed and not served here yet: the learner answers Classify until it is",
+                     committed)
+        elif not self._lag_warned and now - self._lag_since > LAG_WARNING_SECONDS:
+            self._lag_warned = True
+            log.warning("version %d is still not served here after %.0f s (its head or base is missing or does not "
+                        "load: see the log above); the learner answers Classify meanwhile, up to %d calls at once",
+                        committed, now - self._lag_since, FORWARDED_CLASSIFY)
+        return committed
 
     def _classify(self, request: Any, to_learner: Callable[[], Any]) -> Any:
         """Classify, here from the served head; by the learner (``to_learner()``) while the version
         ``current`` names is not served here yet (milliseconds after a commit or rollback; seconds
         for the first version over a base), so that no answer comes from a version older than the
-        last commit, unless the learner is down (killed, restarting): then the version served here."""
+        last commit. Here anyway while the learner is not listening or already answers
+        ``FORWARDED_CLASSIFY`` calls (the version before answers; UNAVAILABLE if there is none yet)."""
         from service.api import classify_response
         from service.batching import predict_now
         from service.codec import decode_raw
@@ -285,12 +323,17 @@ class LightServer:
             return predict_now(self.slot, samples, top_k)
 
         response = None
-        if not self._serves_current() and self.child.awake:
+        committed = self._lagging()
+        if committed is not None and self.child.awake and self._forwarding.acquire(blocking=False):
             try:
                 response = to_learner()
-            except Unavailable:  # it ended meanwhile: the version served here answers
+            except Unavailable:  # it went away meanwhile: answered here
                 response = None
+            finally:
+                self._forwarding.release()
         if response is None:
+            if committed and self.slot.current.number == 0:
+                raise Unavailable(f"version {committed} is loading; retry in a few seconds")
             response = classify_response(request, classify, self.limits, self.config.limits.max_classify_samples,
                                          decode=decode_raw)
         try:

@@ -182,12 +182,14 @@ def panels(exported: set[str]) -> list[dict[str, Any]]:
                    "short", width=8),
         timeseries("Daemon memory and CPU",
                    "Resident memory of the daemon process (left axis) and the CPU cores it used (right axis); "
-                   "a light daemon: its serving process, and its learner child's memory apart (no line while "
-                   "the learner sleeps). Source: process_resident_memory_bytes, process_cpu_seconds_total, "
-                   "mcil_learner_process_resident_memory_bytes.",
+                   "a light daemon: its serving process, and its learner child's apart (no line while the "
+                   "learner sleeps). Source: process_resident_memory_bytes, process_cpu_seconds_total, "
+                   "mcil_learner_process_*.",
                    targets((f"process_resident_memory_bytes{{{INST}}}", "resident memory"),
                            (f"rate(process_cpu_seconds_total{{{INST}}}[$__rate_interval])", "CPU cores"),
-                           (f"mcil_learner_process_resident_memory_bytes{{{INST}}}", "learner child memory")),
+                           (f"mcil_learner_process_resident_memory_bytes{{{INST}}}", "learner child memory"),
+                           (f"rate(mcil_learner_process_cpu_seconds_total{{{INST}}}[$__rate_interval])",
+                            "learner child CPU cores")),
                    "bytes", width=8),
         row("Model version and commits"),
         stat("Daemon up", "1 when Prometheus' last scrape of /metrics succeeded (series up, added by Prometheus).",
@@ -279,7 +281,7 @@ def panels(exported: set[str]) -> list[dict[str, Any]]:
     by_title = {p.get("title"): p for p in out}
     right_axis(out[-1], "^M2 .*", "none")
     right_axis(by_title["Training loss and time left"], "^time left$", "s")
-    right_axis(by_title["Daemon memory and CPU"], "^CPU cores$", "short")
+    right_axis(by_title["Daemon memory and CPU"], "CPU cores$", "short")
     return out
 
 
