@@ -84,9 +84,13 @@ def serve(config: Any) -> int:
         port = server.start()
         stop = lambda: server.close(config.server.grace_seconds)  # noqa: E731
     else:
-        log.info("one process learns and serves (%s)", why)
-        from service.learner_child import end_with_parent
+        from service.learner_child import TOKEN_ENV, end_with_parent
         from service.server import create_server
+
+        if TOKEN_ENV in os.environ:  # set by a light daemon's serving process for its child
+            log.info("the learner child of a light daemon: it learns, and answers what the serving process forwards")
+        else:
+            log.info("one process learns and serves (%s)", why)
 
         server, port = create_server(config)
         stop = server.stop

@@ -73,7 +73,8 @@ def test_classify_comes_from_a_process_without_pytorch_that_outlives_its_learner
         probe = [Sample(image=s.image, audio=s.audio, sample_rate=s.sample_rate) for s in data]
         probe += [Sample(image=data[0].image), Sample(audio=data[1].audio, sample_rate=16000)]
         msgs = [sample_from_arrays(s.image, s.audio, s.sample_rate) for s in probe]
-        assert "light: Classify from a process without PyTorch" in d.log_path.read_text(errors="replace")
+        log = d.log_path.read_text(errors="replace")
+        assert "light: Classify from a process without PyTorch" in log and "the learner child of a light daemon" in log
         assert client.classify(msgs, top_k=2).model_version == 1  # at once: the learner answers until the head is here
         _until("version 1 is served here", lambda: "service.light_heads: serving version 1" in d.log_tail(100), 300)
 
